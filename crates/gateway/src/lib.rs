@@ -1,0 +1,2 @@
+//! The gatekit gateway: config model, pipeline assembly, control plane and the in-memory lab.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! The OS side of gatekit: TUN/TAP devices, batched UDP and raw sockets, and the event loop.
+

@@ -1,0 +1,179 @@
+//! The Internet checksum (RFC 1071) and its incremental update (RFC 1624).
+//!
+//! Checksums are handled as host-order `u16` values equal to the big-endian field on the wire:
+//! read a field with `u16::from_be_bytes` and write it back with `to_be_bytes`.
+
+/// Adds `data` to a running one's-complement sum (RFC 1071 §4.1: 16-bit big-endian words, an
+/// odd final byte padded with zero). Chain calls on even-length pieces, then [`fold`].
+#[inline]
+pub fn sum(mut acc: u64, data: &[u8]) -> u64 {
+    // Eight bytes at a time into a 64-bit accumulator; carries are folded at the end, which
+    // RFC 1071 §2(B) allows since addition is associative and commutative.
+    let mut chunks = data.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        let (s, carry) = acc.overflowing_add(w);
+        acc = s + u64::from(carry);
+    }
+    let rest = chunks.remainder();
+    let mut words = rest.chunks_exact(2);
+    for w in &mut words {
+        let (s, carry) = acc.overflowing_add(u64::from(u16::from_be_bytes([w[0], w[1]])));
+        acc = s + u64::from(carry);
+    }
+    if let [last] = words.remainder() {
+        let (s, carry) = acc.overflowing_add(u64::from(*last) << 8);
+        acc = s + u64::from(carry);
+    }
+    acc
+}
+
+/// Folds a running sum to 16 bits (end-around carry), without complementing it.
+#[inline]
+pub fn fold(mut acc: u64) -> u16 {
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// The Internet checksum of `data`: the one's complement of the one's-complement sum. Over a
+/// header whose checksum field holds the right value, this returns 0.
+#[inline]
+pub fn internet(data: &[u8]) -> u16 {
+    !fold(sum(0, data))
+}
+
+/// The sum of the IPv4 pseudo-header (RFC 768, RFC 793) for a transport checksum.
+pub fn pseudo_v4(src: [u8; 4], dst: [u8; 4], proto: u8, len: u16) -> u64 {
+    let acc = sum(0, &src);
+    let acc = sum(acc, &dst);
+    acc + u64::from(proto) + u64::from(len)
+}
+
+/// The sum of the IPv6 pseudo-header (RFC 8200 §8.1) for a transport checksum.
+pub fn pseudo_v6(src: [u8; 16], dst: [u8; 16], next_header: u8, len: u32) -> u64 {
+    let acc = sum(0, &src);
+    let acc = sum(acc, &dst);
+    acc + u64::from(len >> 16) + u64::from(len & 0xffff) + u64::from(next_header)
+}
+
+/// RFC 1624 eqn. 3: the new checksum after a 16-bit word of the covered data changes from
+/// `old` to `new`: `HC' = ~(~HC + ~m + m')`. Unlike eqn. 2 it never yields 0xFFFF for a
+/// non-zero sum (RFC 1624 §3).
+#[inline]
+pub fn update16(hc: u16, old: u16, new: u16) -> u16 {
+    let acc = u64::from(!hc) + u64::from(!old) + u64::from(new);
+    !fold(acc)
+}
+
+/// [`update16`] for a 32-bit field (an IPv4 address, a TCP sequence number).
+#[inline]
+pub fn update32(hc: u16, old: u32, new: u32) -> u16 {
+    let acc = u64::from(!hc)
+        + u64::from(!(old >> 16) & 0xffff)
+        + u64::from(!old & 0xffff)
+        + u64::from(new >> 16)
+        + u64::from(new & 0xffff);
+    !fold(acc)
+}
+
+/// [`update16`] for a field of any even length (an IPv6 address). If the lengths differ or
+/// are odd, the checksum is returned unchanged and `false`: the caller must recompute.
+pub fn update_bytes(hc: u16, old: &[u8], new: &[u8]) -> (u16, bool) {
+    if old.len() != new.len() || !old.len().is_multiple_of(2) {
+        return (hc, false);
+    }
+    let mut acc = u64::from(!hc);
+    for (o, n) in old.chunks_exact(2).zip(new.chunks_exact(2)) {
+        acc += u64::from(!u16::from_be_bytes([o[0], o[1]]));
+        acc += u64::from(u16::from_be_bytes([n[0], n[1]]));
+    }
+    (!fold(acc), true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 1071 §3, the worked example: bytes 00 01 f2 03 f4 f5 f6 f7 sum to 0xddf2
+    /// ("The checksum is 0x220d", the complement of that sum).
+    #[test]
+    fn rfc1071_example() {
+        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(fold(sum(0, &data)), 0xddf2);
+        assert_eq!(internet(&data), 0x220d);
+        // Byte order independence (RFC 1071 §2(B)): the swapped sum is the swapped result.
+        let swapped = [0x01, 0x00, 0x03, 0xf2, 0xf5, 0xf4, 0xf7, 0xf6];
+        assert_eq!(fold(sum(0, &swapped)), 0xf2dd);
+    }
+
+    /// RFC 1624 §4: m = 0x5555 changes to m' = 0x3285, the rest of the header sums to 0xCD7A;
+    /// HC = 0xDD2F and the correct new checksum is 0x0000 (eqn. 2 would give 0xFFFF).
+    #[test]
+    fn rfc1624_example() {
+        let hc = !fold(0xCD7A + 0x5555);
+        assert_eq!(hc, 0xDD2F);
+        assert_eq!(update16(hc, 0x5555, 0x3285), 0x0000);
+        assert_eq!(!fold(0xCD7A + 0x3285), 0x0000);
+    }
+
+    /// The worked IPv4 header of the "Internet checksum" example in the Wikipedia IPv4 article
+    /// (192.168.0.1 → 192.168.0.199, UDP): its checksum is 0xB861, and it then verifies to 0.
+    #[test]
+    fn ipv4_header() {
+        let mut h = [
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        ];
+        assert_eq!(internet(&h), 0xb861);
+        h[10..12].copy_from_slice(&0xb861u16.to_be_bytes());
+        assert_eq!(internet(&h), 0);
+        // Rewrite the destination address incrementally and check against a full recompute.
+        let old = u32::from_be_bytes([h[16], h[17], h[18], h[19]]);
+        let new = u32::from_be_bytes([10, 1, 2, 3]);
+        let inc = update32(0xb861, old, new);
+        h[16..20].copy_from_slice(&new.to_be_bytes());
+        h[10] = 0;
+        h[11] = 0;
+        assert_eq!(inc, internet(&h));
+        let (inc2, ok) = update_bytes(0xb861, &old.to_be_bytes(), &new.to_be_bytes());
+        assert!(ok);
+        assert_eq!(inc2, inc);
+        assert_eq!(update_bytes(1, &[1], &[2]), (1, false));
+    }
+
+    #[test]
+    fn odd_length_and_chunk_boundaries() {
+        // The same bytes summed in one go and in even pieces agree.
+        let data: [u8; 23] = core::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(11));
+        let whole = fold(sum(0, &data));
+        let parts = fold(sum(sum(sum(0, &data[..2]), &data[2..10]), &data[10..]));
+        assert_eq!(whole, parts);
+        // Odd trailing byte is padded with zero on the right.
+        assert_eq!(fold(sum(0, &[0xab])), 0xab00);
+        assert_eq!(internet(&[]), 0xffff);
+    }
+
+    #[test]
+    fn pseudo_headers_match_etherparse() {
+        let mut out = alloc::vec::Vec::new();
+        etherparse::PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .udp(1000, 2000)
+            .write(&mut out, b"abc")
+            .unwrap();
+        let udp = &out[20..];
+        let acc = pseudo_v4([10, 0, 0, 1], [10, 0, 0, 2], 17, udp.len() as u16);
+        assert_eq!(!fold(sum(acc, udp)), 0, "etherparse's UDP checksum verifies");
+
+        let mut out6 = alloc::vec::Vec::new();
+        let (s, d) = ([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], [0xfe; 16]);
+        etherparse::PacketBuilder::ipv6(s, d, 64)
+            .udp(1, 2)
+            .write(&mut out6, b"hello")
+            .unwrap();
+        let udp6 = &out6[40..];
+        let acc6 = pseudo_v6(s, d, 17, udp6.len() as u32);
+        assert_eq!(!fold(sum(acc6, udp6)), 0);
+    }
+}

@@ -29,6 +29,10 @@ pub struct Meta {
     pub mark: u32,
     /// When the packet was received.
     pub timestamp: Instant,
+    /// For datagram ports (UDP sockets, raw IP sockets): the remote endpoint — the source of a
+    /// received datagram, the destination of one to send. `None` on device ports (TUN, TAP).
+    /// Raw IP sockets use port 0.
+    pub peer: Option<core::net::SocketAddr>,
 }
 
 impl Meta {

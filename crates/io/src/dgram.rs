@@ -1,0 +1,575 @@
+//! The batched datagram engine under [`UdpPort`](crate::UdpPort) and
+//! [`RawPort`](crate::RawPort): `recvmmsg`/`sendmmsg`, UDP GSO/GRO, and the outer IP header
+//! the pipeline sees on every packet.
+//!
+//! The pipeline works on whole IP packets everywhere, so that an ESP-in-UDP packet looks the
+//! same whether it came from a socket or from an in-memory test port. On receive the kernel
+//! has already taken the outer headers off (except for IPv4 raw sockets), so they are written
+//! back into the buffer's headroom from the addresses the kernel reports; on send they are
+//! read for the destination and skipped.
+
+use crate::PortStats;
+use crate::buf::{IoBuf, room};
+use crate::sys::{MultiRecv, MultiSend, RecvInfo};
+use gatekit_packet::{
+    Batch, DropReason, Instant, Meta, PacketBuf, Pool, PortError, PortId, checksum,
+};
+use socket2::Socket;
+use std::collections::VecDeque;
+use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsFd;
+
+/// Room kept in front of received payloads for the outer headers written back.
+pub(crate) const HDR_ROOM: usize = 48;
+/// Largest datagram the kernel hands over with UDP GRO.
+const GRO_BUF: usize = 65535;
+/// Datagrams one UDP GSO send may carry (the kernel's UDP_MAX_SEGMENTS is 64 or more).
+const GSO_MAX_SEGS: usize = 64;
+/// Largest payload of one UDP GSO send.
+const GSO_MAX_BYTES: usize = 65000;
+
+/// Which outer headers the engine writes back on receive and strips on send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// UDP: an IPv4 or IPv6 header and the UDP header.
+    Udp,
+    /// A raw IPv4 socket: the kernel gives and takes the IPv4 header (`IP_HDRINCL`).
+    RawV4,
+    /// A raw IPv6 socket of protocol `proto`: an IPv6 header.
+    RawV6(u8),
+}
+
+pub(crate) struct Dgram<B: IoBuf> {
+    pub(crate) sock: Socket,
+    pub(crate) local: SocketAddr,
+    pub(crate) framing: Framing,
+    pub(crate) pool: Pool,
+    pub(crate) id: PortId,
+    pub(crate) gso: bool,
+    pub(crate) gro: bool,
+    pub(crate) batch: usize,
+    pub(crate) stats: PortStats,
+    rx: MultiRecv,
+    tx: MultiSend,
+    pending: Vec<B>,
+    groups: Vec<usize>,
+    gro_bufs: Vec<Box<[u8]>>,
+    backlog: VecDeque<B>,
+}
+
+/// UDP segmentation (send) and coalescing (receive) in use.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Gso {
+    pub(crate) gso: bool,
+    pub(crate) gro: bool,
+}
+
+/// Where a packet to send goes and which bytes of it are the datagram.
+struct Out {
+    dst: SocketAddr,
+    start: usize,
+    end: usize,
+}
+
+impl<B: IoBuf> Dgram<B> {
+    pub(crate) fn new(
+        sock: Socket,
+        local: SocketAddr,
+        framing: Framing,
+        pool: Pool,
+        id: PortId,
+        batch: usize,
+        offloads: Gso,
+    ) -> Self {
+        let Gso { gso, gro } = offloads;
+        let batch = batch.clamp(1, 1024);
+        let gro_slots = if gro { batch.min(8) } else { 0 };
+        Dgram {
+            sock,
+            local,
+            framing,
+            pool,
+            id,
+            gso,
+            gro,
+            batch,
+            stats: PortStats::default(),
+            rx: MultiRecv::new(batch),
+            tx: MultiSend::new(batch, (batch * 8).max(2 * GSO_MAX_SEGS)),
+            pending: Vec::with_capacity(batch),
+            groups: Vec::with_capacity(batch),
+            gro_bufs: (0..gro_slots)
+                .map(|_| vec![0u8; GRO_BUF].into_boxed_slice())
+                .collect(),
+            backlog: VecDeque::new(),
+        }
+    }
+
+    pub(crate) fn recv(&mut self, batch: &mut Batch<B>, now: Instant) -> Result<usize, PortError> {
+        let mut n = 0;
+        while !batch.is_full() {
+            let Some(b) = self.backlog.pop_front() else {
+                break;
+            };
+            if let Err(full) = batch.push(b, Meta::new(self.id, now)) {
+                self.backlog.push_front(full.packet);
+                break;
+            }
+            n += 1;
+        }
+        if batch.is_full() {
+            return Ok(n);
+        }
+        if self.gro {
+            return self.recv_gro(batch, now).map(|m| m + n);
+        }
+        let want = batch.remaining().min(self.batch);
+        while self.pending.len() < want {
+            match B::take(&self.pool) {
+                Some(b) => self.pending.push(b),
+                None => break,
+            }
+        }
+        if self.pending.is_empty() {
+            return Ok(n);
+        }
+        let head_off = self.room_offset();
+        let got = match self.rx.recv(
+            self.sock.as_fd(),
+            self.pending.iter_mut().map(|b| {
+                let r = room(b);
+                let off = head_off.min(r.len());
+                &mut r[off..]
+            }),
+        ) {
+            Ok(got) => got,
+            Err(e) => return recv_error(e).map(|()| n),
+        };
+        self.stats.rx_calls += 1;
+        // The first `got` buffers hold datagrams; hand them over in order.
+        for (i, mut b) in self.pending.drain(..got).enumerate() {
+            let info = self.rx.info(i);
+            if info.truncated {
+                self.stats.drop(DropReason::TooBig);
+                continue;
+            }
+            let head = b.block().headroom();
+            if b.block()
+                .set_window(head + head_off, head + head_off + info.len)
+                .is_err()
+            {
+                self.stats.drop(DropReason::TooBig);
+                continue;
+            }
+            if !frame(&mut b, self.framing, self.local, &info, info.len) {
+                self.stats.drop(DropReason::NoRoom);
+                continue;
+            }
+            self.stats.rx_packets += 1;
+            self.stats.rx_bytes += b.len() as u64;
+            if let Err(full) = batch.push(b, Meta::new(self.id, now)) {
+                self.backlog.push_back(full.packet);
+            } else {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    fn room_offset(&self) -> usize {
+        match self.framing {
+            Framing::RawV4 => 0,
+            Framing::Udp | Framing::RawV6(_) => HDR_ROOM,
+        }
+    }
+
+    /// Receives coalesced datagrams into the GRO buffers and cuts them into pool buffers.
+    fn recv_gro(&mut self, batch: &mut Batch<B>, now: Instant) -> Result<usize, PortError> {
+        let slots = self.gro_bufs.len().min(batch.remaining().max(1));
+        let got = match self.rx.recv(
+            self.sock.as_fd(),
+            self.gro_bufs.iter_mut().take(slots).map(|b| &mut b[..]),
+        ) {
+            Ok(got) => got,
+            Err(e) => return recv_error(e).map(|()| 0),
+        };
+        self.stats.rx_calls += 1;
+        let mut n = 0;
+        for i in 0..got {
+            let info = self.rx.info(i);
+            let Some(data) = self.gro_bufs.get(i).and_then(|b| b.get(..info.len)) else {
+                continue;
+            };
+            let seg = usize::from(info.gro_size.unwrap_or(0)).max(1);
+            let seg = if info.gro_size.is_some() {
+                seg
+            } else {
+                data.len().max(1)
+            };
+            if info.gro_size.is_some() && data.len() > seg {
+                self.stats.rx_coalesced += 1;
+            }
+            for chunk in data.chunks(seg) {
+                let Some(mut b) = B::take(&self.pool) else {
+                    self.stats.drop(DropReason::NoBuffer);
+                    continue;
+                };
+                let ok = b
+                    .push_back(chunk.len())
+                    .map(|d| d.copy_from_slice(chunk))
+                    .is_ok();
+                if !ok || !frame(&mut b, self.framing, self.local, &info, chunk.len()) {
+                    self.stats.drop(DropReason::NoRoom);
+                    continue;
+                }
+                self.stats.rx_packets += 1;
+                self.stats.rx_bytes += b.len() as u64;
+                if let Err(full) = batch.push(b, Meta::new(self.id, now)) {
+                    self.backlog.push_back(full.packet);
+                } else {
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    pub(crate) fn send(&mut self, batch: &mut Batch<B>, _now: Instant) -> Result<usize, PortError> {
+        let total = batch.len();
+        let mut done = 0;
+        let (framing, local) = (self.framing, self.local);
+        'rounds: while done < total {
+            let mut dropped_front = 0;
+            self.groups.clear();
+            let mut packets = 0usize;
+            let mut bytes = 0usize;
+            let res = {
+                let mut tx = self.tx.start();
+                let mut i = done;
+                while i < total {
+                    let Some((b, _, _)) = batch.get(i) else { break };
+                    let data = b.data();
+                    let out = match parse_out(framing, local, data) {
+                        Ok(o) => o,
+                        Err(reason) => {
+                            if tx.len() == 0 {
+                                self.stats.drop(reason);
+                                dropped_front += 1;
+                                i += 1;
+                                continue;
+                            }
+                            break;
+                        }
+                    };
+                    let seg_len = out.end - out.start;
+                    // UDP GSO: following packets to the same destination with the same size
+                    // (the last may be shorter) ride in this message.
+                    let mut run = 1;
+                    if self.gso && self.framing == Framing::Udp && seg_len > 0 {
+                        let mut sum = seg_len;
+                        while run < GSO_MAX_SEGS && i + run < total {
+                            let Some((nb, _, _)) = batch.get(i + run) else {
+                                break;
+                            };
+                            let Ok(no) = parse_out(framing, local, nb.data()) else {
+                                break;
+                            };
+                            let nl = no.end - no.start;
+                            if no.dst != out.dst
+                                || nl > seg_len
+                                || nl == 0
+                                || sum + nl > GSO_MAX_BYTES
+                            {
+                                break;
+                            }
+                            sum += nl;
+                            run += 1;
+                            if nl < seg_len {
+                                break;
+                            }
+                        }
+                    }
+                    if !tx.has_room(run) {
+                        break;
+                    }
+                    let seg = (run > 1).then_some(seg_len as u16);
+                    tx.push_msg(&out.dst, seg);
+                    for k in i..i + run {
+                        if let Some((b, _, _)) = batch.get(k) {
+                            let d = b.data();
+                            let piece = match parse_out(framing, local, d) {
+                                Ok(o) => &d[o.start..o.end],
+                                Err(_) => &d[..0],
+                            };
+                            bytes += piece.len();
+                            tx.push_piece(piece);
+                        }
+                    }
+                    self.groups.push(run);
+                    packets += run;
+                    i += run;
+                }
+                if tx.len() == 0 {
+                    None
+                } else {
+                    Some(tx.send(self.sock.as_fd()))
+                }
+            };
+            done += dropped_front;
+            let Some(res) = res else {
+                if dropped_front == 0 {
+                    break;
+                }
+                continue;
+            };
+            match res {
+                Ok(k) => {
+                    self.stats.tx_calls += 1;
+                    let sent: usize = self.groups.iter().take(k).sum();
+                    self.stats.tx_coalesced +=
+                        self.groups.iter().take(k).filter(|g| **g > 1).count() as u64;
+                    self.stats.tx_packets += sent as u64;
+                    if sent == packets {
+                        self.stats.tx_bytes += bytes as u64;
+                    }
+                    done += sent;
+                    if k < self.groups.len() {
+                        break 'rounds;
+                    }
+                }
+                Err(e) => {
+                    let first = self.groups.first().copied().unwrap_or(1);
+                    match e.raw_os_error() {
+                        Some(libc::EAGAIN | libc::ENOBUFS) => break 'rounds,
+                        Some(libc::EINTR) => continue,
+                        Some(libc::EIO) if self.gso && first > 1 => {
+                            // The egress device cannot do GSO: send one datagram per packet.
+                            self.gso = false;
+                            continue;
+                        }
+                        Some(
+                            libc::EMSGSIZE
+                            | libc::EINVAL
+                            | libc::ECONNREFUSED
+                            | libc::EHOSTUNREACH
+                            | libc::ENETUNREACH
+                            | libc::EPERM
+                            | libc::EACCES
+                            | libc::EADDRNOTAVAIL
+                            | libc::EAFNOSUPPORT
+                            | libc::EDESTADDRREQ
+                            | libc::EHOSTDOWN
+                            | libc::ENETDOWN,
+                        ) => {
+                            let reason = match e.raw_os_error() {
+                                Some(libc::EMSGSIZE) => DropReason::TooBig,
+                                Some(libc::ENETDOWN | libc::EHOSTDOWN) => DropReason::PortDown,
+                                Some(libc::EINVAL) => DropReason::Malformed,
+                                _ => DropReason::NoRoute,
+                            };
+                            self.stats.drops.add(reason, first as u64);
+                            done += first;
+                        }
+                        _ => {
+                            batch.consume_front(done);
+                            return Err(PortError::from(e));
+                        }
+                    }
+                }
+            }
+        }
+        batch.consume_front(done);
+        Ok(done)
+    }
+}
+
+/// Reads the destination of a packet to send and the datagram bytes in it.
+fn parse_out(framing: Framing, local: SocketAddr, p: &[u8]) -> Result<Out, DropReason> {
+    let first = *p.first().ok_or(DropReason::Truncated)?;
+    let (dst_ip, l4, total, proto): (IpAddr, usize, usize, u8) = match first >> 4 {
+        4 => {
+            let ihl = usize::from(first & 0x0f) * 4;
+            if ihl < 20 || p.len() < ihl {
+                return Err(DropReason::Malformed);
+            }
+            let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
+            if total < ihl || total > p.len() {
+                return Err(DropReason::Malformed);
+            }
+            let dst = [p[16], p[17], p[18], p[19]];
+            (IpAddr::from(dst), ihl, total, p[9])
+        }
+        6 => {
+            if p.len() < 40 {
+                return Err(DropReason::Truncated);
+            }
+            let total = 40 + usize::from(u16::from_be_bytes([p[4], p[5]]));
+            if total > p.len() {
+                return Err(DropReason::Malformed);
+            }
+            let mut d = [0u8; 16];
+            d.copy_from_slice(&p[24..40]);
+            (IpAddr::from(d), 40, total, p[6])
+        }
+        _ => return Err(DropReason::Malformed),
+    };
+    let dst_ip = match (dst_ip, local) {
+        (IpAddr::V4(v4), SocketAddr::V6(_)) => IpAddr::V6(v4.to_ipv6_mapped()),
+        (IpAddr::V6(_), SocketAddr::V4(_)) => return Err(DropReason::NoRoute),
+        (ip, _) => ip,
+    };
+    match framing {
+        Framing::Udp => {
+            if proto != 17 {
+                return Err(DropReason::Unsupported);
+            }
+            if total < l4 + 8 {
+                return Err(DropReason::Truncated);
+            }
+            let port = u16::from_be_bytes([p[l4 + 2], p[l4 + 3]]);
+            Ok(Out {
+                dst: SocketAddr::new(dst_ip, port),
+                start: l4 + 8,
+                end: total,
+            })
+        }
+        Framing::RawV4 => {
+            if first >> 4 != 4 {
+                return Err(DropReason::NoRoute);
+            }
+            Ok(Out {
+                dst: SocketAddr::new(dst_ip, 0),
+                start: 0,
+                end: total,
+            })
+        }
+        Framing::RawV6(want) => {
+            if first >> 4 != 6 {
+                return Err(DropReason::NoRoute);
+            }
+            if proto != want {
+                return Err(DropReason::Unsupported);
+            }
+            Ok(Out {
+                dst: SocketAddr::new(dst_ip, 0),
+                start: 40,
+                end: total,
+            })
+        }
+    }
+}
+
+fn recv_error(e: io::Error) -> Result<(), PortError> {
+    match e.raw_os_error() {
+        Some(libc::EAGAIN | libc::EINTR) => Ok(()),
+        // An ICMP error queued for an earlier send (unconnected sockets rarely see these):
+        // not a failure of the port.
+        Some(libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH) => Ok(()),
+        _ => Err(PortError::from(e)),
+    }
+}
+
+/// Writes the outer headers of a received datagram of `len` bytes (already in the buffer)
+/// into its headroom. False if there is no room.
+fn frame<B: IoBuf>(
+    b: &mut B,
+    framing: Framing,
+    local: SocketAddr,
+    info: &RecvInfo,
+    len: usize,
+) -> bool {
+    let src = info.src.map(|s| (unmap(s.ip()), s.port()));
+    let dst_ip = unmap(info.dst.unwrap_or(local.ip()));
+    match framing {
+        Framing::RawV4 => true,
+        Framing::Udp => {
+            let (sip, sport) = src.unwrap_or((dst_ip, 0));
+            let udp_len = len + 8;
+            match (sip, dst_ip) {
+                (IpAddr::V4(s), IpAddr::V4(d)) => {
+                    let Ok(h) = b.push_front(28) else {
+                        return false;
+                    };
+                    write_v4(h, 17, udp_len, s.octets(), d.octets());
+                    let u = &mut h[20..28];
+                    u[0..2].copy_from_slice(&sport.to_be_bytes());
+                    u[2..4].copy_from_slice(&local.port().to_be_bytes());
+                    u[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+                    u[6..8].fill(0); // RFC 768: zero means no checksum (already verified)
+                    true
+                }
+                (s, d) => {
+                    let s6 = to_v6(s);
+                    let d6 = to_v6(d);
+                    let Ok(h) = b.push_front(48) else {
+                        return false;
+                    };
+                    write_v6(h, 17, udp_len, s6.octets(), d6.octets());
+                    let u = &mut h[40..48];
+                    u[0..2].copy_from_slice(&sport.to_be_bytes());
+                    u[2..4].copy_from_slice(&local.port().to_be_bytes());
+                    u[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+                    u[6..8].fill(0);
+                    // IPv6 has no zero-checksum UDP (RFC 8200 §8.1): compute it.
+                    let data = b.data();
+                    let pseudo = checksum::pseudo_v6(s6.octets(), d6.octets(), 17, udp_len as u32);
+                    let mut c = !checksum::fold(checksum::sum(pseudo, &data[40..]));
+                    if c == 0 {
+                        c = 0xffff;
+                    }
+                    b.data_mut()[46..48].copy_from_slice(&c.to_be_bytes());
+                    true
+                }
+            }
+        }
+        Framing::RawV6(proto) => {
+            let s6 = to_v6(src.map(|s| s.0).unwrap_or(dst_ip));
+            let d6 = to_v6(dst_ip);
+            let Ok(h) = b.push_front(40) else {
+                return false;
+            };
+            write_v6(h, proto, len, s6.octets(), d6.octets());
+            true
+        }
+    }
+}
+
+fn unmap(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn to_v6(ip: IpAddr) -> Ipv6Addr {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    }
+}
+
+fn write_v4(h: &mut [u8], proto: u8, payload: usize, src: [u8; 4], dst: [u8; 4]) {
+    let total = (20 + payload) as u16;
+    h[0] = 0x45;
+    h[1] = 0;
+    h[2..4].copy_from_slice(&total.to_be_bytes());
+    h[4..6].fill(0);
+    h[6..8].copy_from_slice(&[0x40, 0]); // DF
+    h[8] = 64;
+    h[9] = proto;
+    h[10..12].fill(0);
+    h[12..16].copy_from_slice(&src);
+    h[16..20].copy_from_slice(&dst);
+    let c = checksum::internet(&h[..20]);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
+fn write_v6(h: &mut [u8], next: u8, payload: usize, src: [u8; 16], dst: [u8; 16]) {
+    h[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
+    h[4..6].copy_from_slice(&(payload as u16).to_be_bytes());
+    h[6] = next;
+    h[7] = 64;
+    h[8..24].copy_from_slice(&src);
+    h[24..40].copy_from_slice(&dst);
+}

@@ -1,2 +1,5 @@
 //! The gatekit gateway: config model, pipeline assembly, control plane and the in-memory lab.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;

@@ -29,6 +29,18 @@ const GSO_MAX_SEGS: usize = 64;
 /// Largest payload of one UDP GSO send.
 const GSO_MAX_BYTES: usize = 65000;
 
+/// What a datagram port hands over and takes: whole IP packets or datagram payloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Shape {
+    /// Whole IP packets (the default): outer headers are written back on receive and read
+    /// for the destination on send, so socket ports look like any other L3 port.
+    #[default]
+    Packet,
+    /// The datagram payload only (the ESP packet of a NAT-T datagram, say); the remote
+    /// endpoint is in [`Meta::peer`] on receive and is taken from it on send.
+    Payload,
+}
+
 /// Which outer headers the engine writes back on receive and strips on send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Framing {
@@ -44,6 +56,7 @@ pub(crate) struct Dgram<B: IoBuf> {
     pub(crate) sock: Socket,
     pub(crate) local: SocketAddr,
     pub(crate) framing: Framing,
+    pub(crate) shape: Shape,
     pub(crate) pool: Pool,
     pub(crate) id: PortId,
     pub(crate) gso: bool,
@@ -55,12 +68,13 @@ pub(crate) struct Dgram<B: IoBuf> {
     pending: Vec<B>,
     groups: Vec<usize>,
     gro_bufs: Vec<Box<[u8]>>,
-    backlog: VecDeque<B>,
+    backlog: VecDeque<(B, Meta)>,
 }
 
-/// UDP segmentation (send) and coalescing (receive) in use.
+/// The shape of packets, and UDP segmentation (send) and coalescing (receive) in use.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Gso {
+pub(crate) struct Opts {
+    pub(crate) shape: Shape,
     pub(crate) gso: bool,
     pub(crate) gro: bool,
 }
@@ -80,15 +94,16 @@ impl<B: IoBuf> Dgram<B> {
         pool: Pool,
         id: PortId,
         batch: usize,
-        offloads: Gso,
+        opts: Opts,
     ) -> Self {
-        let Gso { gso, gro } = offloads;
+        let Opts { shape, gso, gro } = opts;
         let batch = batch.clamp(1, 1024);
         let gro_slots = if gro { batch.min(8) } else { 0 };
         Dgram {
             sock,
             local,
             framing,
+            shape,
             pool,
             id,
             gso,
@@ -109,11 +124,11 @@ impl<B: IoBuf> Dgram<B> {
     pub(crate) fn recv(&mut self, batch: &mut Batch<B>, now: Instant) -> Result<usize, PortError> {
         let mut n = 0;
         while !batch.is_full() {
-            let Some(b) = self.backlog.pop_front() else {
+            let Some((b, meta)) = self.backlog.pop_front() else {
                 break;
             };
-            if let Err(full) = batch.push(b, Meta::new(self.id, now)) {
-                self.backlog.push_front(full.packet);
+            if let Err(full) = batch.push(b, meta) {
+                self.backlog.push_front((full.packet, meta));
                 break;
             }
             n += 1;
@@ -148,7 +163,8 @@ impl<B: IoBuf> Dgram<B> {
         };
         self.stats.rx_calls += 1;
         // The first `got` buffers hold datagrams; hand them over in order.
-        for (i, mut b) in self.pending.drain(..got).enumerate() {
+        let mut pending = std::mem::take(&mut self.pending);
+        for (i, mut b) in pending.drain(..got.min(pending.len())).enumerate() {
             let info = self.rx.info(i);
             if info.truncated {
                 self.stats.drop(DropReason::TooBig);
@@ -162,22 +178,58 @@ impl<B: IoBuf> Dgram<B> {
                 self.stats.drop(DropReason::TooBig);
                 continue;
             }
-            if !frame(&mut b, self.framing, self.local, &info, info.len) {
-                self.stats.drop(DropReason::NoRoom);
+            if let Err(reason) = self.shape_rx(&mut b, &info, info.len) {
+                self.stats.drop(reason);
                 continue;
             }
-            self.stats.rx_packets += 1;
-            self.stats.rx_bytes += b.len() as u64;
-            if let Err(full) = batch.push(b, Meta::new(self.id, now)) {
-                self.backlog.push_back(full.packet);
-            } else {
-                n += 1;
-            }
+            n += self.deliver(b, &info, batch, now);
         }
+        self.pending = pending;
         Ok(n)
     }
 
+    /// Gives a received datagram the shape the port hands over: outer headers written back
+    /// ([`Shape::Packet`]) or taken off ([`Shape::Payload`]).
+    fn shape_rx(&self, b: &mut B, info: &RecvInfo, len: usize) -> Result<(), DropReason> {
+        match (self.shape, self.framing) {
+            (Shape::Packet, framing) => {
+                if frame(b, framing, self.local, info, len) {
+                    Ok(())
+                } else {
+                    Err(DropReason::NoRoom)
+                }
+            }
+            (Shape::Payload, Framing::RawV4) => {
+                let ihl = b.data().first().map_or(0, |v| usize::from(v & 0x0f) * 4);
+                if ihl < 20 {
+                    return Err(DropReason::Malformed);
+                }
+                b.pull_front(ihl).map_err(|_| DropReason::Truncated)
+            }
+            (Shape::Payload, _) => Ok(()),
+        }
+    }
+
+    /// Hands a received packet to the batch (or the backlog when the batch is full); returns
+    /// 1 if it went into the batch.
+    fn deliver(&mut self, b: B, info: &RecvInfo, batch: &mut Batch<B>, now: Instant) -> usize {
+        self.stats.rx_packets += 1;
+        self.stats.rx_bytes += b.len() as u64;
+        let mut meta = Meta::new(self.id, now);
+        meta.peer = info.src.map(|s| SocketAddr::new(unmap(s.ip()), s.port()));
+        match batch.push(b, meta) {
+            Ok(()) => 1,
+            Err(full) => {
+                self.backlog.push_back((full.packet, meta));
+                0
+            }
+        }
+    }
+
     fn room_offset(&self) -> usize {
+        if self.shape == Shape::Payload {
+            return 0;
+        }
         match self.framing {
             Framing::RawV4 => 0,
             Framing::Udp | Framing::RawV6(_) => HDR_ROOM,
@@ -196,16 +248,16 @@ impl<B: IoBuf> Dgram<B> {
         };
         self.stats.rx_calls += 1;
         let mut n = 0;
+        // Lend the GRO buffers out while their contents are cut into pool buffers.
+        let gro_bufs = std::mem::take(&mut self.gro_bufs);
         for i in 0..got {
             let info = self.rx.info(i);
-            let Some(data) = self.gro_bufs.get(i).and_then(|b| b.get(..info.len)) else {
+            let Some(data) = gro_bufs.get(i).and_then(|b| b.get(..info.len)) else {
                 continue;
             };
-            let seg = usize::from(info.gro_size.unwrap_or(0)).max(1);
-            let seg = if info.gro_size.is_some() {
-                seg
-            } else {
-                data.len().max(1)
+            let seg = match info.gro_size {
+                Some(s) => usize::from(s).max(1),
+                None => data.len().max(1),
             };
             if info.gro_size.is_some() && data.len() > seg {
                 self.stats.rx_coalesced += 1;
@@ -219,26 +271,25 @@ impl<B: IoBuf> Dgram<B> {
                     .push_back(chunk.len())
                     .map(|d| d.copy_from_slice(chunk))
                     .is_ok();
-                if !ok || !frame(&mut b, self.framing, self.local, &info, chunk.len()) {
+                if !ok {
                     self.stats.drop(DropReason::NoRoom);
                     continue;
                 }
-                self.stats.rx_packets += 1;
-                self.stats.rx_bytes += b.len() as u64;
-                if let Err(full) = batch.push(b, Meta::new(self.id, now)) {
-                    self.backlog.push_back(full.packet);
-                } else {
-                    n += 1;
+                if let Err(reason) = self.shape_rx(&mut b, &info, chunk.len()) {
+                    self.stats.drop(reason);
+                    continue;
                 }
+                n += self.deliver(b, &info, batch, now);
             }
         }
+        self.gro_bufs = gro_bufs;
         Ok(n)
     }
 
     pub(crate) fn send(&mut self, batch: &mut Batch<B>, _now: Instant) -> Result<usize, PortError> {
         let total = batch.len();
         let mut done = 0;
-        let (framing, local) = (self.framing, self.local);
+        let (framing, local, shape) = (self.framing, self.local, self.shape);
         'rounds: while done < total {
             let mut dropped_front = 0;
             self.groups.clear();
@@ -248,9 +299,11 @@ impl<B: IoBuf> Dgram<B> {
                 let mut tx = self.tx.start();
                 let mut i = done;
                 while i < total {
-                    let Some((b, _, _)) = batch.get(i) else { break };
+                    let Some((b, meta, _)) = batch.get(i) else {
+                        break;
+                    };
                     let data = b.data();
-                    let out = match parse_out(framing, local, data) {
+                    let out = match parse_out(framing, shape, local, meta, data) {
                         Ok(o) => o,
                         Err(reason) => {
                             if tx.len() == 0 {
@@ -269,10 +322,10 @@ impl<B: IoBuf> Dgram<B> {
                     if self.gso && self.framing == Framing::Udp && seg_len > 0 {
                         let mut sum = seg_len;
                         while run < GSO_MAX_SEGS && i + run < total {
-                            let Some((nb, _, _)) = batch.get(i + run) else {
+                            let Some((nb, nm, _)) = batch.get(i + run) else {
                                 break;
                             };
-                            let Ok(no) = parse_out(framing, local, nb.data()) else {
+                            let Ok(no) = parse_out(framing, shape, local, nm, nb.data()) else {
                                 break;
                             };
                             let nl = no.end - no.start;
@@ -296,9 +349,9 @@ impl<B: IoBuf> Dgram<B> {
                     let seg = (run > 1).then_some(seg_len as u16);
                     tx.push_msg(&out.dst, seg);
                     for k in i..i + run {
-                        if let Some((b, _, _)) = batch.get(k) {
+                        if let Some((b, m, _)) = batch.get(k) {
                             let d = b.data();
-                            let piece = match parse_out(framing, local, d) {
+                            let piece = match parse_out(framing, shape, local, m, d) {
                                 Ok(o) => &d[o.start..o.end],
                                 Err(_) => &d[..0],
                             };
@@ -385,7 +438,31 @@ impl<B: IoBuf> Dgram<B> {
 }
 
 /// Reads the destination of a packet to send and the datagram bytes in it.
-fn parse_out(framing: Framing, local: SocketAddr, p: &[u8]) -> Result<Out, DropReason> {
+fn parse_out(
+    framing: Framing,
+    shape: Shape,
+    local: SocketAddr,
+    meta: &Meta,
+    p: &[u8],
+) -> Result<Out, DropReason> {
+    if shape == Shape::Payload {
+        let peer = meta.peer.ok_or(DropReason::NoRoute)?;
+        let ip = match (unmap(peer.ip()), local) {
+            (IpAddr::V4(v4), SocketAddr::V6(_)) => IpAddr::V6(v4.to_ipv6_mapped()),
+            (IpAddr::V6(_), SocketAddr::V4(_)) => return Err(DropReason::NoRoute),
+            (ip, _) => ip,
+        };
+        let port = if framing == Framing::Udp {
+            peer.port()
+        } else {
+            0
+        };
+        return Ok(Out {
+            dst: SocketAddr::new(ip, port),
+            start: 0,
+            end: p.len(),
+        });
+    }
     let first = *p.first().ok_or(DropReason::Truncated)?;
     let (dst_ip, l4, total, proto): (IpAddr, usize, usize, u8) = match first >> 4 {
         4 => {

@@ -85,11 +85,12 @@ pub mod vnet;
 
 pub use buf::IoBuf;
 pub use clock::Clock;
+pub use dgram::Shape;
 pub use error::IoError;
 pub use event::{
     Event, EventLoop, EventLoopConfig, Interest, Registry, StopHandle, Token, Worker, WorkerCtx,
 };
-pub use raw::{IPPROTO_ESP, IPPROTO_GRE, RawPort};
+pub use raw::{IPPROTO_ESP, IPPROTO_GRE, RawConfig, RawPort};
 pub use stats::PortStats;
 pub use tun::{Tun, TunConfig, TunKind, TunPort, TunQueue};
 pub use udp::{UdpConfig, UdpPort, udp_socket};

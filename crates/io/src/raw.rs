@@ -2,7 +2,7 @@
 //! GRE (47).
 
 use crate::buf::IoBuf;
-use crate::dgram::{Dgram, Framing, Gso, HDR_ROOM};
+use crate::dgram::{Dgram, Framing, HDR_ROOM, Opts, Shape};
 use crate::udp::set_buffers;
 use crate::{IoError, PortStats, sys};
 use gatekit_packet::{Batch, Instant, Offloads, Pool, PoolBuf, Port, PortCaps, PortError, PortId};
@@ -15,9 +15,30 @@ pub const IPPROTO_ESP: u8 = 50;
 /// IP protocol number of GRE (RFC 2784).
 pub const IPPROTO_GRE: u8 = 47;
 
+/// How to open a raw socket.
+#[derive(Debug, Clone, Copy)]
+pub struct RawConfig {
+    /// Most packets per `recvmmsg`/`sendmmsg`.
+    pub batch: usize,
+    /// Whole IP packets (default) or payloads addressed by [`Meta::peer`](gatekit_packet::Meta).
+    pub shape: Shape,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        RawConfig {
+            batch: 64,
+            shape: Shape::Packet,
+        }
+    }
+}
+
 /// A raw IP socket for one protocol as a [`Port`], batched with `recvmmsg`/`sendmmsg`.
 ///
-/// Packets in and out are whole IP packets. IPv4: the kernel hands over the IPv4 header and
+/// Every received packet carries its sender in [`Meta::peer`](gatekit_packet::Meta) (port 0).
+/// With [`Shape::Payload`] packets are the IP payloads (the ESP or GRE header first) and are
+/// sent to their `Meta::peer`. With [`Shape::Packet`] (the default) they are whole IP
+/// packets. IPv4: the kernel hands over the IPv4 header and
 /// takes ours as it is (`IP_HDRINCL`; it fills in the total length and checksum, and the
 /// source and id when zero). IPv6: the header is written back on receive and read for the
 /// destination then skipped on send. Every packet of the protocol that reaches the host is
@@ -42,7 +63,7 @@ impl<B: IoBuf> RawPort<B> {
     pub fn open(
         local: IpAddr,
         protocol: u8,
-        batch: usize,
+        cfg: &RawConfig,
         pool: Pool,
         id: PortId,
     ) -> Result<Self, IoError> {
@@ -68,7 +89,9 @@ impl<B: IoBuf> RawPort<B> {
         )
         .map_err(os("open raw socket for"))?;
         let fd = sock.as_fd();
-        let framing = if local.is_ipv4() {
+        let framing = if local.is_ipv4() && cfg.shape == Shape::Payload {
+            Framing::RawV4
+        } else if local.is_ipv4() {
             sys::setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_HDRINCL, 1)
                 .map_err(os("set IP_HDRINCL on"))?;
             Framing::RawV4
@@ -80,7 +103,18 @@ impl<B: IoBuf> RawPort<B> {
         set_buffers(&sock, 4 << 20);
         sock.bind(&addr.into()).map_err(os("bind raw socket to"))?;
         Ok(RawPort {
-            d: Dgram::new(sock, addr, framing, pool, id, batch, Gso::default()),
+            d: Dgram::new(
+                sock,
+                addr,
+                framing,
+                pool,
+                id,
+                cfg.batch,
+                Opts {
+                    shape: cfg.shape,
+                    ..Opts::default()
+                },
+            ),
         })
     }
 

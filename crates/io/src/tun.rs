@@ -550,6 +550,12 @@ fn vnet_drop(e: VnetError) -> DropReason {
     }
 }
 
+impl<B: IoBuf> AsFd for TunPort<B> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.q.fd.as_fd()
+    }
+}
+
 impl<B: IoBuf> Port<B> for TunPort<B> {
     fn caps(&self) -> PortCaps {
         PortCaps {

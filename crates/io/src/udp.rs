@@ -1,7 +1,7 @@
 //! Batched UDP sockets: `recvmmsg`/`sendmmsg`, UDP GSO and GRO, `SO_REUSEPORT`.
 
 use crate::buf::IoBuf;
-use crate::dgram::{Dgram, Framing, Gso, HDR_ROOM};
+use crate::dgram::{Dgram, Framing, HDR_ROOM, Opts, Shape};
 use crate::{IoError, PortStats, sys};
 use gatekit_packet::{Batch, Instant, Offloads, Pool, PoolBuf, Port, PortCaps, PortError, PortId};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -23,6 +23,8 @@ pub struct UdpConfig {
     pub batch: usize,
     /// Socket buffer sizes to ask for (with `SO_RCVBUFFORCE`/`SO_SNDBUFFORCE` when allowed).
     pub buffer_bytes: Option<usize>,
+    /// Whole IP packets (default) or payloads addressed by [`Meta::peer`](gatekit_packet::Meta).
+    pub shape: Shape,
 }
 
 impl Default for UdpConfig {
@@ -33,6 +35,7 @@ impl Default for UdpConfig {
             gro: true,
             batch: 64,
             buffer_bytes: Some(4 << 20),
+            shape: Shape::Packet,
         }
     }
 }
@@ -104,7 +107,9 @@ pub(crate) fn set_buffers(sock: &Socket, n: usize) {
 
 /// A UDP socket as a [`Port`].
 ///
-/// Packets in and out are whole IP packets: on receive the IPv4 (or IPv6) and UDP headers are
+/// Every received packet carries its sender in [`Meta::peer`](gatekit_packet::Meta). With
+/// [`Shape::Payload`] packets are the datagram payloads and are sent to their `Meta::peer`.
+/// With [`Shape::Packet`] (the default) they are whole IP packets: on receive the IPv4 (or IPv6) and UDP headers are
 /// written back in front of the payload from the addresses the kernel reports (source from
 /// the sender, destination from `IP_PKTINFO`; the IPv4 UDP checksum is left zero as the
 /// kernel has verified it); on send the destination address and port are read from the
@@ -181,7 +186,11 @@ impl<B: IoBuf> UdpPort<B> {
                 pool,
                 id,
                 cfg.batch,
-                Gso { gso, gro },
+                Opts {
+                    shape: cfg.shape,
+                    gso,
+                    gro,
+                },
             ),
         })
     }

@@ -1,0 +1,492 @@
+//! System tests in network namespaces the tests create: TUN up in a namespace and pinged
+//! through, UDP batches between two namespaces over veth (checked against plain kernel
+//! sockets), raw ESP sent and received (checked against a Python raw socket), and a TCP
+//! transfer relayed between two TUN devices with offloads.
+//!
+//! They need root, `ip` and (for some) `ping`, `python3` and `iperf3`. Outside CI a test
+//! without them prints why and passes; with `CI` set it fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use gatekit_io::netcfg::{NetNs, ip};
+use gatekit_io::{
+    Event, EventLoop, EventLoopConfig, IPPROTO_ESP, Interest, PortStats, RawConfig, RawPort, Shape,
+    Token, Tun, TunConfig, TunPort, TunQueue, UdpConfig, UdpPort, Worker,
+};
+use gatekit_packet::{Batch, Instant, Meta, PacketBuf, Pool, PoolBuf, Port, PortId, checksum};
+use std::net::{IpAddr, SocketAddr};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A short unique suffix for namespace and interface names.
+fn uniq() -> String {
+    format!(
+        "{}{}",
+        std::process::id() % 100_000,
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Whether the test can run; fails under CI when it cannot.
+fn can_run(tools: &[&str]) -> bool {
+    // SAFETY-free check of the effective uid through /proc.
+    let root = std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false);
+    let mut missing: Vec<&str> = tools.iter().copied().filter(|t| !have(t)).collect();
+    if !root {
+        missing.push("root");
+    }
+    if !std::path::Path::new("/dev/net/tun").exists() {
+        missing.push("/dev/net/tun");
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("CI is set and this test needs {missing:?}");
+    }
+    eprintln!("skipping: needs {missing:?}");
+    false
+}
+
+/// Two namespaces joined by a veth pair, 10.X.0.1/24 in `a` and 10.X.0.2/24 in `b`.
+struct Pair {
+    a: NetNs,
+    b: NetNs,
+    a_ip: IpAddr,
+    b_ip: IpAddr,
+}
+
+fn veth_pair(net: u8) -> Pair {
+    let u = uniq();
+    let a = NetNs::create(&format!("gka{u}")).unwrap();
+    let b = NetNs::create(&format!("gkb{u}")).unwrap();
+    let (va, vb) = (format!("gva{u}"), format!("gvb{u}"));
+    ip(&[
+        "link",
+        "add",
+        &va,
+        "netns",
+        a.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &vb,
+        "netns",
+        b.name(),
+    ])
+    .unwrap();
+    a.ip(&["addr", "add", &format!("10.{net}.0.1/24"), "dev", &va])
+        .unwrap();
+    b.ip(&["addr", "add", &format!("10.{net}.0.2/24"), "dev", &vb])
+        .unwrap();
+    a.ip(&["link", "set", &va, "up"]).unwrap();
+    b.ip(&["link", "set", &vb, "up"]).unwrap();
+    Pair {
+        a,
+        b,
+        a_ip: format!("10.{net}.0.1").parse().unwrap(),
+        b_ip: format!("10.{net}.0.2").parse().unwrap(),
+    }
+}
+
+/// Runs `f` on a thread that has entered namespace `ns`.
+fn in_ns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let ns = ns.to_string();
+    std::thread::spawn(move || {
+        gatekit_io::netcfg::enter_netns(&ns).unwrap();
+        f()
+    })
+}
+
+fn udp_packet(src: SocketAddr, dst: SocketAddr, payload: &[u8], buf: &mut PoolBuf) {
+    let (IpAddr::V4(s), IpAddr::V4(d)) = (src.ip(), dst.ip()) else {
+        panic!("v4 only")
+    };
+    let b = etherparse::PacketBuilder::ipv4(s.octets(), d.octets(), 64).udp(src.port(), dst.port());
+    let len = b.size(payload.len());
+    b.write(&mut &mut buf.push_back(len).unwrap()[..], payload)
+        .unwrap();
+}
+
+fn payload_for(i: usize, len: usize) -> Vec<u8> {
+    let mut p: Vec<u8> = (0..len)
+        .map(|k| (k as u8).wrapping_mul(31).wrapping_add(i as u8))
+        .collect();
+    p[..4].copy_from_slice(&(i as u32).to_be_bytes());
+    p
+}
+
+/// UdpPort (sendmmsg + GSO) to a plain kernel socket, then a plain kernel socket to UdpPort
+/// (recvmmsg + GRO): every datagram arrives whole and separate, in both directions.
+#[test]
+fn udp_batches_between_namespaces() {
+    if !can_run(&["ip"]) {
+        return;
+    }
+    let p = veth_pair(77);
+    let a_addr = SocketAddr::new(p.a_ip, 5000);
+    let b_addr = SocketAddr::new(p.b_ip, 5001);
+    const N: usize = 640;
+
+    // Receiver in b: a plain socket, one recv per datagram (the kernel is the oracle).
+    let plain = in_ns(p.b.name(), move || {
+        std::net::UdpSocket::bind(b_addr).unwrap()
+    });
+    let plain = plain.join().unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+
+    // The plain receiver reads concurrently and acknowledges each batch, so that its default
+    // socket buffer is never overrun.
+    let (ack_tx, ack_rx) = std::sync::mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 2000];
+        for i in 0..N {
+            let (n, from) = plain.recv_from(&mut buf).unwrap();
+            assert_eq!(from, a_addr);
+            let want = payload_for(i, if i % 64 == 63 { 300 } else { 1200 });
+            assert_eq!(&buf[..n], &want[..], "datagram {i}");
+            if i % 64 == 63 {
+                ack_tx.send(()).unwrap();
+            }
+        }
+    });
+    let sender = in_ns(p.a.name(), move || {
+        let pool = Pool::new(256, 2048, 128);
+        let mut port: UdpPort =
+            UdpPort::bind(a_addr, &UdpConfig::default(), pool.clone(), PortId(1)).unwrap();
+        let mut i = 0;
+        while i < N {
+            let mut batch: Batch<PoolBuf> = Batch::new(64);
+            while !batch.is_full() && i < N {
+                let mut b = pool.get().unwrap();
+                // Runs of 1200-byte datagrams (GSO material) ending in a short one.
+                let len = if i % 64 == 63 { 300 } else { 1200 };
+                udp_packet(a_addr, b_addr, &payload_for(i, len), &mut b);
+                batch.push(b, Meta::default()).unwrap();
+                i += 1;
+            }
+            while !batch.is_empty() {
+                port.send(&mut batch, Instant::ZERO).unwrap();
+            }
+            ack_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        }
+        port.stats().clone()
+    });
+    let tx: PortStats = sender.join().unwrap();
+    reader.join().unwrap();
+    assert_eq!(tx.tx_packets, N as u64);
+    assert!(tx.tx_calls <= (N / 64 + 2) as u64, "batched: {tx:?}");
+    assert!(tx.tx_coalesced > 0, "UDP GSO used: {tx:?}");
+
+    // The other way: plain sends, UdpPort (recvmmsg + GRO) receives after all are queued.
+    let plain_a = in_ns(p.a.name(), move || {
+        std::net::UdpSocket::bind(SocketAddr::new(a_addr.ip(), 5002)).unwrap()
+    })
+    .join()
+    .unwrap();
+    let plain_src = plain_a.local_addr().unwrap();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let receiver = in_ns(p.b.name(), move || {
+        let pool = Pool::new(1024, 2048, 128);
+        let addr = SocketAddr::new(b_addr.ip(), 5003);
+        let mut port: UdpPort =
+            UdpPort::bind(addr, &UdpConfig::default(), pool, PortId(7)).unwrap();
+        ready_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while got.len() < N && std::time::Instant::now() < deadline {
+            let mut batch: Batch<PoolBuf> = Batch::new(64);
+            port.recv(&mut batch, Instant::ZERO).unwrap();
+            for (b, m, _) in batch.drain() {
+                assert_eq!(m.ingress, PortId(7));
+                got.push((b.data().to_vec(), m.peer));
+            }
+        }
+        (got, port.stats().clone())
+    });
+    ready_rx.recv().unwrap();
+    for i in 0..N {
+        plain_a
+            .send_to(&payload_for(i, 1000), SocketAddr::new(b_addr.ip(), 5003))
+            .unwrap();
+    }
+    go_tx.send(()).unwrap();
+    let (got, rx) = receiver.join().unwrap();
+    assert_eq!(got.len(), N, "{rx:?}");
+    assert!(rx.rx_calls < N as u64 / 4, "batched: {rx:?}");
+    for (i, (pkt, peer)) in got.iter().enumerate() {
+        assert_eq!(*peer, Some(plain_src));
+        // The headers written back parse as IPv4/UDP (etherparse checks lengths and the
+        // IPv4 header checksum) and carry the real addresses.
+        let s = etherparse::SlicedPacket::from_ip(pkt).unwrap();
+        let Some(etherparse::NetSlice::Ipv4(v4)) = &s.net else {
+            panic!()
+        };
+        let h = v4.header().to_header();
+        assert_eq!(h.header_checksum, h.calc_header_checksum());
+        assert_eq!(IpAddr::from(h.source), plain_src.ip());
+        assert_eq!(IpAddr::from(h.destination), b_addr.ip());
+        let Some(etherparse::TransportSlice::Udp(u)) = &s.transport else {
+            panic!()
+        };
+        assert_eq!(
+            (u.source_port(), u.destination_port()),
+            (plain_src.port(), 5003)
+        );
+        assert_eq!(u.payload(), &payload_for(i, 1000)[..], "datagram {i}");
+    }
+    eprintln!("udp: tx {tx:?}\nudp: rx {rx:?}");
+}
+
+/// Raw ESP between namespaces: a Python raw socket sends, a RawPort receives the whole IPv4
+/// packet; a RawPort sends (IP_HDRINCL), another receives; and payload shape with Meta.peer.
+#[test]
+fn raw_esp_between_namespaces() {
+    if !can_run(&["ip", "python3"]) {
+        return;
+    }
+    let p = veth_pair(78);
+    let (a_ip, b_ip) = (p.a_ip, p.b_ip);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let receiver = in_ns(p.b.name(), move || {
+        let pool = Pool::new(64, 2048, 128);
+        let mut port: RawPort =
+            RawPort::open(b_ip, IPPROTO_ESP, &RawConfig::default(), pool, PortId(3)).unwrap();
+        ready_tx.send(()).unwrap();
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while got.len() < 2 && std::time::Instant::now() < deadline {
+            let mut batch: Batch<PoolBuf> = Batch::new(8);
+            port.recv(&mut batch, Instant::ZERO).unwrap();
+            for (b, m, _) in batch.drain() {
+                got.push((b.data().to_vec(), m.peer));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        got
+    });
+    ready_rx.recv().unwrap();
+    // An independent sender: Python's raw socket (the kernel adds the IPv4 header).
+    let esp = b"\x00\x00\x10\x01\x00\x00\x00\x01python-esp-payload";
+    let script = format!(
+        "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_RAW, 50); s.sendto({esp}, ('{b_ip}', 0))",
+        esp = bytes_literal(esp)
+    );
+    p.a.exec(&["python3", "-c", &script]).unwrap();
+    // Ours: a whole IPv4/ESP packet with IP_HDRINCL.
+    let sender = in_ns(p.a.name(), move || {
+        let pool = Pool::new(8, 2048, 128);
+        let mut port: RawPort = RawPort::open(
+            a_ip,
+            IPPROTO_ESP,
+            &RawConfig::default(),
+            pool.clone(),
+            PortId(4),
+        )
+        .unwrap();
+        let mut b = pool.get().unwrap();
+        let body = b"\x00\x00\x10\x02\x00\x00\x00\x07gatekit-esp-payload";
+        let (IpAddr::V4(s), IpAddr::V4(d)) = (a_ip, b_ip) else {
+            panic!()
+        };
+        let hdr = etherparse::Ipv4Header::new(
+            body.len() as u16,
+            64,
+            etherparse::IpNumber(50),
+            s.octets(),
+            d.octets(),
+        )
+        .unwrap();
+        hdr.write(&mut &mut b.push_back(20).unwrap()[..]).unwrap();
+        b.push_back(body.len()).unwrap().copy_from_slice(body);
+        let mut batch: Batch<PoolBuf> = Batch::new(4);
+        batch.push(b, Meta::default()).unwrap();
+        assert_eq!(port.send(&mut batch, Instant::ZERO).unwrap(), 1);
+        port.stats().clone()
+    });
+    let tx = sender.join().unwrap();
+    assert_eq!(tx.tx_packets, 1, "{tx:?}");
+    let got = receiver.join().unwrap();
+    assert_eq!(got.len(), 2, "both ESP packets arrived: {got:?}");
+    let mut bodies = Vec::new();
+    for (pkt, peer) in &got {
+        let ip = etherparse::Ipv4HeaderSlice::from_slice(pkt).unwrap();
+        assert_eq!(ip.protocol(), etherparse::IpNumber(50));
+        assert_eq!(IpAddr::from(ip.source()), a_ip);
+        assert_eq!(*peer, Some(SocketAddr::new(a_ip, 0)));
+        bodies.push(pkt[20..].to_vec());
+    }
+    bodies.sort();
+    assert_eq!(bodies[0], esp.to_vec());
+    assert_eq!(
+        bodies[1],
+        b"\x00\x00\x10\x02\x00\x00\x00\x07gatekit-esp-payload".to_vec()
+    );
+
+    // Payload shape: ESP only, addressed by Meta.peer, both ways.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let receiver = in_ns(p.b.name(), move || {
+        let pool = Pool::new(64, 2048, 128);
+        let cfg = RawConfig {
+            shape: Shape::Payload,
+            ..RawConfig::default()
+        };
+        let mut port: RawPort = RawPort::open(b_ip, IPPROTO_ESP, &cfg, pool, PortId(3)).unwrap();
+        ready_tx.send(()).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            let mut batch: Batch<PoolBuf> = Batch::new(8);
+            port.recv(&mut batch, Instant::ZERO).unwrap();
+            if let Some((b, m, _)) = batch.drain().next() {
+                return Some((b.data().to_vec(), m.peer));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    });
+    ready_rx.recv().unwrap();
+    in_ns(p.a.name(), move || {
+        let pool = Pool::new(8, 2048, 128);
+        let cfg = RawConfig {
+            shape: Shape::Payload,
+            ..RawConfig::default()
+        };
+        let mut port: RawPort =
+            RawPort::open(a_ip, IPPROTO_ESP, &cfg, pool.clone(), PortId(4)).unwrap();
+        let mut b = pool.get().unwrap();
+        b.push_back(12)
+            .unwrap()
+            .copy_from_slice(b"\x00\x00\x10\x03shape!!!");
+        let mut meta = Meta::default();
+        meta.peer = Some(SocketAddr::new(b_ip, 0));
+        let mut batch: Batch<PoolBuf> = Batch::new(4);
+        batch.push(b, meta).unwrap();
+        assert_eq!(port.send(&mut batch, Instant::ZERO).unwrap(), 1);
+    })
+    .join()
+    .unwrap();
+    let (body, peer) = receiver
+        .join()
+        .unwrap()
+        .expect("payload-shaped ESP arrived");
+    assert_eq!(body, b"\x00\x00\x10\x03shape!!!");
+    assert_eq!(peer, Some(SocketAddr::new(a_ip, 0)));
+}
+
+fn bytes_literal(b: &[u8]) -> String {
+    let mut s = String::from("b'");
+    for c in b {
+        s.push_str(&format!("\\x{c:02x}"));
+    }
+    s.push('\'');
+    s
+}
+
+/// An ICMP echo responder on a TUN queue, run by the event loop.
+struct Responder {
+    port: TunPort,
+    pool: Pool,
+    replies: Arc<AtomicU32>,
+}
+
+impl Worker for Responder {
+    fn on_event(&mut self, _: Event, now: Instant) {
+        let _ = &self.pool;
+        let mut batch: Batch<PoolBuf> = Batch::new(32);
+        if self.port.recv(&mut batch, now).is_err() {
+            return;
+        }
+        let mut out: Batch<PoolBuf> = Batch::new(32);
+        for (mut b, m, _) in batch.drain() {
+            let d = b.data_mut();
+            // IPv4, no options, ICMP echo request.
+            if d.len() < 28 || d[0] != 0x45 || d[9] != 1 || d[20] != 8 {
+                continue;
+            }
+            let (src, dst) = ([d[12], d[13], d[14], d[15]], [d[16], d[17], d[18], d[19]]);
+            d[12..16].copy_from_slice(&dst);
+            d[16..20].copy_from_slice(&src);
+            let old = u16::from_be_bytes([d[20], d[21]]);
+            d[20] = 0; // echo reply
+            let new = u16::from_be_bytes([d[20], d[21]]);
+            let c = checksum::update16(u16::from_be_bytes([d[22], d[23]]), old, new);
+            d[22..24].copy_from_slice(&c.to_be_bytes());
+            let _ = out.push(b, m);
+            self.replies.fetch_add(1, Ordering::SeqCst);
+        }
+        let _ = self.port.send(&mut out, now);
+    }
+}
+
+/// A TUN device up in a namespace, answered by an event-loop worker: `ping` (iputils, which
+/// checks the replies) succeeds through it.
+#[test]
+fn tun_ping_through_event_loop() {
+    if !can_run(&["ip", "ping"]) {
+        return;
+    }
+    let u = uniq();
+    let ns = NetNs::create(&format!("gkt{u}")).unwrap();
+    let name = format!("gkt{u}");
+    let tun = {
+        let name = name.clone();
+        in_ns(ns.name(), move || {
+            Tun::create(
+                &TunConfig::tun(&name)
+                    .mtu(1400)
+                    .address("10.79.0.1".parse().unwrap(), 24),
+            )
+            .unwrap()
+        })
+        .join()
+        .unwrap()
+    };
+    assert_eq!(tun.name(), name);
+    let queues: Arc<Mutex<Vec<TunQueue>>> = Arc::new(Mutex::new(tun.into_queues()));
+    let replies = Arc::new(AtomicU32::new(0));
+    let r = replies.clone();
+    let cfg = EventLoopConfig {
+        workers: 1,
+        ..EventLoopConfig::default()
+    };
+    let lp = EventLoop::spawn(&cfg, move |ctx| {
+        let q = queues.lock().unwrap().pop().unwrap();
+        let pool = Pool::new(256, 2048, 128);
+        let port = TunPort::new(q, pool.clone(), PortId(9))?;
+        ctx.registry.register(&port, Token(0), Interest::READABLE)?;
+        Ok(Responder {
+            port,
+            pool,
+            replies: r.clone(),
+        })
+    })
+    .unwrap();
+    let out = ns.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.79.0.2"]);
+    lp.stop().unwrap();
+    let out = out.unwrap();
+    assert!(out.contains("3 received"), "{out}");
+    assert!(replies.load(Ordering::SeqCst) >= 3);
+}

@@ -215,14 +215,10 @@ impl GreEndpoint {
         let repr = cfg.repr(0, None);
         let mut gre = [0u8; 16];
         let gre = &mut gre[..repr.buffer_len()];
-        // The checksum is computed per packet; the template holds zero there.
-        let _ = GreRepr {
-            checksum: false,
-            ..repr
-        }
-        .emit(&mut GrePacket::new_unchecked(&mut *gre));
+        let _ = repr.emit(&mut GrePacket::new_unchecked(&mut *gre));
         if repr.checksum {
-            gre[0] |= 0x80;
+            // Computed per packet; the template holds zero there.
+            gre[4..8].fill(0);
         }
         let template = Template::new(cfg.local, cfg.remote, IpNumber::GRE, cfg.ttl, gre);
         let seq_at = template.ip_len + repr.buffer_len() - 4;

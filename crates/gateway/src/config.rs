@@ -483,12 +483,15 @@ impl Config {
         let mut cfg = Config::parse(&file, &text)?;
         // Rules from a file are read now so that a reload sees a consistent pair.
         if let Some(rf) = cfg.firewall.rules_file.clone() {
-            let p = path
-                .parent()
-                .unwrap_or(Path::new("."))
-                .join(rf.get_ref());
+            let p = path.parent().unwrap_or(Path::new(".")).join(rf.get_ref());
             let rules = std::fs::read_to_string(&p).map_err(|e| {
-                at(&file, &text, rf.span(), "firewall.rules_file", format!("cannot read {}: {e}", p.display()))
+                at(
+                    &file,
+                    &text,
+                    rf.span(),
+                    "firewall.rules_file",
+                    format!("cannot read {}: {e}", p.display()),
+                )
             })?;
             let mut all = cfg
                 .firewall
@@ -518,8 +521,17 @@ impl Config {
     pub fn resolve_via(&self, via: &str) -> Option<Via> {
         let (kind, name) = via.split_once(':')?;
         match kind {
-            "interface" => self.interface.iter().position(|i| i.name == name).map(Via::Interface),
-            "ipsec" => self.ipsec.peer.iter().position(|p| p.name == name).map(Via::Ipsec),
+            "interface" => self
+                .interface
+                .iter()
+                .position(|i| i.name == name)
+                .map(Via::Interface),
+            "ipsec" => self
+                .ipsec
+                .peer
+                .iter()
+                .position(|p| p.name == name)
+                .map(Via::Ipsec),
             "gre" => self.gre.iter().position(|g| g.name == name).map(Via::Gre),
             _ => None,
         }
@@ -544,14 +556,24 @@ impl Config {
             .chain(self.vxlan.iter().map(|v| ("vxlan", &v.name)))
             .chain(self.bridge.iter().map(|b| ("bridge", &b.name)));
         for (kind, name) in all_names {
-            if name.is_empty() || name.len() > 15 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
+            if name.is_empty()
+                || name.len() > 15
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+            {
                 return Err(err0(
                     format!("{kind}.name"),
-                    format!("`{name}`: expected 1 to 15 letters, digits, `-`, `_` or `.` (an interface name)"),
+                    format!(
+                        "`{name}`: expected 1 to 15 letters, digits, `-`, `_` or `.` (an interface name)"
+                    ),
                 ));
             }
             if !names.insert(name.clone()) {
-                return Err(err0(format!("{kind}.name"), format!("`{name}` is defined twice")));
+                return Err(err0(
+                    format!("{kind}.name"),
+                    format!("`{name}` is defined twice"),
+                ));
             }
         }
         for (i, r) in self.route.iter().enumerate() {
@@ -579,72 +601,131 @@ impl Config {
                     match decode_hex(k.get_ref()) {
                         Some(b) if b.len() == want => {}
                         Some(b) => {
-                            return Err(at(file, text, k.span(), &format!("{key}.{name}"), format!(
-                                "{} bytes of key material, expected {want} (key + 4-byte salt) for {:?}",
-                                b.len(), t.suite
-                            )));
+                            return Err(at(
+                                file,
+                                text,
+                                k.span(),
+                                &format!("{key}.{name}"),
+                                format!(
+                                    "{} bytes of key material, expected {want} (key + 4-byte salt) for {:?}",
+                                    b.len(),
+                                    t.suite
+                                ),
+                            ));
                         }
                         None => {
-                            return Err(at(file, text, k.span(), &format!("{key}.{name}"),
-                                "expected hexadecimal digits (an even number of them)".into()));
+                            return Err(at(
+                                file,
+                                text,
+                                k.span(),
+                                &format!("{key}.{name}"),
+                                "expected hexadecimal digits (an even number of them)".into(),
+                            ));
                         }
                     }
                 }
                 for (name, spi) in [("spi_out", t.spi_out), ("spi_in", t.spi_in)] {
                     // RFC 4303 §2.1: SPIs 1..=255 are reserved by IANA, 0 is local-use only.
                     if spi < 256 {
-                        return Err(err0(format!("{key}.{name}"), format!("SPI {spi} is reserved (RFC 4303 §2.1): expected 256 or more")));
+                        return Err(err0(
+                            format!("{key}.{name}"),
+                            format!("SPI {spi} is reserved (RFC 4303 §2.1): expected 256 or more"),
+                        ));
                     }
                 }
                 if t.mode == Mode::Tunnel && (t.local_ts.is_empty() || t.remote_ts.is_empty()) {
-                    return Err(err0(key.clone(), "a tunnel-mode SA needs local_ts and remote_ts prefixes".into()));
+                    return Err(err0(
+                        key.clone(),
+                        "a tunnel-mode SA needs local_ts and remote_ts prefixes".into(),
+                    ));
                 }
                 if !t.replay_window.is_power_of_two() || t.replay_window < 64 {
-                    return Err(err0(format!("{key}.replay_window"), format!("{}: expected a power of two, 64 or more", t.replay_window)));
+                    return Err(err0(
+                        format!("{key}.replay_window"),
+                        format!("{}: expected a power of two, 64 or more", t.replay_window),
+                    ));
                 }
             }
             if p.encap == Encap::Udp && p.remote_port == 0 {
-                return Err(err0(format!("ipsec.peer[{pi}].remote_port"), "expected a UDP port, not 0".into()));
+                return Err(err0(
+                    format!("ipsec.peer[{pi}].remote_port"),
+                    "expected a UDP port, not 0".into(),
+                ));
             }
         }
         let mut spis = BTreeSet::new();
         for p in &self.ipsec.peer {
             for t in &p.tunnel {
                 if !spis.insert(t.spi_in) {
-                    return Err(err0("ipsec.peer.tunnel.spi_in".into(), format!("inbound SPI {:#x} is used twice: inbound SPIs identify SAs and must be unique", t.spi_in)));
+                    return Err(err0(
+                        "ipsec.peer.tunnel.spi_in".into(),
+                        format!(
+                            "inbound SPI {:#x} is used twice: inbound SPIs identify SAs and must be unique",
+                            t.spi_in
+                        ),
+                    ));
                 }
             }
         }
         for (gi, g) in self.gre.iter().enumerate() {
             if let Some(peer) = &g.over_ipsec {
-                let ok = self.ipsec.peer.iter().any(|p| &p.name == peer.get_ref() && p.tunnel.iter().any(|t| t.mode == Mode::Transport));
+                let ok = self.ipsec.peer.iter().any(|p| {
+                    &p.name == peer.get_ref() && p.tunnel.iter().any(|t| t.mode == Mode::Transport)
+                });
                 if !ok {
-                    return Err(at(file, text, peer.span(), &format!("gre[{gi}].over_ipsec"),
-                        format!("`{}`: expected the name of an IPsec peer with a transport-mode tunnel", peer.get_ref())));
+                    return Err(at(
+                        file,
+                        text,
+                        peer.span(),
+                        &format!("gre[{gi}].over_ipsec"),
+                        format!(
+                            "`{}`: expected the name of an IPsec peer with a transport-mode tunnel",
+                            peer.get_ref()
+                        ),
+                    ));
                 }
             }
         }
         for (vi, v) in self.vxlan.iter().enumerate() {
             if v.vni >= 1 << 24 {
-                return Err(err0(format!("vxlan[{vi}].vni"), format!("{}: expected a 24-bit VNI (0 to 16777215)", v.vni)));
+                return Err(err0(
+                    format!("vxlan[{vi}].vni"),
+                    format!("{}: expected a 24-bit VNI (0 to 16777215)", v.vni),
+                ));
             }
         }
         for (bi, b) in self.bridge.iter().enumerate() {
             for p in &b.ports {
                 let name = p.get_ref();
-                let ok = self.interface.iter().any(|i| &i.name == name && i.kind == InterfaceKind::Tap)
-                    || self.gre.iter().any(|g| &g.name == name && g.mode == GreMode::Teb)
+                let ok = self
+                    .interface
+                    .iter()
+                    .any(|i| &i.name == name && i.kind == InterfaceKind::Tap)
+                    || self
+                        .gre
+                        .iter()
+                        .any(|g| &g.name == name && g.mode == GreMode::Teb)
                     || self.vxlan.iter().any(|v| &v.name == name);
                 if !ok {
-                    return Err(at(file, text, p.span(), &format!("bridge[{bi}].ports"),
-                        format!("`{name}`: expected a TAP interface, a GRE tunnel in `teb` mode or a VXLAN tunnel")));
+                    return Err(at(
+                        file,
+                        text,
+                        p.span(),
+                        &format!("bridge[{bi}].ports"),
+                        format!(
+                            "`{name}`: expected a TAP interface, a GRE tunnel in `teb` mode or a VXLAN tunnel"
+                        ),
+                    ));
                 }
             }
         }
         if let Some(m) = self.gateway.metrics
             && !m.ip().is_loopback()
         {
-            return Err(err0("gateway.metrics".into(), format!("{m}: expected a loopback address (the endpoint has no authentication)")));
+            return Err(err0(
+                "gateway.metrics".into(),
+                format!("{m}: expected a loopback address (the endpoint has no authentication)"),
+            ));
         }
         Ok(())
     }
@@ -677,7 +758,13 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-fn at(file: &str, text: &str, span: std::ops::Range<usize>, key: &str, message: String) -> ConfigError {
+fn at(
+    file: &str,
+    text: &str,
+    span: std::ops::Range<usize>,
+    key: &str,
+    message: String,
+) -> ConfigError {
     let (line, column) = line_col(text, span.start);
     ConfigError {
         file: file.into(),
@@ -694,7 +781,11 @@ fn toml_err(file: &str, text: &str, key: &str, e: &toml::de::Error) -> ConfigErr
         file: file.into(),
         line,
         column,
-        key: if key.is_empty() || key == "." { "-".into() } else { key.into() },
+        key: if key.is_empty() || key == "." {
+            "-".into()
+        } else {
+            key.into()
+        },
         message: e.message().trim().to_string(),
     }
 }
@@ -780,7 +871,10 @@ key_in = "1102030405060708090a0b0c0d0e0f10 21222324"
         assert_eq!((e.key.as_str(), e.line), ("route[0].via", 16));
         let e = err(&GOOD.replace(" 11121314\"", "\""));
         assert_eq!(e.key, "ipsec.peer[0].tunnel[0].key_out");
-        assert!(e.message.contains("16 bytes of key material, expected 20"), "{e}");
+        assert!(
+            e.message.contains("16 bytes of key material, expected 20"),
+            "{e}"
+        );
         let e = err(&GOOD.replace("spi_in = 0x1001", "spi_in = 7"));
         assert!(e.message.contains("reserved"), "{e}");
         let e = err(&GOOD.replace("127.0.0.1:9100", "0.0.0.0:9100"));

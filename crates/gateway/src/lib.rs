@@ -3,3 +3,5 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod lab;
+pub mod status;

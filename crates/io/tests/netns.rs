@@ -380,8 +380,10 @@ fn raw_esp_between_namespaces() {
         b.push_back(12)
             .unwrap()
             .copy_from_slice(b"\x00\x00\x10\x03shape!!!");
-        let mut meta = Meta::default();
-        meta.peer = Some(SocketAddr::new(b_ip, 0));
+        let meta = Meta {
+            peer: Some(SocketAddr::new(b_ip, 0)),
+            ..Meta::default()
+        };
         let mut batch: Batch<PoolBuf> = Batch::new(4);
         batch.push(b, meta).unwrap();
         assert_eq!(port.send(&mut batch, Instant::ZERO).unwrap(), 1);

@@ -6,7 +6,6 @@ use smoltcp::socket::{icmp, tcp};
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{
     EthernetAddress, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, IpEndpoint,
-    Ipv4Address,
 };
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
@@ -154,7 +153,7 @@ impl Host {
     /// A TCP socket connecting to `to:port` from `local_port`.
     pub fn tcp_connect(&mut self, to: Ipv4Addr, port: u16, local_port: u16) -> SocketHandle {
         let mut s = Self::tcp_socket();
-        let remote = IpEndpoint::new(IpAddress::Ipv4(Ipv4Address::from(to)), port);
+        let remote = IpEndpoint::new(IpAddress::Ipv4(to), port);
         let _ = s.connect(self.iface.context(), remote, local_port);
         self.sockets.add(s)
     }
@@ -207,7 +206,7 @@ impl Host {
             data: b"gatekit lab ping",
         };
         let s = self.sockets.get_mut::<icmp::Socket<'_>>(h);
-        let dst = IpAddress::Ipv4(Ipv4Address::from(to));
+        let dst = IpAddress::Ipv4(to);
         match s.send(repr.buffer_len(), dst) {
             Ok(buf) => {
                 let mut pkt = Icmpv4Packet::new_unchecked(buf);

@@ -1,0 +1,708 @@
+//! The switch fabric: bridge domains, ports, learning, forwarding, flooding, aging.
+
+use crate::arp::{self, Arp, ETHERTYPE_ARP};
+use crate::port::{MAX_VLAN, PortConfig, PortStats, VlanMode};
+use crate::table::{EntryKind, FastMap, MacEntry, key};
+use crate::{ConfigError, L2Header, MacAddr};
+use core::net::Ipv4Addr;
+use core::time::Duration;
+use gatekit_packet::{DropCounters, DropReason, Instant, PortId};
+use std::collections::VecDeque;
+
+const NO_DOMAIN: u16 = u16::MAX;
+const EVENT_QUEUE: usize = 256;
+
+/// A bridge domain: one broadcast domain, one VLAN on trunk ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainConfig {
+    /// The VLAN that maps to this domain (1..=4094).
+    pub vlan: u16,
+    /// Most MACs the domain may learn (MAC-flood protection).
+    pub max_macs: Option<u32>,
+    /// How long a learned MAC lives without being seen as a source (300 s by default, as in
+    /// IEEE 802.1D). Aging runs in sweeps every quarter of this, so an entry goes between
+    /// `aging` and `1.25 × aging` after it was last seen.
+    pub aging: Duration,
+    /// Answer ARP requests for addresses whose binding the domain learned, instead of
+    /// flooding them to every site.
+    pub arp_suppression: bool,
+}
+
+impl DomainConfig {
+    /// A domain for `vlan` with 300 s aging, no limit, no ARP suppression.
+    pub fn new(vlan: u16) -> Self {
+        DomainConfig {
+            vlan,
+            max_macs: None,
+            aging: Duration::from_secs(300),
+            arp_suppression: false,
+        }
+    }
+}
+
+/// Counters of one bridge domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DomainStats {
+    /// MACs learned in the domain right now.
+    pub learned: u32,
+    /// Frames dropped because the domain's MAC limit was reached.
+    pub mac_limit_drops: u64,
+    /// Source addresses that moved between ports.
+    pub mac_moves: u64,
+    /// Frames from a static MAC arriving on another port than its own (not learned).
+    pub static_conflicts: u64,
+    /// Entries removed by aging.
+    pub aged_out: u64,
+    /// ARP requests answered by the fabric.
+    pub arp_suppressed: u64,
+    /// Frames flooded (broadcast, multicast, unknown unicast).
+    pub flooded: u64,
+}
+
+/// Something the fabric noticed, for logs and alarms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwitchEvent {
+    /// A learned address moved from one port to another (a host moved, or a loop).
+    MacMove {
+        /// VLAN of the domain.
+        vlan: u16,
+        /// The address.
+        mac: MacAddr,
+        /// Where it was.
+        from: PortId,
+        /// Where it is now.
+        to: PortId,
+    },
+    /// A port or domain reached its MAC limit and dropped a frame from a new address.
+    MacLimit {
+        /// VLAN of the domain.
+        vlan: u16,
+        /// The port.
+        port: PortId,
+        /// The address not learned.
+        mac: MacAddr,
+    },
+}
+
+/// One egress port of a forwarding decision and how the frame leaves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EgressPort {
+    /// The port.
+    pub port: PortId,
+    /// The 802.1Q tag the frame carries there (`None`: untagged); see [`retag`](crate::retag).
+    pub tag: Option<u16>,
+}
+
+/// The egress ports of a forwarding decision: a caller-owned list, cleared and refilled by
+/// each [`Switch::forward`], so the steady state allocates nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Egress {
+    ports: Vec<EgressPort>,
+    vlan: u16,
+}
+
+impl Egress {
+    /// An empty list with room for `n` ports (flooding fills up to one per port).
+    pub fn with_capacity(n: usize) -> Self {
+        Egress {
+            ports: Vec::with_capacity(n),
+            vlan: 0,
+        }
+    }
+    /// The ports, in port order for floods.
+    pub fn ports(&self) -> &[EgressPort] {
+        &self.ports
+    }
+    /// The VLAN the frame was classified into.
+    pub fn vlan(&self) -> u16 {
+        self.vlan
+    }
+    /// Whether no port was selected.
+    pub fn is_empty(&self) -> bool {
+        self.ports.is_empty()
+    }
+    /// Number of ports selected.
+    pub fn len(&self) -> usize {
+        self.ports.len()
+    }
+}
+
+/// What the fabric decided for a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Known unicast: the egress list holds its one port.
+    Forward,
+    /// Broadcast, multicast or unknown unicast: the egress list holds every port of the
+    /// domain except the ingress port and its split-horizon group (it may be empty).
+    Flood,
+    /// ARP suppression: the frame was rewritten into the ARP reply; the egress list holds the
+    /// ingress port.
+    Reply,
+    /// Dropped for this reason (and counted on the ingress port).
+    Drop(DropReason),
+}
+
+#[derive(Debug)]
+struct PortState {
+    cfg: PortConfig,
+    stats: PortStats,
+}
+
+#[derive(Debug)]
+struct Domain {
+    cfg: DomainConfig,
+    /// Ports carrying the domain's VLAN, in port order.
+    members: Vec<PortId>,
+    stats: DomainStats,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Binding {
+    mac: MacAddr,
+    last_seen_secs: u32,
+    is_static: bool,
+}
+
+/// The layer-2 switching fabric: a sans-IO learning bridge with many bridge domains.
+///
+/// The gateway receives a frame on a port (TAP, GRE/TEB or VXLAN tunnel after decap, overlay
+/// link), calls [`forward`](Self::forward), and sends the frame to each port of the returned
+/// [`Egress`] (re-tagged with [`retag`](crate::retag) as each port wants; copies for floods).
+/// Time is passed in; aging runs from [`handle_timeout`](Self::handle_timeout).
+#[derive(Debug)]
+pub struct Switch {
+    ports: Vec<Option<PortState>>,
+    domains: Vec<Domain>,
+    vlan_domain: Box<[u16]>,
+    table: FastMap<u64, MacEntry>,
+    bindings: FastMap<(u16, Ipv4Addr), Binding>,
+    events: VecDeque<SwitchEvent>,
+    events_lost: u64,
+    next_sweep: Instant,
+    drops: DropCounters,
+}
+
+impl Default for Switch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Switch {
+    /// A fabric with no domains and no ports.
+    pub fn new() -> Self {
+        Switch {
+            ports: Vec::new(),
+            domains: Vec::new(),
+            vlan_domain: vec![NO_DOMAIN; 4096].into_boxed_slice(),
+            table: FastMap::default(),
+            bindings: FastMap::default(),
+            events: VecDeque::with_capacity(EVENT_QUEUE),
+            events_lost: 0,
+            next_sweep: Instant::MAX,
+            drops: DropCounters::default(),
+        }
+    }
+
+    /// Reserves room for `n` MAC entries (so that learning them does not rehash).
+    pub fn reserve(&mut self, n: usize) {
+        self.table.reserve(n);
+    }
+
+    /// Adds a bridge domain.
+    pub fn add_domain(&mut self, cfg: DomainConfig) -> Result<(), ConfigError> {
+        if cfg.vlan == 0 || cfg.vlan > MAX_VLAN {
+            return Err(ConfigError::Vlan { vlan: cfg.vlan });
+        }
+        if cfg.aging.is_zero() {
+            return Err(ConfigError::Aging);
+        }
+        if self.vlan_domain[usize::from(cfg.vlan)] != NO_DOMAIN {
+            return Err(ConfigError::DuplicateDomain { vlan: cfg.vlan });
+        }
+        let idx = self.domains.len() as u16;
+        self.vlan_domain[usize::from(cfg.vlan)] = idx;
+        let members = self
+            .ports
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.as_ref().is_some_and(|p| p.cfg.carries(cfg.vlan)))
+            .map(|(i, _)| PortId(i as u16))
+            .collect();
+        self.domains.push(Domain {
+            cfg,
+            members,
+            stats: DomainStats::default(),
+        });
+        Ok(())
+    }
+
+    /// Adds (or replaces) port `id`. Replacing forgets the MACs learned on it.
+    pub fn set_port(&mut self, id: PortId, cfg: PortConfig) -> Result<(), ConfigError> {
+        let bad_vlan = |v: u16| v == 0 || v > MAX_VLAN;
+        match &cfg.vlan {
+            VlanMode::Access(v) if bad_vlan(*v) => return Err(ConfigError::Vlan { vlan: *v }),
+            VlanMode::Trunk {
+                native: Some(v), ..
+            } if bad_vlan(*v) => return Err(ConfigError::Vlan { vlan: *v }),
+            _ => {}
+        }
+        if cfg.mtu < 46 {
+            return Err(ConfigError::Mtu { mtu: cfg.mtu });
+        }
+        self.remove_port(id);
+        let i = usize::from(id.0);
+        if self.ports.len() <= i {
+            self.ports.resize_with(i + 1, || None);
+        }
+        for d in &mut self.domains {
+            if cfg.carries(d.cfg.vlan) {
+                let at = d.members.partition_point(|p| *p < id);
+                d.members.insert(at, id);
+            }
+        }
+        self.ports[i] = Some(PortState {
+            cfg,
+            stats: PortStats::default(),
+        });
+        Ok(())
+    }
+
+    /// Removes port `id` and the MACs learned on it; static entries pointing at it stay.
+    pub fn remove_port(&mut self, id: PortId) {
+        let Some(slot) = self.ports.get_mut(usize::from(id.0)) else {
+            return;
+        };
+        if slot.take().is_none() {
+            return;
+        }
+        for d in &mut self.domains {
+            d.members.retain(|p| *p != id);
+        }
+        let domains = &mut self.domains;
+        self.table.retain(|k, e| {
+            let gone = e.port == id && e.kind == EntryKind::Learned;
+            if gone && let Some(d) = domains.get_mut((k >> 48) as usize) {
+                d.stats.learned = d.stats.learned.saturating_sub(1);
+            }
+            !gone
+        });
+    }
+
+    /// A port's configuration.
+    pub fn port(&self, id: PortId) -> Option<&PortConfig> {
+        self.port_state(id).map(|p| &p.cfg)
+    }
+
+    fn port_state(&self, id: PortId) -> Option<&PortState> {
+        self.ports.get(usize::from(id.0)).and_then(Option::as_ref)
+    }
+
+    /// A port's counters.
+    pub fn port_stats(&self, id: PortId) -> Option<&PortStats> {
+        self.port_state(id).map(|p| &p.stats)
+    }
+
+    /// A domain's counters.
+    pub fn domain_stats(&self, vlan: u16) -> Option<&DomainStats> {
+        self.domain_index(vlan)
+            .and_then(|d| self.domains.get(usize::from(d)))
+            .map(|d| &d.stats)
+    }
+
+    /// Frames dropped before a port could be charged (unknown ingress port), by reason.
+    pub fn drops(&self) -> &DropCounters {
+        &self.drops
+    }
+
+    fn domain_index(&self, vlan: u16) -> Option<u16> {
+        match self.vlan_domain.get(usize::from(vlan)) {
+            Some(&d) if d != NO_DOMAIN => Some(d),
+            _ => None,
+        }
+    }
+
+    /// Adds a static MAC entry: never aged, never moved by learning.
+    pub fn add_static(&mut self, vlan: u16, mac: MacAddr, port: PortId) -> Result<(), ConfigError> {
+        let d = self
+            .domain_index(vlan)
+            .ok_or(ConfigError::NoDomain { vlan })?;
+        if self.port_state(port).is_none() {
+            return Err(ConfigError::NoPort { port });
+        }
+        let old = self.table.insert(
+            key(d, mac),
+            MacEntry {
+                port,
+                kind: EntryKind::Static,
+                last_seen_secs: 0,
+            },
+        );
+        if let Some(old) = old
+            && old.kind == EntryKind::Learned
+        {
+            self.unlearn(d, old.port);
+        }
+        Ok(())
+    }
+
+    /// Adds a static IPv4/MAC binding for ARP suppression.
+    pub fn add_binding(
+        &mut self,
+        vlan: u16,
+        ip: Ipv4Addr,
+        mac: MacAddr,
+    ) -> Result<(), ConfigError> {
+        let d = self
+            .domain_index(vlan)
+            .ok_or(ConfigError::NoDomain { vlan })?;
+        self.bindings.insert(
+            (d, ip),
+            Binding {
+                mac,
+                last_seen_secs: 0,
+                is_static: true,
+            },
+        );
+        Ok(())
+    }
+
+    /// The MAC bound to `ip` in `vlan`'s domain, if known.
+    pub fn binding(&self, vlan: u16, ip: Ipv4Addr) -> Option<MacAddr> {
+        let d = self.domain_index(vlan)?;
+        self.bindings.get(&(d, ip)).map(|b| b.mac)
+    }
+
+    /// The entry for `mac` in `vlan`'s domain.
+    pub fn lookup(&self, vlan: u16, mac: MacAddr) -> Option<MacEntry> {
+        let d = self.domain_index(vlan)?;
+        self.table.get(&key(d, mac)).copied()
+    }
+
+    /// Entries in the MAC table, static ones included.
+    pub fn mac_count(&self) -> usize {
+        self.table.len()
+    }
+
+    /// The next event, if any (at most 256 are kept; see [`events_lost`](Self::events_lost)).
+    pub fn poll_event(&mut self) -> Option<SwitchEvent> {
+        self.events.pop_front()
+    }
+
+    /// Events dropped because nobody polled them.
+    pub fn events_lost(&self) -> u64 {
+        self.events_lost
+    }
+
+    fn event(&mut self, e: SwitchEvent) {
+        if self.events.len() >= EVENT_QUEUE {
+            self.events_lost += 1;
+        } else {
+            self.events.push_back(e);
+        }
+    }
+
+    fn unlearn(&mut self, d: u16, port: PortId) {
+        if let Some(dom) = self.domains.get_mut(usize::from(d)) {
+            dom.stats.learned = dom.stats.learned.saturating_sub(1);
+        }
+        if let Some(Some(p)) = self.ports.get_mut(usize::from(port.0)) {
+            p.stats.learned = p.stats.learned.saturating_sub(1);
+        }
+    }
+
+    fn drop_on(&mut self, port: PortId, r: DropReason) -> Verdict {
+        match self.ports.get_mut(usize::from(port.0)) {
+            Some(Some(p)) => p.stats.drops.add(r, 1),
+            _ => self.drops.add(r, 1),
+        }
+        Verdict::Drop(r)
+    }
+
+    /// Learns the frame's source, and decides where the frame in `frame`, received on
+    /// `ingress` at `now`, goes; fills `out` with the egress ports.
+    ///
+    /// Never panics and never allocates once `out` and the table have grown: a frame that
+    /// cannot be switched is a [`Verdict::Drop`] counted on the ingress port.
+    pub fn forward(
+        &mut self,
+        ingress: PortId,
+        frame: &mut [u8],
+        now: Instant,
+        out: &mut Egress,
+    ) -> Verdict {
+        out.ports.clear();
+        let secs = u32::try_from(now.as_secs()).unwrap_or(u32::MAX);
+        let Some(Some(port)) = self.ports.get_mut(usize::from(ingress.0)) else {
+            return self.drop_on(ingress, DropReason::PortDown);
+        };
+        port.stats.rx_frames += 1;
+        port.stats.rx_bytes += frame.len() as u64;
+        let Some(h) = L2Header::parse(frame) else {
+            return self.drop_on(ingress, DropReason::Truncated);
+        };
+        if h.src.is_multicast() || h.src.is_zero() {
+            return self.drop_on(ingress, DropReason::Malformed);
+        }
+        // IEEE 802.1Q ingress classification.
+        let vlan = match (&port.cfg.vlan, h.tag) {
+            (VlanMode::Access(v), None | Some(0)) => *v,
+            (
+                VlanMode::Trunk {
+                    native: Some(v), ..
+                },
+                None | Some(0),
+            ) => *v,
+            (VlanMode::Trunk { allowed, .. }, Some(t)) if t != 0 && allowed.contains(t) => t,
+            _ => return self.drop_on(ingress, DropReason::VlanMismatch),
+        };
+        let ingress_horizon = port.cfg.horizon;
+        let Some(d) = self.domain_index(vlan) else {
+            return self.drop_on(ingress, DropReason::VlanMismatch);
+        };
+        out.vlan = vlan;
+
+        if let Some(v) = self.learn(d, vlan, ingress, h.src, secs) {
+            return v;
+        }
+
+        let Some(dom) = self.domains.get(usize::from(d)) else {
+            return self.drop_on(ingress, DropReason::VlanMismatch);
+        };
+        if dom.cfg.arp_suppression
+            && h.ethertype == ETHERTYPE_ARP
+            && let Some(v) = self.arp(d, ingress, frame, &h, secs, out)
+        {
+            return v;
+        }
+
+        if !h.dst.is_multicast()
+            && let Some(e) = self.table.get(&key(d, h.dst))
+        {
+            let to = e.port;
+            let Some(p) = self.port_state(to) else {
+                return self.drop_on(ingress, DropReason::NoRoute);
+            };
+            if to == ingress || (ingress_horizon.is_some() && p.cfg.horizon == ingress_horizon) {
+                return self.drop_on(ingress, DropReason::SplitHorizon);
+            }
+            let tag = p.cfg.egress_tag(vlan);
+            if frame.len() - h.payload > p.cfg.mtu {
+                return self.drop_on(to, DropReason::TooBig);
+            }
+            out.ports.push(EgressPort { port: to, tag });
+            if let Some(Some(p)) = self.ports.get_mut(usize::from(to.0)) {
+                p.stats.tx_unicast += 1;
+            }
+            return Verdict::Forward;
+        }
+
+        // Flood: broadcast, multicast, unknown unicast.
+        let payload = frame.len() - h.payload;
+        let Some(dom) = self.domains.get_mut(usize::from(d)) else {
+            return Verdict::Flood;
+        };
+        dom.stats.flooded += 1;
+        for &m in &dom.members {
+            if m == ingress {
+                continue;
+            }
+            let Some(Some(p)) = self.ports.get_mut(usize::from(m.0)) else {
+                continue;
+            };
+            if ingress_horizon.is_some() && p.cfg.horizon == ingress_horizon {
+                continue;
+            }
+            if payload > p.cfg.mtu {
+                p.stats.drops.add(DropReason::TooBig, 1);
+                continue;
+            }
+            p.stats.tx_flooded += 1;
+            out.ports.push(EgressPort {
+                port: m,
+                tag: p.cfg.egress_tag(vlan),
+            });
+        }
+        Verdict::Flood
+    }
+
+    /// Learns `src` behind `ingress` in domain `d`; returns a verdict when the frame must be
+    /// dropped (MAC limit).
+    #[inline]
+    fn learn(
+        &mut self,
+        d: u16,
+        vlan: u16,
+        ingress: PortId,
+        src: MacAddr,
+        secs: u32,
+    ) -> Option<Verdict> {
+        let k = key(d, src);
+        if let Some(e) = self.table.get_mut(&k) {
+            if e.port == ingress {
+                e.last_seen_secs = secs;
+                return None;
+            }
+            if e.kind == EntryKind::Static {
+                if let Some(dom) = self.domains.get_mut(usize::from(d)) {
+                    dom.stats.static_conflicts += 1;
+                }
+                return None;
+            }
+            // A move: the address now lives behind the ingress port.
+            let from = e.port;
+            e.port = ingress;
+            e.last_seen_secs = secs;
+            if let Some(Some(p)) = self.ports.get_mut(usize::from(from.0)) {
+                p.stats.learned = p.stats.learned.saturating_sub(1);
+            }
+            if let Some(Some(p)) = self.ports.get_mut(usize::from(ingress.0)) {
+                p.stats.learned += 1;
+                p.stats.mac_moves += 1;
+            }
+            if let Some(dom) = self.domains.get_mut(usize::from(d)) {
+                dom.stats.mac_moves += 1;
+            }
+            self.event(SwitchEvent::MacMove {
+                vlan,
+                mac: src,
+                from,
+                to: ingress,
+            });
+            return None;
+        }
+        let (Some(Some(p)), Some(dom)) = (
+            self.ports.get_mut(usize::from(ingress.0)),
+            self.domains.get_mut(usize::from(d)),
+        ) else {
+            return None;
+        };
+        let port_full = p.cfg.max_macs.is_some_and(|m| p.stats.learned >= m);
+        let dom_full = dom.cfg.max_macs.is_some_and(|m| dom.stats.learned >= m);
+        if port_full || dom_full {
+            dom.stats.mac_limit_drops += 1;
+            p.stats.drops.add(DropReason::MacLimit, 1);
+            self.event(SwitchEvent::MacLimit {
+                vlan,
+                port: ingress,
+                mac: src,
+            });
+            return Some(Verdict::Drop(DropReason::MacLimit));
+        }
+        p.stats.learned += 1;
+        dom.stats.learned += 1;
+        if self.next_sweep == Instant::MAX {
+            self.next_sweep = Instant::from_secs(u64::from(secs)) + sweep_interval(dom.cfg.aging);
+        }
+        self.table.insert(
+            k,
+            MacEntry {
+                port: ingress,
+                kind: EntryKind::Learned,
+                last_seen_secs: secs,
+            },
+        );
+        None
+    }
+
+    /// ARP: learns the sender's binding and answers a request whose target is bound.
+    fn arp(
+        &mut self,
+        d: u16,
+        ingress: PortId,
+        frame: &mut [u8],
+        h: &L2Header,
+        secs: u32,
+        out: &mut Egress,
+    ) -> Option<Verdict> {
+        let a = Arp::parse(frame.get(h.payload..)?)?;
+        if a.sha != h.src {
+            return None;
+        }
+        if !a.spa.is_unspecified() {
+            let b = self.bindings.entry((d, a.spa)).or_insert(Binding {
+                mac: a.sha,
+                last_seen_secs: secs,
+                is_static: false,
+            });
+            if !b.is_static {
+                b.mac = a.sha;
+                b.last_seen_secs = secs;
+            }
+        }
+        // Gratuitous ARP and probes (sender == target, or no sender) are announcements:
+        // they must reach everyone.
+        if a.op != 1 || a.spa == a.tpa || a.spa.is_unspecified() {
+            return None;
+        }
+        let answer = self.bindings.get(&(d, a.tpa))?.mac;
+        if answer == a.sha || !arp::reply_in_place(frame, h.payload, &a, answer) {
+            return None;
+        }
+        let tag = self.port_state(ingress)?.cfg.egress_tag(out.vlan);
+        out.ports.push(EgressPort { port: ingress, tag });
+        if let Some(dom) = self.domains.get_mut(usize::from(d)) {
+            dom.stats.arp_suppressed += 1;
+        }
+        Some(Verdict::Reply)
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) next has aging to do, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        (self.next_sweep != Instant::MAX).then_some(self.next_sweep)
+    }
+
+    /// Ages out learned MACs and ARP bindings not seen for their domain's aging time.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if now < self.next_sweep {
+            return;
+        }
+        let secs = now.as_secs();
+        let agings: Vec<u64> = self
+            .domains
+            .iter()
+            .map(|d| d.cfg.aging.as_secs().max(1))
+            .collect();
+        let expired = |d: u64, last: u32| {
+            let aging = agings.get(d as usize).copied().unwrap_or(0);
+            secs.saturating_sub(u64::from(last)) >= aging
+        };
+        let (ports, domains) = (&mut self.ports, &mut self.domains);
+        let mut dynamic = false;
+        self.table.retain(|k, e| {
+            if e.kind == EntryKind::Static {
+                return true;
+            }
+            let d = k >> 48;
+            if !expired(d, e.last_seen_secs) {
+                dynamic = true;
+                return true;
+            }
+            if let Some(dom) = domains.get_mut(d as usize) {
+                dom.stats.learned = dom.stats.learned.saturating_sub(1);
+                dom.stats.aged_out += 1;
+            }
+            if let Some(Some(p)) = ports.get_mut(usize::from(e.port.0)) {
+                p.stats.learned = p.stats.learned.saturating_sub(1);
+            }
+            false
+        });
+        self.bindings
+            .retain(|(d, _), b| b.is_static || !expired(u64::from(*d), b.last_seen_secs));
+        let interval = self
+            .domains
+            .iter()
+            .map(|d| sweep_interval(d.cfg.aging))
+            .min()
+            .unwrap_or(Duration::from_secs(1));
+        self.next_sweep = if dynamic || self.bindings.values().any(|b| !b.is_static) {
+            now + interval
+        } else {
+            Instant::MAX
+        };
+    }
+}
+
+fn sweep_interval(aging: Duration) -> Duration {
+    (aging / 4).max(Duration::from_secs(1))
+}

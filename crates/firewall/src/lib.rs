@@ -1,2 +1,12 @@
-//! A stateful firewall engine: nftables-shaped rule IR, iptables-dialect and ClassBench front ends, compiled classifier, conntrack and NAT.
+//! A stateful firewall engine: nftables-shaped rule IR, iptables-dialect and ClassBench front
+//! ends, compiled classifier, conntrack and NAT.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod classbench;
+pub mod classify;
+mod error;
+pub mod ir;
+
+pub use error::{LoadError, ParseError, ValidateError};
+pub mod conntrack;

@@ -1,0 +1,461 @@
+//! The forwarding table: prefix → next-hop id, compiled for lookups and published atomically.
+
+mod poptrie;
+
+use crate::addr::{Address, mask};
+use crate::lpm::Lpm;
+use arc_swap::ArcSwap;
+use poptrie::{Entry, LEAF, NONE, Poptrie};
+use std::sync::Arc;
+
+/// The id of a next hop (or of an ECMP group) as the FIB stores it: an index into the
+/// caller's own table of adjacencies. At most [`MAX_NEXT_HOP`].
+pub type NextHopId = u32;
+
+/// The largest next-hop id a [`Fib`] stores (ids are 31-bit).
+pub const MAX_NEXT_HOP: NextHopId = NONE - 1;
+
+/// A FIB operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FibError {
+    /// The next-hop id does not fit the table's 31-bit leaves.
+    #[error("next-hop id {id} is larger than the maximum {max}", max = MAX_NEXT_HOP)]
+    NextHopTooLarge {
+        /// The id that was given.
+        id: NextHopId,
+    },
+}
+
+/// A compiled, immutable forwarding table for one family: what the data path looks up.
+///
+/// Get one from [`Fib::table`] or a [`FibReader`]; it never changes, so any number of threads
+/// may look up in it while the [`Fib`] that made it prepares the next one.
+#[derive(Clone, Debug)]
+pub struct FibTable<A: Address> {
+    trie: Poptrie,
+    routes: usize,
+    _family: core::marker::PhantomData<A>,
+}
+
+impl<A: Address> FibTable<A> {
+    /// The next hop of the longest prefix containing `addr`.
+    #[inline]
+    pub fn lookup(&self, addr: A) -> Option<NextHopId> {
+        let nh = self.trie.lookup(addr.to_word());
+        (nh != NONE).then_some(nh)
+    }
+
+    /// Looks up every address of `addrs`, writing each next hop to the same index of `out`
+    /// (or [`FibTable::NO_ROUTE`]). Lookups are interleaved so that their cache misses
+    /// overlap: several times faster than a loop of [`lookup`](Self::lookup) on a large table.
+    /// Only `min(addrs.len(), out.len())` addresses are looked up.
+    #[inline]
+    pub fn lookup_batch(&self, addrs: &[A], out: &mut [NextHopId]) {
+        const CHUNK: usize = 64;
+        let n = addrs.len().min(out.len());
+        let mut words = [A::to_word(addrs.first().copied().unwrap_or(A::from_key(0))); CHUNK];
+        for (a, o) in addrs[..n].chunks(CHUNK).zip(out[..n].chunks_mut(CHUNK)) {
+            for (w, x) in words.iter_mut().zip(a) {
+                *w = x.to_word();
+            }
+            self.trie.lookup_batch(&words[..a.len()], o);
+        }
+    }
+
+    /// The value [`lookup_batch`](Self::lookup_batch) writes for an address without a route.
+    pub const NO_ROUTE: NextHopId = NONE;
+
+    /// Bytes of memory the lookup arrays use.
+    pub fn memory(&self) -> usize {
+        self.trie.memory()
+    }
+
+    /// Number of prefixes the table was compiled from.
+    pub fn len(&self) -> usize {
+        self.routes
+    }
+
+    /// True if the table has no route at all.
+    pub fn is_empty(&self) -> bool {
+        self.routes == 0
+    }
+}
+
+/// A handle that readers (data-path workers) keep to load the latest [`FibTable`].
+/// Loading is wait-free and never blocks the writer.
+#[derive(Clone, Debug)]
+pub struct FibReader<A: Address> {
+    shared: Arc<ArcSwap<FibTable<A>>>,
+}
+
+impl<A: Address> FibReader<A> {
+    /// The table published last. Hold it for a batch, then load again.
+    pub fn load(&self) -> Arc<FibTable<A>> {
+        self.shared.load_full()
+    }
+}
+
+/// What a [`Fib::commit`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CommitStats {
+    /// Direct slots whose subtree was rebuilt.
+    pub slots_rebuilt: usize,
+    /// Whether the whole table was rebuilt (first build, many changes, or to reclaim garbage).
+    pub full_rebuild: bool,
+    /// Bytes of the published table.
+    pub memory: usize,
+}
+
+/// The writable forwarding table for one family: prefix → [`NextHopId`].
+///
+/// Changes ([`insert`](Self::insert), [`remove`](Self::remove)) go to the writer's own copy of
+/// the routes and mark the parts of the compiled table they touch; [`commit`](Self::commit)
+/// recompiles only those parts into a new [`FibTable`] and publishes it with an atomic pointer
+/// swap. Readers keep using the table they loaded until they load again, so an update never
+/// stalls or half-applies for them. Batch many changes per commit: a commit copies the
+/// compiled arrays once (a few MiB for a full IPv4 table) whatever the batch size.
+///
+/// The compiled form is a Poptrie: an `2^18`-entry direct array followed by 64-ary nodes
+/// with popcount-compressed children and leaves.
+///
+/// ```
+/// use gatekit_route::Fib;
+/// use std::net::Ipv4Addr;
+///
+/// let mut fib = Fib::<Ipv4Addr>::new();
+/// fib.insert("0.0.0.0/0".parse()?, 1)?;
+/// fib.insert("192.0.2.0/24".parse()?, 2)?;
+/// fib.commit();
+/// let reader = fib.reader();            // give clones of this to workers
+/// let table = reader.load();
+/// assert_eq!(table.lookup(Ipv4Addr::new(192, 0, 2, 9)), Some(2));
+/// let mut out = [0; 2];
+/// table.lookup_batch(&[Ipv4Addr::new(8, 8, 8, 8), Ipv4Addr::new(192, 0, 2, 1)], &mut out);
+/// assert_eq!(out, [1, 2]);
+///
+/// fib.remove(&"0.0.0.0/0".parse()?);
+/// fib.commit();
+/// assert_eq!(reader.load().lookup(Ipv4Addr::new(8, 8, 8, 8)), None);
+/// assert_eq!(table.lookup(Ipv4Addr::new(8, 8, 8, 8)), Some(1), "old snapshot unchanged");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Fib<A: Address> {
+    /// Prefixes of at most `DIRECT_BITS` bits: they set the defaults of direct slots.
+    short: Lpm<A, NextHopId>,
+    /// Longer prefixes, per direct slot, sorted by (key, length).
+    long: SlotMap,
+    long_count: usize,
+    dirty: Vec<u32>,
+    dirty_mark: Vec<u64>,
+    full_pending: bool,
+    /// Slots of the current table that are no longer referenced (nodes, leaves).
+    garbage: (usize, usize),
+    table: Arc<FibTable<A>>,
+    shared: Arc<ArcSwap<FibTable<A>>>,
+}
+
+impl<A: Address> core::fmt::Debug for Fib<A> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Fib")
+            .field("routes", &self.len())
+            .field("pending_slots", &self.dirty.len())
+            .field("memory", &self.table.memory())
+            .finish()
+    }
+}
+
+impl<A: Address> Default for Fib<A> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+type SlotMap = std::collections::HashMap<
+    usize,
+    Vec<Entry>,
+    core::hash::BuildHasherDefault<crate::addr::KeyHasher>,
+>;
+
+const fn s_of<A: Address>() -> u32 {
+    A::DIRECT_BITS as u32
+}
+
+impl<A: Address> Fib<A> {
+    /// An empty table (already published: lookups find no route).
+    pub fn new() -> Self {
+        let s = s_of::<A>();
+        let table = Arc::new(FibTable {
+            trie: Poptrie::new(s),
+            routes: 0,
+            _family: core::marker::PhantomData,
+        });
+        Fib {
+            short: Lpm::new(),
+            long: SlotMap::default(),
+            long_count: 0,
+            dirty: Vec::new(),
+            dirty_mark: vec![0; (1 << s) / 64],
+            full_pending: false,
+            garbage: (0, 0),
+            shared: Arc::new(ArcSwap::new(table.clone())),
+            table,
+        }
+    }
+
+    /// Builds a table from `(prefix, next hop)` pairs and publishes it.
+    pub fn from_routes(
+        routes: impl IntoIterator<Item = (A::Prefix, NextHopId)>,
+    ) -> Result<Self, FibError> {
+        let mut fib = Self::new();
+        for (p, nh) in routes {
+            fib.insert(p, nh)?;
+        }
+        fib.commit();
+        Ok(fib)
+    }
+
+    /// Number of prefixes (committed or not).
+    pub fn len(&self) -> usize {
+        self.short.len() + self.long_count
+    }
+
+    /// True if the table holds no prefix.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A commit that touches more direct slots than this rebuilds the whole table: past that
+    /// point a full build is cheaper than copying and patching.
+    fn full_threshold() -> usize {
+        (1usize << s_of::<A>()) / 8
+    }
+
+    fn slot_of(key: u128) -> usize {
+        (key >> (128 - s_of::<A>())) as usize
+    }
+
+    fn mark(&mut self, slot: usize) {
+        let (w, b) = (slot / 64, 1u64 << (slot % 64));
+        if let Some(m) = self.dirty_mark.get_mut(w)
+            && *m & b == 0
+        {
+            *m |= b;
+            self.dirty.push(slot as u32);
+        }
+    }
+
+    fn mark_range(&mut self, key: u128, len: u8) {
+        let s = s_of::<A>();
+        let first = Self::slot_of(key);
+        let count = 1usize << (s - u32::from(len));
+        if count > Self::full_threshold() {
+            // A short prefix (a default route, a /8) touches so many slots that the commit
+            // rebuilds everything anyway.
+            self.full_pending = true;
+            return;
+        }
+        for slot in first..first + count {
+            self.mark(slot);
+        }
+    }
+
+    /// Sets the next hop of `prefix` (host bits are ignored); returns the one it replaced.
+    /// Takes effect for readers at the next [`commit`](Self::commit).
+    pub fn insert(
+        &mut self,
+        prefix: A::Prefix,
+        next_hop: NextHopId,
+    ) -> Result<Option<NextHopId>, FibError> {
+        if next_hop > MAX_NEXT_HOP {
+            return Err(FibError::NextHopTooLarge { id: next_hop });
+        }
+        let (key, len) = A::prefix_parts(&prefix);
+        if u32::from(len) <= s_of::<A>() {
+            let old = self.short.insert_key(key, len, next_hop);
+            if old != Some(next_hop) {
+                self.mark_range(key, len);
+            }
+            return Ok(old);
+        }
+        let slot = Self::slot_of(key);
+        let list = self.long.entry(slot).or_default();
+        let old = match list.binary_search_by(|e| (e.0, e.1).cmp(&(key, len))) {
+            Ok(i) => Some(core::mem::replace(&mut list[i].2, next_hop)),
+            Err(i) => {
+                list.insert(i, (key, len, next_hop));
+                self.long_count += 1;
+                None
+            }
+        };
+        if old != Some(next_hop) {
+            self.mark(slot);
+        }
+        Ok(old)
+    }
+
+    /// Removes `prefix`; returns its next hop if it was there.
+    /// Takes effect for readers at the next [`commit`](Self::commit).
+    pub fn remove(&mut self, prefix: &A::Prefix) -> Option<NextHopId> {
+        let (key, len) = A::prefix_parts(prefix);
+        if u32::from(len) <= s_of::<A>() {
+            let old = self.short.remove_key(key, len)?;
+            self.mark_range(key, len);
+            return Some(old);
+        }
+        let slot = Self::slot_of(key);
+        let list = self.long.get_mut(&slot)?;
+        let i = list
+            .binary_search_by(|e| (e.0, e.1).cmp(&(key, len)))
+            .ok()?;
+        let old = list.remove(i).2;
+        if list.is_empty() {
+            self.long.remove(&slot);
+        }
+        self.long_count -= 1;
+        self.mark(slot);
+        Some(old)
+    }
+
+    /// The next hop stored for exactly `prefix` (committed or not).
+    pub fn get(&self, prefix: &A::Prefix) -> Option<NextHopId> {
+        let (key, len) = A::prefix_parts(prefix);
+        if u32::from(len) <= s_of::<A>() {
+            return self.short.get(prefix).copied();
+        }
+        let list = self.long.get(&Self::slot_of(key))?;
+        let i = list
+            .binary_search_by(|e| (e.0, e.1).cmp(&(key, len)))
+            .ok()?;
+        Some(list[i].2)
+    }
+
+    /// Every prefix and next hop (committed or not), in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (A::Prefix, NextHopId)> + '_ {
+        let short = self.short.iter().map(|(p, v)| (p, *v));
+        short.chain(
+            self.long
+                .values()
+                .flatten()
+                .map(|&(k, l, nh)| (A::make_prefix(k, l), nh)),
+        )
+    }
+
+    /// True if changes are waiting for [`commit`](Self::commit).
+    pub fn has_pending(&self) -> bool {
+        self.full_pending || !self.dirty.is_empty()
+    }
+
+    /// Compiles the pending changes into a new table and publishes it to every reader.
+    pub fn commit(&mut self) -> CommitStats {
+        if !self.has_pending() {
+            return CommitStats {
+                memory: self.table.memory(),
+                ..CommitStats::default()
+            };
+        }
+        let s = s_of::<A>();
+        let old = &self.table.trie;
+        let live_nodes = old.nodes.len() - self.garbage.0;
+        // Rebuild everything when there is no compiled table yet, when most slots changed,
+        // or when garbage from earlier slot rebuilds outweighs the live part.
+        let full = self.full_pending
+            || (old.nodes.is_empty() && old.leaves.is_empty())
+            || self.dirty.len() > Self::full_threshold()
+            || self.garbage.0 > live_nodes.max(1024);
+        let slots_rebuilt = if full { 1 << s } else { self.dirty.len() };
+        let trie = if full {
+            self.garbage = (0, 0);
+            self.build_full()
+        } else {
+            let mut trie = old.clone();
+            for &slot in &self.dirty {
+                let slot = slot as usize;
+                let (gn, gl) = trie.subtree_size(trie.direct[slot]);
+                self.garbage.0 += gn;
+                self.garbage.1 += gl;
+                let default = self.default_of(slot);
+                let list = self.long.get(&slot).map_or(&[][..], |l| &l[..]);
+                trie.direct[slot] = trie.build_slot(default, list);
+            }
+            trie
+        };
+        for &slot in &self.dirty {
+            if let Some(m) = self.dirty_mark.get_mut(slot as usize / 64) {
+                *m = 0;
+            }
+        }
+        self.dirty.clear();
+        self.full_pending = false;
+        self.table = Arc::new(FibTable {
+            trie,
+            routes: self.len(),
+            _family: core::marker::PhantomData,
+        });
+        self.shared.store(self.table.clone());
+        CommitStats {
+            slots_rebuilt,
+            full_rebuild: full,
+            memory: self.table.memory(),
+        }
+    }
+
+    /// The next hop of the longest prefix of at most `DIRECT_BITS` covering `slot`.
+    fn default_of(&self, slot: usize) -> u32 {
+        let s = s_of::<A>();
+        let key = (slot as u128) << (128 - s);
+        match self.short.longest_key(key, s as u8) {
+            Some((_, &nh)) => nh,
+            None => NONE,
+        }
+    }
+
+    fn build_full(&self) -> Poptrie {
+        let s = s_of::<A>();
+        let mut trie = Poptrie::new(s);
+        let old = &self.table.trie;
+        trie.nodes
+            .reserve(old.nodes.len().saturating_sub(self.garbage.0) + 64);
+        trie.leaves
+            .reserve(old.leaves.len().saturating_sub(self.garbage.1) + 64);
+        // Paint the short prefixes, shortest first, over the direct array.
+        let mut short: Vec<(u8, u128, u32)> = self
+            .short
+            .iter()
+            .map(|(p, &nh)| {
+                let (k, l) = A::prefix_parts(&p);
+                (l, k, nh)
+            })
+            .collect();
+        short.sort_unstable();
+        for (len, key, nh) in short {
+            let first = Self::slot_of(key & mask(len));
+            let count = 1usize << (s - u32::from(len));
+            for e in &mut trie.direct[first..first + count] {
+                *e = LEAF | nh;
+            }
+        }
+        // Slots in address order, so that the arrays are laid out in address order too.
+        let mut slots: Vec<usize> = self.long.keys().copied().collect();
+        slots.sort_unstable();
+        for slot in slots {
+            let list = self.long.get(&slot).map_or(&[][..], |l| &l[..]);
+            if let Some(&d) = trie.direct.get(slot) {
+                trie.direct[slot] = trie.build_slot(d & !LEAF, list);
+            }
+        }
+        trie
+    }
+
+    /// The table published last.
+    pub fn table(&self) -> Arc<FibTable<A>> {
+        self.table.clone()
+    }
+
+    /// A handle for readers, which always loads the table published last.
+    pub fn reader(&self) -> FibReader<A> {
+        FibReader {
+            shared: self.shared.clone(),
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The compiled FIB and the generic LPM table against a naive oracle: every prefix length
+//! tried, longest first, over a plain map of the routes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+use gatekit_route::{Address, Fib, FibTable, Lpm};
+use ipnet::{Ipv4Net, Ipv6Net};
+use proptest::prelude::*;
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// The oracle: for each length from the longest down, truncate the address and look it up.
+fn oracle<A: Address>(routes: &HashMap<A::Prefix, u32>, addr: A) -> Option<(A::Prefix, u32)>
+where
+    A::Prefix: std::hash::Hash + Eq,
+{
+    (0..=A::BITS).rev().find_map(|len| {
+        let p = A::make_prefix(addr.to_key(), len);
+        routes.get(&p).map(|&v| (p, v))
+    })
+}
+
+enum Kind {
+    Commit,
+    Change,
+}
+
+#[derive(Debug, Clone)]
+enum Op<P> {
+    Insert(P, u32),
+    Remove(P),
+    Commit,
+}
+
+/// Prefixes clustered so that they overlap: a few base addresses, any length (0 and the
+/// full width included), plus random ones.
+fn prefix4() -> impl Strategy<Value = Ipv4Net> + Clone {
+    let bases = prop_oneof![
+        Just(0x0a00_0000u32),
+        Just(0x0a01_0203),
+        Just(0xc000_0200),
+        Just(0xffff_ffff),
+        any::<u32>(),
+    ];
+    (bases, any::<u32>(), 0u8..=32).prop_map(|(b, noise, len)| {
+        let a = b ^ (noise >> 20);
+        Ipv4Net::new(Ipv4Addr::from_bits(a), len).unwrap().trunc()
+    })
+}
+
+fn prefix6() -> impl Strategy<Value = Ipv6Net> + Clone {
+    let bases = prop_oneof![
+        Just(0x2001_0db8u128 << 96),
+        Just((0x2a00_1450_4001u128 << 80) | 0x1),
+        Just(u128::MAX),
+        any::<u128>(),
+    ];
+    (bases, any::<u128>(), 0u8..=128).prop_map(|(b, noise, len)| {
+        let a = b ^ (noise >> 60) ^ ((noise & 0xff) << 100);
+        Ipv6Net::new(Ipv6Addr::from_bits(a), len).unwrap().trunc()
+    })
+}
+
+fn ops<P: std::fmt::Debug + Clone>(
+    p: impl Strategy<Value = P> + Clone,
+) -> impl Strategy<Value = Vec<Op<P>>> {
+    proptest::collection::vec(
+        prop_oneof![
+            6 => (p.clone(), 0u32..8).prop_map(|(p, v)| Op::Insert(p, v)),
+            2 => p.prop_map(Op::Remove),
+            1 => Just(Op::Commit),
+        ],
+        1..120,
+    )
+}
+
+/// Addresses to probe: the first, last and a middle address of every prefix ever used, plus
+/// the extremes of the space.
+fn probes<A: Address>(prefixes: &[A::Prefix]) -> Vec<A> {
+    let mut out = vec![A::from_key(0), A::from_key(u128::MAX)];
+    for p in prefixes {
+        let (k, len) = A::prefix_parts(p);
+        let host = if len == 0 {
+            u128::MAX
+        } else {
+            (1u128 << (128 - u32::from(len))) - 1
+        };
+        let host = host & (u128::MAX << (128 - u32::from(A::BITS)));
+        out.push(A::from_key(k));
+        out.push(A::from_key(k | host));
+        out.push(A::from_key(k | (host >> 1)));
+        out.push(A::from_key(
+            k | (host & 0x5555_5555_5555_5555_5555_5555_5555_5555),
+        ));
+    }
+    out
+}
+
+fn check<A: Address>(ops: Vec<Op<A::Prefix>>) -> Result<(), TestCaseError> {
+    let mut fib = Fib::<A>::new();
+    let mut lpm = Lpm::<A, u32>::new();
+    let mut model: HashMap<A::Prefix, u32> = HashMap::new();
+    let mut committed = model.clone();
+    let reader = fib.reader();
+    let mut used = Vec::new();
+    for op in ops {
+        let op_kind = match op {
+            Op::Commit => Kind::Commit,
+            _ => Kind::Change,
+        };
+        match op {
+            Op::Insert(p, v) => {
+                used.push(p);
+                let prev = model.insert(p, v);
+                prop_assert_eq!(fib.insert(p, v).unwrap(), prev);
+                prop_assert_eq!(lpm.insert(p, v), prev);
+            }
+            Op::Remove(p) => {
+                used.push(p);
+                let prev = model.remove(&p);
+                prop_assert_eq!(fib.remove(&p), prev);
+                prop_assert_eq!(lpm.remove(&p), prev);
+            }
+            Op::Commit => {
+                fib.commit();
+                committed = model.clone();
+            }
+        }
+        // Readers see exactly the committed routes: uncommitted changes stay invisible.
+        let table: std::sync::Arc<FibTable<A>> = reader.load();
+        let window = if matches!(op_kind, Kind::Commit) {
+            16
+        } else {
+            2
+        };
+        for a in probes::<A>(&used[used.len().saturating_sub(window)..]) {
+            prop_assert_eq!(
+                table.lookup(a),
+                oracle(&committed, a).map(|x| x.1),
+                "addr {}",
+                a
+            );
+        }
+    }
+    fib.commit();
+    let table = reader.load();
+    prop_assert_eq!(table.len(), model.len());
+    prop_assert_eq!(lpm.len(), model.len());
+    let addrs = probes::<A>(&used);
+    let mut batch = vec![0; addrs.len()];
+    table.lookup_batch(&addrs, &mut batch);
+    for (a, got) in addrs.iter().zip(batch) {
+        let want = oracle(&model, *a);
+        prop_assert_eq!(table.lookup(*a), want.map(|x| x.1), "addr {}", a);
+        let want_batch = want.map_or(FibTable::<A>::NO_ROUTE, |x| x.1);
+        prop_assert_eq!(got, want_batch, "batch, addr {}", a);
+        prop_assert_eq!(
+            lpm.lookup(*a).map(|(p, v)| (p, *v)),
+            want,
+            "lpm, addr {}",
+            a
+        );
+    }
+    for p in &used {
+        prop_assert_eq!(fib.get(p), model.get(p).copied());
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn fib_v4_matches_oracle(ops in ops(prefix4())) {
+        check::<Ipv4Addr>(ops)?;
+    }
+
+    #[test]
+    fn fib_v6_matches_oracle(ops in ops(prefix6())) {
+        check::<Ipv6Addr>(ops)?;
+    }
+}

@@ -605,7 +605,11 @@ impl Endpoint {
             (Mode::Transport, _) => Ok(Decap::Inner(d)),
         };
         let verdict = match verdict {
-            Ok(v) => v,
+            Ok(v) => {
+                sa.stats.packets += 1;
+                sa.stats.bytes += buf.len() as u64;
+                v
+            }
             Err(r) => Decap::Drop(sa.count_drop(r)),
         };
         if let Decap::Drop(r) = verdict {
@@ -909,8 +913,6 @@ fn encap_with<B: PacketBuf + ?Sized>(
             let seq = sa.seal(buf, nh, now)?;
             if output == Output::Packet {
                 push_udp_ip(buf, sa.local, sa.peer, udp, IPPROTO_ESP, tos, ip_id)?;
-            } else if let Some((sport, dport)) = udp {
-                push_udp(buf, sport, dport)?;
             }
             Ok(seq)
         }
@@ -942,6 +944,8 @@ fn encap_transport<B: PacketBuf + ?Sized>(
     if hlen < IPV4_HDR || hlen > data.len() {
         return Err(sa.count_drop(DropReason::Malformed));
     }
+    // The payload form is the ESP packet alone, for a socket that adds IP and UDP itself.
+    let udp = udp.filter(|_| output == Output::Packet);
     let udp_len = if udp.is_some() { UDP_HDR } else { 0 };
     let front = ESP_PREFIX_LEN + udp_len;
     if buf.headroom() < front {

@@ -452,8 +452,8 @@ impl SecurityAssociation {
         next_header: u8,
         now: Instant,
     ) -> Result<u64, DropReason> {
+        // The state itself is updated by the caller, which reports the change.
         if self.state == SaState::HardExpired || now >= self.hard_deadline() {
-            self.update_state(now);
             return Err(self.count_drop(DropReason::Expired));
         }
         if self.seq >= self.max_seq() {
@@ -533,8 +533,8 @@ impl SecurityAssociation {
         if buf.len() < MIN {
             return Err(self.count_drop(DropReason::Truncated));
         }
+        // The state itself is updated by the caller, which reports the change.
         if self.state == SaState::HardExpired || now >= self.hard_deadline() {
-            self.update_state(now);
             return Err(self.count_drop(DropReason::Expired));
         }
         let data = buf.data_mut();
@@ -580,13 +580,11 @@ impl SecurityAssociation {
         if padding.iter().enumerate().any(|(i, &b)| b != i as u8 + 1) {
             return Err(self.count_drop(DropReason::BadPadding));
         }
-        let inner_len = n - 2 - pad;
         // Cannot fail: both lengths were checked against the packet above.
         if buf.pull_front(ESP_PREFIX_LEN).is_err() || buf.trim_back(pad + 2 + ICV_LEN).is_err() {
             return Err(self.count_drop(DropReason::Truncated));
         }
-        self.stats.packets += 1;
-        self.stats.bytes += inner_len as u64;
+        // `stats.packets` and `bytes` are counted by the caller once the payload is accepted.
         Ok((seq, next_header))
     }
 }

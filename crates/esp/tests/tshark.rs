@@ -165,15 +165,15 @@ fn tshark_decrypts_gatekit_esp() {
         } else {
             (cols[3], cols[4])
         };
-        assert_eq!(srcs.split(',').last().unwrap(), src.to_string(), "{line}");
-        assert_eq!(dsts.split(',').last().unwrap(), dst.to_string(), "{line}");
+        assert_eq!(srcs.rsplit(',').next().unwrap(), src.to_string(), "{line}");
+        assert_eq!(dsts.rsplit(',').next().unwrap(), dst.to_string(), "{line}");
         assert_eq!(
-            cols[5].split(',').last().unwrap(),
+            cols[5].rsplit(',').next().unwrap(),
             sport.to_string(),
             "{line}"
         );
         assert_eq!(
-            cols[6].split(',').last().unwrap(),
+            cols[6].rsplit(',').next().unwrap(),
             dport.to_string(),
             "{line}"
         );

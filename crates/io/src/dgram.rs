@@ -650,3 +650,29 @@ fn write_v6(h: &mut [u8], next: u8, payload: usize, src: [u8; 16], dst: [u8; 16]
     h[8..24].copy_from_slice(&src);
     h[24..40].copy_from_slice(&dst);
 }
+
+/// Runs the send-side header parser over arbitrary bytes in every framing and shape (for the
+/// fuzz target): it must return a verdict, never panic, and never point outside the packet.
+pub(crate) fn fuzz_parse_out(p: &[u8]) {
+    let metas = [
+        Meta::default(),
+        Meta {
+            peer: Some(SocketAddr::from(([192, 0, 2, 1], 4500))),
+            ..Meta::default()
+        },
+    ];
+    for local in [
+        SocketAddr::from(([0, 0, 0, 0], 4500)),
+        SocketAddr::from(([0u16; 8], 4500)),
+    ] {
+        for framing in [Framing::Udp, Framing::RawV4, Framing::RawV6(50)] {
+            for shape in [Shape::Packet, Shape::Payload] {
+                for meta in &metas {
+                    if let Ok(out) = parse_out(framing, shape, local, meta, p) {
+                        assert!(out.start <= out.end && out.end <= p.len());
+                    }
+                }
+            }
+        }
+    }
+}

@@ -94,3 +94,53 @@ pub use raw::{IPPROTO_ESP, IPPROTO_GRE, RawConfig, RawPort};
 pub use stats::PortStats;
 pub use tun::{Tun, TunConfig, TunKind, TunPort, TunQueue};
 pub use udp::{UdpConfig, UdpPort, udp_socket};
+
+/// Entry points shared by the fuzz targets in `fuzz/` and the corpus-replay tests, so that
+/// what is fuzzed on nightly is also replayed on stable. Not a stable API.
+#[doc(hidden)]
+pub mod fuzz {
+    use crate::vnet::{self, Segmenter, VNET_HDR_LEN, VnetHeader};
+
+    /// A virtio-net header and packet as a TUN/TAP device would hand them over: parsing,
+    /// segmentation and the TCP coalescing checks never panic, and segments account for
+    /// every payload byte exactly once.
+    pub fn tun_vnet(data: &[u8]) {
+        crate::dgram::fuzz_parse_out(data);
+        let Ok(hdr) = VnetHeader::parse(data) else {
+            return;
+        };
+        let pkt = &data[VNET_HDR_LEN..];
+        let mut l3s = vec![0];
+        if let Ok(l3) = vnet::l3_offset_ethernet(pkt) {
+            l3s.push(l3);
+        }
+        for l3 in l3s {
+            let Ok(seg) = Segmenter::new(&hdr, pkt, l3) else {
+                continue;
+            };
+            let n = seg.count();
+            assert!(n >= 1);
+            let lens: Vec<usize> = (0..n).map(|i| seg.segment_len(i)).collect();
+            assert!(lens.iter().all(|l| *l <= pkt.len()));
+            if n > 1 {
+                let first_hdr = lens[0] - usize::from(hdr.gso_size).min(lens[0]);
+                let payload: usize = lens.iter().map(|l| l - first_hdr).sum();
+                assert_eq!(
+                    payload + first_hdr,
+                    pkt.len(),
+                    "segments cover the payload once"
+                );
+            }
+            // Write the first few and the last segment.
+            for i in (0..n.min(8)).chain(std::iter::once(n - 1)) {
+                let mut out = vec![0u8; lens[i]];
+                let _ = seg.write(i, &mut out);
+            }
+            assert_eq!(seg.segment_len(n), 0);
+        }
+        if let Some(a) = vnet::tcp_segment(pkt) {
+            assert!(a.hdr_end <= pkt.len() && a.l4 < a.hdr_end);
+            let _ = vnet::tcp_can_merge(pkt, &a, 1, &a, pkt, &a);
+        }
+    }
+}

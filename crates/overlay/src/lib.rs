@@ -1,2 +1,40 @@
-//! The overlay network's address plan: prefixes, segments, members keyed by x25519 identities, policy and cryptokey routing.
+//! The overlay network's address plan, as a library a controller embeds.
+//!
+//! The overlay is a network of its own on top of the clouds' networks: its own address space,
+//! members identified by x25519 keys, segments that may or may not reach each other. This crate
+//! is that address plan:
+//!
+//! - [`AddressPlan`]: the overlay prefixes (IPv4 and IPv6), checked not to overlap the underlay
+//!   and site subnets; segments as a CIDR tree inside them; reserved addresses.
+//! - [`Registry`]: members ([`Member`]: key, name, tags, segment, addresses, enabled, endpoint,
+//!   times), deterministic allocation of the next free or a fixed address, release with a
+//!   quarantine before reuse, and conflicts reported as errors naming both sides.
+//! - [`Policy`]: segment associations and per-tag rules.
+//! - Persistence: [`Registry::save`] / [`Registry::load`] to a TOML file, atomically, with a
+//!   format version and a checksum.
+//! - [`ClientPack`]: a member's wg-quick configuration for stock WireGuard clients.
+//!
+//! It does not move packets: the encrypted transport, handshakes and timers live elsewhere.
+//! It never reads the clock: calls that change state take `now`.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod key;
+mod member;
+mod persist;
+mod plan;
+mod policy;
+mod pool;
+mod registry;
+mod wgquick;
+
+pub use key::{KeyError, PrivateKey, PublicKey};
+pub use member::{Member, MemberId, NewMember};
+pub use persist::{FORMAT_VERSION, LoadError, SaveError};
+pub use plan::{
+    AddressPlan, DEFAULT_QUARANTINE_SECS, PlanError, PlanSpec, Reservation, Segment, SegmentId,
+    SegmentSpec,
+};
+pub use policy::{Association, Policy, PolicyError, PolicyRule, Ports, Proto, Selector, Verdict};
+pub use registry::{Registry, RegistryError};
+pub use wgquick::{ClientPack, GatewayPeer, PackError};

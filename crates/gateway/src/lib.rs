@@ -3,5 +3,8 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod control;
+pub mod filter;
 pub mod lab;
+pub mod pipeline;
 pub mod status;

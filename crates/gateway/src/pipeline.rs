@@ -1,0 +1,927 @@
+//! The gateway's data path, sans-IO: packets in from a port, packets out to ports.
+//!
+//! ```text
+//! underlay (whole IP packets) ─► ESP (native / NAT-T) ─► tunnel mode: inner IP ─► firewall ─► route
+//!                              │                      └► transport mode: GRE ─┐
+//!                              ├► GRE (in clear) ───────────────────────────┤
+//!                              └► VXLAN ──────────────────────────────────────┴► switch fabric
+//! TUN (IP) ─► firewall ─► route ─► TUN / ESP tunnel / GRE (L3) ─► underlay
+//! TAP (Ethernet) ─► switch fabric ─► TAP / GRE-TEB (over ESP transport) / VXLAN ─► underlay
+//! ```
+//!
+//! Every port hands [`Gateway::process`] whole packets: IP packets from TUN devices and from
+//! the underlay (a UDP or raw socket port writes the outer headers back, see `gatekit-io`),
+//! Ethernet frames from TAP devices. What leaves goes through a [`Sink`].
+
+use crate::config::{self, Config, Encap as CfgEncap, GreMode as CfgGreMode, InterfaceKind};
+use gatekit_esp as esp;
+use gatekit_gre as gre;
+use gatekit_packet::{DropCounters, DropReason, Instant, Meta, PacketBuf, PortId, checksum};
+use gatekit_route::IpLpm;
+use gatekit_switch as switch;
+use ipnet::IpNet;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Where a packet came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingress {
+    /// The underlay: a whole outer IP packet from a UDP or raw socket.
+    Underlay,
+    /// A local interface, by index into [`Config::interface`].
+    Iface(usize),
+}
+
+/// Where a packet goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Egress {
+    /// The underlay: a whole outer IP packet; the runtime picks the socket by its protocol
+    /// (UDP, ESP 50, GRE 47) and reads the destination from its header.
+    Underlay,
+    /// A local interface, by index into [`Config::interface`].
+    Iface(usize),
+}
+
+/// What the gateway emits into: the runtime's ports (or the lab's queues).
+pub trait Sink<B> {
+    /// Sends `buf` out of `to`.
+    fn emit(&mut self, to: Egress, buf: B, meta: Meta);
+    /// A fresh empty buffer with headroom, for copies (floods) and generated packets
+    /// (keepalives); `None` when out of buffers (the gateway counts a drop).
+    fn alloc(&mut self) -> Option<B>;
+}
+
+/// Where the FIB sends a prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextHop {
+    /// Out of a local interface.
+    Iface(usize),
+    /// Into an IPsec peer's tunnel-mode SAs (selected by traffic selector).
+    Ipsec(usize),
+    /// Into a GRE tunnel (L3 mode).
+    Gre(usize),
+    /// To the gateway itself.
+    Local,
+}
+
+/// Per-port traffic counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortCounters {
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+}
+
+impl PortCounters {
+    fn rx(&mut self, n: usize) {
+        self.rx_packets += 1;
+        self.rx_bytes += n as u64;
+    }
+    fn tx(&mut self, n: usize) {
+        self.tx_packets += 1;
+        self.tx_bytes += n as u64;
+    }
+}
+
+/// An IPsec peer as the data path sees it.
+#[derive(Debug)]
+pub struct Peer {
+    /// Name from the config.
+    pub name: String,
+    /// Outbound tunnel-mode SAs.
+    pub out_tunnel: Vec<esp::SaId>,
+    /// Outbound transport-mode SA (for GRE over IPsec), if any.
+    pub out_transport: Option<esp::SaId>,
+    /// Inbound SAs.
+    pub inbound: Vec<esp::SaId>,
+}
+
+/// A port of the switch fabric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum L2Port {
+    Tap(usize),
+    Gre(usize),
+    Vxlan(usize),
+}
+
+/// Errors building a gateway from a (validated) config.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// An SA could not be set up.
+    #[error("ipsec peer `{peer}`: {source}")]
+    Esp {
+        /// The peer.
+        peer: String,
+        /// Why.
+        source: esp::ConfigError,
+    },
+    /// A GRE or VXLAN tunnel could not be set up.
+    #[error("tunnel `{name}`: {source}")]
+    Tunnel {
+        /// The tunnel.
+        name: String,
+        /// Why.
+        source: gre::ConfigError,
+    },
+    /// A bridge could not be set up.
+    #[error("bridge `{name}`: {source}")]
+    Bridge {
+        /// The bridge.
+        name: String,
+        /// Why.
+        source: switch::ConfigError,
+    },
+    /// The firewall rules do not load.
+    #[error("firewall: {0}")]
+    Firewall(String),
+}
+
+/// One gateway's data path.
+pub struct Gateway {
+    cfg: Config,
+    local: IpAddr,
+    esp: esp::Endpoint,
+    peers: Vec<Peer>,
+    fib: IpLpm<NextHop>,
+    own: Vec<IpAddr>,
+    gre: gre::GreEndpoint,
+    gre_ids: Vec<gre::TunnelId>,
+    vtep: Option<gre::Vtep>,
+    vx_ids: Vec<gre::TunnelId>,
+    fabric: switch::Switch,
+    l2: Vec<L2Port>,
+    egress: switch::Egress,
+    firewall: crate::filter::Filter,
+    /// Counters per interface (index as in the config).
+    pub iface_counters: Vec<PortCounters>,
+    /// Counters of the underlay.
+    pub underlay_counters: PortCounters,
+    drops: DropCounters,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("name", &self.cfg.gateway.name)
+            .finish_non_exhaustive()
+    }
+}
+
+fn suite(s: config::Suite) -> esp::Suite {
+    match s {
+        config::Suite::Aes128Gcm => esp::Suite::AesGcm128,
+        config::Suite::Aes256Gcm => esp::Suite::AesGcm256,
+        config::Suite::ChaCha20Poly1305 => esp::Suite::ChaCha20Poly1305,
+    }
+}
+
+impl Gateway {
+    /// Builds the data path of a validated config.
+    pub fn new(cfg: Config, now: Instant) -> Result<Gateway, BuildError> {
+        let local = cfg.underlay.address;
+        let mut esp_cfg = esp::EndpointConfig::default();
+        if cfg.underlay.natt_port != 0 && !esp_cfg.nat_t_ports.contains(&cfg.underlay.natt_port) {
+            esp_cfg.nat_t_ports.push(cfg.underlay.natt_port);
+        }
+        let mut endpoint = esp::Endpoint::new(esp_cfg);
+        let mut peers = Vec::new();
+        for p in &cfg.ipsec.peer {
+            let mut peer = Peer {
+                name: p.name.clone(),
+                out_tunnel: Vec::new(),
+                out_transport: None,
+                inbound: Vec::new(),
+            };
+            let err = |source| BuildError::Esp {
+                peer: p.name.clone(),
+                source,
+            };
+            for t in &p.tunnel {
+                let s = suite(t.suite);
+                for dir in [esp::Direction::Outbound, esp::Direction::Inbound] {
+                    let (spi, key) = match dir {
+                        esp::Direction::Outbound => (t.spi_out, &t.key_out),
+                        esp::Direction::Inbound => (t.spi_in, &t.key_in),
+                    };
+                    let key = esp::KeyMaterial::from_hex(s, key.get_ref()).map_err(err)?;
+                    let mut sa = esp::SaConfig::new(spi, dir, s, key, local, p.remote);
+                    sa.mode = match t.mode {
+                        config::Mode::Tunnel => esp::Mode::Tunnel,
+                        config::Mode::Transport => esp::Mode::Transport,
+                    };
+                    sa.encap = match p.encap {
+                        CfgEncap::Native => esp::Encap::Native,
+                        CfgEncap::Udp => esp::Encap::Udp {
+                            local_port: cfg.underlay.natt_port,
+                            peer_port: p.remote_port,
+                        },
+                    };
+                    sa.esn = t.esn;
+                    sa.replay_window = t.replay_window;
+                    if t.mode == config::Mode::Tunnel {
+                        sa.selectors = t
+                            .local_ts
+                            .iter()
+                            .flat_map(|l| {
+                                t.remote_ts
+                                    .iter()
+                                    .map(|r| esp::TrafficSelector::new(*l, *r))
+                            })
+                            .collect();
+                    }
+                    if dir == esp::Direction::Outbound
+                        && p.encap == CfgEncap::Udp
+                        && p.keepalive > 0
+                    {
+                        sa.keepalive = Some(Duration::from_secs(p.keepalive));
+                    }
+                    let id = endpoint.add_sa(&sa, now).map_err(err)?;
+                    match (dir, t.mode) {
+                        (esp::Direction::Inbound, _) => peer.inbound.push(id),
+                        (esp::Direction::Outbound, config::Mode::Tunnel) => {
+                            peer.out_tunnel.push(id)
+                        }
+                        (esp::Direction::Outbound, config::Mode::Transport) => {
+                            peer.out_transport = Some(id)
+                        }
+                    }
+                }
+            }
+            peers.push(peer);
+        }
+
+        let mut gre_ep = gre::GreEndpoint::new();
+        let mut gre_ids = Vec::new();
+        for g in &cfg.gre {
+            let mut t = gre::GreTunnelConfig::new(local, g.remote);
+            t.key = g.key;
+            t.mode = match g.mode {
+                CfgGreMode::Ip => gre::GreMode::L3,
+                CfgGreMode::Teb => gre::GreMode::Ethernet,
+            };
+            t.sequence = g.sequence;
+            t.check_sequence = g.sequence;
+            t.mtu = usize::from(g.mtu);
+            t.mss_clamp = g.mode == CfgGreMode::Ip;
+            let id = gre_ep.add_tunnel(t).map_err(|source| BuildError::Tunnel {
+                name: g.name.clone(),
+                source,
+            })?;
+            gre_ids.push(id);
+        }
+        let mut vtep = None;
+        let mut vx_ids = Vec::new();
+        if !cfg.vxlan.is_empty() {
+            let mut vc = gre::VtepConfig::new(local);
+            vc.port = cfg.underlay.vxlan_port;
+            let mut v = gre::Vtep::new(vc).map_err(|source| BuildError::Tunnel {
+                name: "vxlan".into(),
+                source,
+            })?;
+            for x in &cfg.vxlan {
+                vx_ids.push(v.add_tunnel(x.remote, x.vni).map_err(|source| {
+                    BuildError::Tunnel {
+                        name: x.name.clone(),
+                        source,
+                    }
+                })?);
+            }
+            vtep = Some(v);
+        }
+
+        // The fabric: one domain per bridge (its internal VLAN is its index + 1), TAPs as
+        // access ports, tunnels as tunnel ports in one split-horizon group so a mesh of
+        // sites never loops.
+        let mut fabric = switch::Switch::new();
+        let mut l2 = Vec::new();
+        let mesh = switch::HorizonGroup(1);
+        for (bi, b) in cfg.bridge.iter().enumerate() {
+            let vlan = u16::try_from(bi + 1).unwrap_or(switch::MAX_VLAN);
+            let berr = |source| BuildError::Bridge {
+                name: b.name.clone(),
+                source,
+            };
+            let mut dc = switch::DomainConfig::new(vlan);
+            dc.aging = Duration::from_secs(b.aging);
+            dc.max_macs = u32::try_from(b.max_macs).ok();
+            fabric.add_domain(dc).map_err(berr)?;
+            for p in &b.ports {
+                let name = p.get_ref();
+                let port = PortId(u16::try_from(l2.len()).unwrap_or(u16::MAX));
+                let (which, pc) =
+                    if let Some(i) = cfg.interface.iter().position(|i| &i.name == name) {
+                        (L2Port::Tap(i), switch::PortConfig::access(vlan))
+                    } else if let Some(i) = cfg.gre.iter().position(|g| &g.name == name) {
+                        (
+                            L2Port::Gre(i),
+                            switch::PortConfig::tunnel(switch::PortKind::GreTeb, vlan, mesh),
+                        )
+                    } else if let Some(i) = cfg.vxlan.iter().position(|v| &v.name == name) {
+                        (
+                            L2Port::Vxlan(i),
+                            switch::PortConfig::tunnel(switch::PortKind::Vxlan, vlan, mesh),
+                        )
+                    } else {
+                        continue; // validation guarantees this does not happen
+                    };
+                fabric.set_port(port, pc).map_err(berr)?;
+                l2.push(which);
+            }
+        }
+
+        let mut fib = IpLpm::new();
+        let mut own = Vec::new();
+        for (i, iface) in cfg.interface.iter().enumerate() {
+            if let Some(addr) = iface.address {
+                if iface.kind == InterfaceKind::Tun {
+                    fib.insert(addr.trunc(), NextHop::Iface(i));
+                }
+                own.push(addr.addr());
+                fib.insert(IpNet::from(addr.addr()), NextHop::Local);
+            }
+        }
+        if !local.is_unspecified() {
+            own.push(local);
+        }
+        for r in &cfg.route {
+            let nh = match cfg.resolve_via(r.via.get_ref()) {
+                Some(config::Via::Interface(i)) => NextHop::Iface(i),
+                Some(config::Via::Ipsec(p)) => NextHop::Ipsec(p),
+                Some(config::Via::Gre(g)) => NextHop::Gre(g),
+                None => continue,
+            };
+            fib.insert(r.prefix.trunc(), nh);
+        }
+        let firewall = crate::filter::Filter::new(&cfg).map_err(BuildError::Firewall)?;
+        let n_if = cfg.interface.len();
+        Ok(Gateway {
+            cfg,
+            local,
+            esp: endpoint,
+            peers,
+            fib,
+            own,
+            gre: gre_ep,
+            gre_ids,
+            vtep,
+            vx_ids,
+            fabric,
+            l2,
+            egress: switch::Egress::with_capacity(64),
+            firewall,
+            iface_counters: vec![PortCounters::default(); n_if],
+            underlay_counters: PortCounters::default(),
+            drops: DropCounters::default(),
+        })
+    }
+
+    /// The config this gateway runs.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+    /// The ESP endpoint (SAs, counters).
+    pub fn esp(&self) -> &esp::Endpoint {
+        &self.esp
+    }
+    /// IPsec peers.
+    pub fn peers(&self) -> &[Peer] {
+        &self.peers
+    }
+    /// The switch fabric.
+    pub fn fabric(&self) -> &switch::Switch {
+        &self.fabric
+    }
+    /// The GRE endpoint.
+    pub fn gre(&self) -> &gre::GreEndpoint {
+        &self.gre
+    }
+    /// The firewall.
+    pub fn firewall(&self) -> &crate::filter::Filter {
+        &self.firewall
+    }
+    /// The FIB.
+    pub fn fib(&self) -> &IpLpm<NextHop> {
+        &self.fib
+    }
+    /// Drops of the gateway's own stages (ESP, GRE, switch and firewall count their own).
+    pub fn drops(&self) -> &DropCounters {
+        &self.drops
+    }
+    /// All drops of the data path, by reason.
+    pub fn all_drops(&self) -> DropCounters {
+        let mut d = self.drops.clone();
+        d.merge(self.esp.drops());
+        d.merge(self.gre.drops());
+        d.merge(self.fabric.drops());
+        if let Some(v) = &self.vtep {
+            d.merge(v.drops());
+        }
+        d.merge(self.firewall.drops());
+        d
+    }
+    /// The switch port names, for status.
+    pub fn l2_port_name(&self, port: PortId) -> String {
+        match self.l2.get(usize::from(port.0)) {
+            Some(L2Port::Tap(i)) => self.cfg.interface[*i].name.clone(),
+            Some(L2Port::Gre(i)) => self.cfg.gre[*i].name.clone(),
+            Some(L2Port::Vxlan(i)) => self.cfg.vxlan[*i].name.clone(),
+            None => format!("port{}", port.0),
+        }
+    }
+
+    fn drop(&mut self, r: DropReason) {
+        self.drops.add(r, 1);
+    }
+
+    /// Processes one packet that arrived on `from`.
+    pub fn process<B: PacketBuf, S: Sink<B>>(
+        &mut self,
+        from: Ingress,
+        buf: B,
+        meta: Meta,
+        now: Instant,
+        sink: &mut S,
+    ) {
+        match from {
+            Ingress::Underlay => {
+                self.underlay_counters.rx(buf.len());
+                self.underlay_in(buf, meta, now, sink);
+            }
+            Ingress::Iface(i) => {
+                let Some(iface) = self.cfg.interface.get(i) else {
+                    return self.drop(DropReason::PortDown);
+                };
+                self.iface_counters[i].rx(buf.len());
+                match iface.kind {
+                    InterfaceKind::Tun => {
+                        let name = iface.name.clone();
+                        self.route_ip(&name, buf, meta, now, sink);
+                    }
+                    InterfaceKind::Tap => match self.l2.iter().position(|p| *p == L2Port::Tap(i)) {
+                        Some(port) => self.switch(port, buf, meta, now, sink),
+                        None => self.drop(DropReason::PortDown),
+                    },
+                }
+            }
+        }
+    }
+
+    fn underlay_in<B: PacketBuf, S: Sink<B>>(
+        &mut self,
+        mut buf: B,
+        mut meta: Meta,
+        now: Instant,
+        sink: &mut S,
+    ) {
+        let Some((proto, dport)) = outer_info(buf.data()) else {
+            return self.drop(DropReason::Malformed);
+        };
+        let is_natt = proto == 17 && dport == self.cfg.underlay.natt_port && dport != 0;
+        let is_vxlan = proto == 17 && dport == self.cfg.underlay.vxlan_port && self.vtep.is_some();
+        if proto == 50 || is_natt {
+            match self.esp.decap_ip(&mut buf, now) {
+                esp::Decap::Inner(d) => {
+                    let peer = self.peers.iter().position(|p| p.inbound.contains(&d.sa));
+                    match d.mode {
+                        esp::Mode::Tunnel => {
+                            let name = peer.map_or_else(
+                                || "ipsec".to_string(),
+                                |p| format!("ipsec:{}", self.peers[p].name),
+                            );
+                            meta.clear_offsets();
+                            self.route_ip(&name, buf, meta, now, sink);
+                        }
+                        esp::Mode::Transport => {
+                            if d.next_header == 47 {
+                                self.gre_in(buf, meta, now, sink, true);
+                            } else {
+                                self.drop(DropReason::UnknownNextHeader);
+                            }
+                        }
+                    }
+                }
+                // IKE is not served yet (static keys); NAT keepalives and dummies are counted
+                // by the endpoint.
+                esp::Decap::Ike => self.drop(DropReason::Unsupported),
+                esp::Decap::Dummy(_) | esp::Decap::Keepalive | esp::Decap::Drop(_) => {}
+            }
+        } else if proto == 47 {
+            self.gre_in(buf, meta, now, sink, false);
+        } else if is_vxlan {
+            let Some(vtep) = self.vtep.as_mut() else {
+                return self.drop(DropReason::Unsupported);
+            };
+            if let gre::Decap::Packet { tunnel, .. } = vtep.decap(&mut buf) {
+                match self
+                    .vx_ids
+                    .iter()
+                    .position(|t| *t == tunnel)
+                    .and_then(|i| self.l2.iter().position(|p| *p == L2Port::Vxlan(i)))
+                {
+                    Some(port) => self.switch(port, buf, meta, now, sink),
+                    None => self.drop(DropReason::UnknownTunnel),
+                }
+            }
+        } else {
+            self.drop(DropReason::Unsupported);
+        }
+    }
+
+    fn gre_in<B: PacketBuf, S: Sink<B>>(
+        &mut self,
+        mut buf: B,
+        meta: Meta,
+        now: Instant,
+        sink: &mut S,
+        protected: bool,
+    ) {
+        match self.gre.decap(&mut buf) {
+            gre::Decap::Packet { tunnel, protocol } => {
+                let Some(gi) = self.gre_ids.iter().position(|t| *t == tunnel) else {
+                    return self.drop(DropReason::UnknownTunnel);
+                };
+                // A tunnel configured over IPsec accepts nothing in clear: that would let
+                // anyone inject frames into the bridge by spoofing the peer's address.
+                if self.cfg.gre[gi].over_ipsec.is_some() && !protected {
+                    return self.drop(DropReason::Filtered);
+                }
+                if protocol == gre::protocol::TEB {
+                    match self.l2.iter().position(|p| *p == L2Port::Gre(gi)) {
+                        Some(port) => self.switch(port, buf, meta, now, sink),
+                        None => self.drop(DropReason::UnknownTunnel),
+                    }
+                } else {
+                    let name = self.cfg.gre[gi].name.clone();
+                    let mut meta = meta;
+                    meta.clear_offsets();
+                    self.route_ip(&name, buf, meta, now, sink);
+                }
+            }
+            gre::Decap::Reflect { .. } => self.send_underlay(buf, meta, sink),
+            gre::Decap::Keepalive { .. } | gre::Decap::Drop(_) => {}
+        }
+    }
+
+    /// Switches a frame received on fabric port `port`.
+    fn switch<B: PacketBuf, S: Sink<B>>(
+        &mut self,
+        port: usize,
+        mut buf: B,
+        meta: Meta,
+        now: Instant,
+        sink: &mut S,
+    ) {
+        let ingress = PortId(u16::try_from(port).unwrap_or(u16::MAX));
+        let verdict = self
+            .fabric
+            .forward(ingress, buf.data_mut(), now, &mut self.egress);
+        if let switch::Verdict::Drop(_) = verdict {
+            return; // counted by the fabric
+        }
+        let n = self.egress.len();
+        let mut ports = [switch::EgressPort {
+            port: PortId(0),
+            tag: None,
+        }; 64];
+        let n = n.min(ports.len());
+        ports[..n].copy_from_slice(&self.egress.ports()[..n]);
+        // Copies for all but the last egress port; the last takes the original buffer.
+        let mut original = Some(buf);
+        for (k, e) in ports[..n].iter().enumerate() {
+            let out = if k + 1 == n {
+                original.take()
+            } else {
+                let Some(src) = original.as_ref() else { break };
+                copy_into(src.data(), sink)
+            };
+            let Some(mut out) = out else {
+                self.drop(DropReason::NoBuffer);
+                continue;
+            };
+            if switch::retag(&mut out, e.tag).is_err() {
+                self.drop(DropReason::NoRoom);
+                continue;
+            }
+            match self.l2.get(usize::from(e.port.0)).copied() {
+                Some(L2Port::Tap(i)) => {
+                    self.iface_counters[i].tx(out.len());
+                    sink.emit(Egress::Iface(i), out, meta);
+                }
+                Some(L2Port::Gre(gi)) => self.gre_out(gi, out, meta, now, sink),
+                Some(L2Port::Vxlan(vi)) => {
+                    let Some(vtep) = self.vtep.as_mut() else {
+                        continue;
+                    };
+                    if let gre::Encap::Ready = vtep.encap(self.vx_ids[vi], &mut out) {
+                        self.send_underlay(out, meta, sink);
+                    }
+                }
+                None => self.drop(DropReason::PortDown),
+            }
+        }
+    }
+
+    /// Encapsulates into GRE tunnel `gi` (and its IPsec SA when configured) and sends.
+    fn gre_out<B: PacketBuf, S: Sink<B>>(
+        &mut self,
+        gi: usize,
+        mut buf: B,
+        meta: Meta,
+        now: Instant,
+        sink: &mut S,
+    ) {
+        match self.gre.encap(self.gre_ids[gi], &mut buf) {
+            gre::Encap::Ready => {}
+            gre::Encap::IcmpError => return self.route_generated(buf, meta, now, sink),
+            gre::Encap::Drop(_) => return,
+        }
+        if let Some(peer) = &self.cfg.gre[gi].over_ipsec {
+            let sa = self
+                .peers
+                .iter()
+                .find(|p| &p.name == peer.get_ref())
+                .and_then(|p| p.out_transport);
+            let Some(sa) = sa else {
+                return self.drop(DropReason::NoSa);
+            };
+            if self
+                .esp
+                .encap(esp::Select::Sa(sa), &mut buf, esp::Output::Packet, now)
+                .is_err()
+            {
+                return; // counted by the endpoint
+            }
+        }
+        self.send_underlay(buf, meta, sink);
+    }
+
+    fn send_underlay<B: PacketBuf, S: Sink<B>>(&mut self, buf: B, meta: Meta, sink: &mut S) {
+        self.underlay_counters.tx(buf.len());
+        sink.emit(Egress::Underlay, buf, meta);
+    }
+
+    /// An ICMP error the GRE tunnel generated goes back towards the sender by the FIB.
+    fn route_generated<B: PacketBuf, S: Sink<B>>(
+        &mut self,
+        buf: B,
+        meta: Meta,
+        now: Instant,
+        sink: &mut S,
+    ) {
+        self.route_ip("local", buf, meta, now, sink);
+    }
+
+    /// Filters and routes an IP packet that arrived on interface `in_name`.
+    fn route_ip<B: PacketBuf, S: Sink<B>>(
+        &mut self,
+        in_name: &str,
+        mut buf: B,
+        mut meta: Meta,
+        now: Instant,
+        sink: &mut S,
+    ) {
+        let meta = &mut meta;
+        if !meta.parse_ip(buf.data()) {
+            return self.drop(DropReason::Malformed);
+        }
+        // PREROUTING: destination NAT may change where the packet goes.
+        if let Err(r) = self.firewall.prerouting(in_name, &mut buf, meta, now) {
+            let _ = r;
+            return;
+        }
+        let Some(dst) = dst_addr(buf.data()) else {
+            return self.drop(DropReason::Malformed);
+        };
+        let nh = match self.fib.lookup(dst) {
+            Some((_, nh)) => *nh,
+            None => return self.drop(DropReason::NoRoute),
+        };
+        if nh == NextHop::Local || self.own.contains(&dst) {
+            if self.firewall.input(in_name, &mut buf, meta, now).is_ok() && answer_echo(&mut buf) {
+                // Our own answer goes back by the FIB like any locally generated packet.
+                meta.clear_offsets();
+                return self.route_local(buf, *meta, now, sink);
+            }
+            return;
+        }
+        if !decrement_ttl(&mut buf) {
+            return self.drop(DropReason::TtlExceeded);
+        }
+        let out_name = self.nexthop_name(nh);
+        if self
+            .firewall
+            .forward(in_name, &out_name, &mut buf, meta, now)
+            .is_err()
+        {
+            return;
+        }
+        if self
+            .firewall
+            .postrouting(&out_name, &mut buf, meta, now)
+            .is_err()
+        {
+            return;
+        }
+        self.send_ip(nh, buf, *meta, now, sink);
+    }
+
+    fn nexthop_name(&self, nh: NextHop) -> String {
+        match nh {
+            NextHop::Iface(i) => self.cfg.interface[i].name.clone(),
+            NextHop::Ipsec(p) => format!("ipsec:{}", self.cfg.ipsec.peer[p].name),
+            NextHop::Gre(g) => self.cfg.gre[g].name.clone(),
+            NextHop::Local => "local".into(),
+        }
+    }
+
+    /// Routes a packet the gateway generated (an echo reply, an ICMP error): FIB, then out.
+    fn route_local<B: PacketBuf, S: Sink<B>>(
+        &mut self,
+        buf: B,
+        meta: Meta,
+        now: Instant,
+        sink: &mut S,
+    ) {
+        let Some(dst) = dst_addr(buf.data()) else {
+            return self.drop(DropReason::Malformed);
+        };
+        match self.fib.lookup(dst) {
+            Some((_, NextHop::Local)) | None => self.drop(DropReason::NoRoute),
+            Some((_, nh)) => {
+                let nh = *nh;
+                self.send_ip(nh, buf, meta, now, sink)
+            }
+        }
+    }
+
+    fn send_ip<B: PacketBuf, S: Sink<B>>(
+        &mut self,
+        nh: NextHop,
+        mut buf: B,
+        meta: Meta,
+        now: Instant,
+        sink: &mut S,
+    ) {
+        match nh {
+            NextHop::Iface(i) => {
+                let mtu = usize::from(self.cfg.interface[i].mtu);
+                if buf.len() > mtu {
+                    return self.drop(DropReason::TooBig);
+                }
+                self.iface_counters[i].tx(buf.len());
+                sink.emit(Egress::Iface(i), buf, meta);
+            }
+            NextHop::Ipsec(_) => {
+                // Dropped packets (NoSa when no selector matches) are counted by the endpoint.
+                if self
+                    .esp
+                    .encap(esp::Select::Policy, &mut buf, esp::Output::Packet, now)
+                    .is_ok()
+                {
+                    self.send_underlay(buf, meta, sink);
+                }
+            }
+            NextHop::Gre(g) => self.gre_out(g, buf, meta, now, sink),
+            NextHop::Local => self.drop(DropReason::NoRoute),
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.esp.poll_timeout(),
+            self.gre.poll_timeout(),
+            self.fabric.poll_timeout(),
+            self.firewall.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Runs timers due at `now`: SA lifetimes and NAT-T keepalives, GRE keepalives, MAC
+    /// aging, connection expiry.
+    pub fn handle_timeout<B: PacketBuf, S: Sink<B>>(&mut self, now: Instant, sink: &mut S) {
+        self.esp.handle_timeout(now);
+        while let Some(ka) = self.esp.poll_keepalive() {
+            let Some(mut buf) = sink.alloc() else {
+                self.drop(DropReason::NoBuffer);
+                continue;
+            };
+            if self
+                .esp
+                .write_keepalive(&ka, &mut buf, esp::Output::Packet)
+                .is_ok()
+            {
+                self.send_underlay(buf, Meta::new(PortId(0), now), sink);
+            }
+        }
+        while self.esp.poll_event().is_some() {}
+        self.gre.handle_timeout(now);
+        loop {
+            let Some(mut buf) = sink.alloc() else { break };
+            if self.gre.poll_keepalive(&mut buf).is_none() {
+                break;
+            }
+            self.send_underlay(buf, Meta::new(PortId(0), now), sink);
+        }
+        self.fabric.handle_timeout(now);
+        while self.fabric.poll_event().is_some() {}
+        self.firewall.handle_timeout(now);
+    }
+
+    /// The underlay address.
+    pub fn local(&self) -> IpAddr {
+        self.local
+    }
+}
+
+fn copy_into<B: PacketBuf, S: Sink<B>>(data: &[u8], sink: &mut S) -> Option<B> {
+    let mut b = sink.alloc()?;
+    b.push_back(data.len()).ok()?.copy_from_slice(data);
+    Some(b)
+}
+
+/// Protocol and destination port (UDP) of an outer IP packet.
+fn outer_info(p: &[u8]) -> Option<(u8, u16)> {
+    let ip = etherparse::IpSlice::from_slice(p).ok()?;
+    let proto = ip.payload_ip_number().0;
+    let pl = ip.payload().payload;
+    let dport = if proto == 17 && pl.len() >= 4 {
+        u16::from_be_bytes([pl[2], pl[3]])
+    } else {
+        0
+    };
+    Some((proto, dport))
+}
+
+fn dst_addr(p: &[u8]) -> Option<IpAddr> {
+    match p.first()? >> 4 {
+        4 if p.len() >= 20 => Some(IpAddr::from([p[16], p[17], p[18], p[19]])),
+        6 if p.len() >= 40 => {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(&p[24..40]);
+            Some(IpAddr::from(a))
+        }
+        _ => None,
+    }
+}
+
+/// Decrements the TTL / hop limit; false if it would reach zero. The IPv4 header checksum
+/// is fixed incrementally (RFC 1624).
+fn decrement_ttl<B: PacketBuf>(buf: &mut B) -> bool {
+    let d = buf.data_mut();
+    match d.first().map(|b| b >> 4) {
+        Some(4) if d.len() >= 20 => {
+            if d[8] <= 1 {
+                return false;
+            }
+            let old = u16::from_be_bytes([d[8], d[9]]);
+            d[8] -= 1;
+            let new = u16::from_be_bytes([d[8], d[9]]);
+            let c = u16::from_be_bytes([d[10], d[11]]);
+            d[10..12].copy_from_slice(&checksum::update16(c, old, new).to_be_bytes());
+            true
+        }
+        Some(6) if d.len() >= 40 => {
+            if d[7] <= 1 {
+                return false;
+            }
+            d[7] -= 1;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Turns an ICMPv4 echo request to us into its reply, in place. False for anything else.
+fn answer_echo<B: PacketBuf>(buf: &mut B) -> bool {
+    let d = buf.data_mut();
+    if d.len() < 28 || d[0] >> 4 != 4 || d[9] != 1 {
+        return false;
+    }
+    let ihl = usize::from(d[0] & 0x0f) * 4;
+    if d.len() < ihl + 8 || d[ihl] != 8 || d[ihl + 1] != 0 {
+        return false;
+    }
+    // Swap the addresses (the IP checksum is unchanged by a swap), type 8 → 0.
+    for i in 0..4 {
+        d.swap(12 + i, 16 + i);
+    }
+    d[8] = 64;
+    d[10] = 0;
+    d[11] = 0;
+    let c = checksum::internet(&d[..ihl]);
+    d[10..12].copy_from_slice(&c.to_be_bytes());
+    let old = u16::from_be_bytes([d[ihl], d[ihl + 1]]);
+    d[ihl] = 0;
+    let ic = u16::from_be_bytes([d[ihl + 2], d[ihl + 3]]);
+    d[ihl + 2..ihl + 4].copy_from_slice(&checksum::update16(ic, old, 0).to_be_bytes());
+    true
+}

@@ -66,7 +66,8 @@ pub(crate) struct Dgram<B: IoBuf> {
     rx: MultiRecv,
     tx: MultiSend,
     pending: Vec<B>,
-    groups: Vec<usize>,
+    /// Per message of the send being built: (packets, payload bytes).
+    groups: Vec<(usize, usize)>,
     gro_bufs: Vec<Box<[u8]>>,
     backlog: VecDeque<(B, Meta)>,
 }
@@ -290,11 +291,10 @@ impl<B: IoBuf> Dgram<B> {
         let total = batch.len();
         let mut done = 0;
         let (framing, local, shape) = (self.framing, self.local, self.shape);
+        let mut gso_now = self.gso;
         'rounds: while done < total {
             let mut dropped_front = 0;
             self.groups.clear();
-            let mut packets = 0usize;
-            let mut bytes = 0usize;
             let res = {
                 let mut tx = self.tx.start();
                 let mut i = done;
@@ -319,7 +319,7 @@ impl<B: IoBuf> Dgram<B> {
                     // UDP GSO: following packets to the same destination with the same size
                     // (the last may be shorter) ride in this message.
                     let mut run = 1;
-                    if self.gso && self.framing == Framing::Udp && seg_len > 0 {
+                    if gso_now && framing == Framing::Udp && seg_len > 0 {
                         let mut sum = seg_len;
                         while run < GSO_MAX_SEGS && i + run < total {
                             let Some((nb, nm, _)) = batch.get(i + run) else {
@@ -348,6 +348,7 @@ impl<B: IoBuf> Dgram<B> {
                     }
                     let seg = (run > 1).then_some(seg_len as u16);
                     tx.push_msg(&out.dst, seg);
+                    let mut bytes = 0;
                     for k in i..i + run {
                         if let Some((b, m, _)) = batch.get(k) {
                             let d = b.data();
@@ -359,8 +360,7 @@ impl<B: IoBuf> Dgram<B> {
                             tx.push_piece(piece);
                         }
                     }
-                    self.groups.push(run);
-                    packets += run;
+                    self.groups.push((run, bytes));
                     i += run;
                 }
                 if tx.len() == 0 {
@@ -379,26 +379,33 @@ impl<B: IoBuf> Dgram<B> {
             match res {
                 Ok(k) => {
                     self.stats.tx_calls += 1;
-                    let sent: usize = self.groups.iter().take(k).sum();
-                    self.stats.tx_coalesced +=
-                        self.groups.iter().take(k).filter(|g| **g > 1).count() as u64;
-                    self.stats.tx_packets += sent as u64;
-                    if sent == packets {
-                        self.stats.tx_bytes += bytes as u64;
+                    let mut sent = 0;
+                    for (run, bytes) in self.groups.iter().take(k) {
+                        sent += run;
+                        self.stats.tx_bytes += *bytes as u64;
+                        self.stats.tx_coalesced += u64::from(*run > 1);
                     }
+                    self.stats.tx_packets += sent as u64;
                     done += sent;
                     if k < self.groups.len() {
                         break 'rounds;
                     }
                 }
                 Err(e) => {
-                    let first = self.groups.first().copied().unwrap_or(1);
+                    let first = self.groups.first().map_or(1, |g| g.0);
                     match e.raw_os_error() {
                         Some(libc::EAGAIN | libc::ENOBUFS) => break 'rounds,
                         Some(libc::EINTR) => continue,
-                        Some(libc::EIO) if self.gso && first > 1 => {
+                        Some(libc::EIO) if first > 1 => {
                             // The egress device cannot do GSO: send one datagram per packet.
                             self.gso = false;
+                            gso_now = false;
+                            continue;
+                        }
+                        Some(libc::EINVAL | libc::EMSGSIZE) if first > 1 => {
+                            // Segments too large for the egress MTU, say: retry them one by
+                            // one (the kernel may fragment) for the rest of this batch.
+                            gso_now = false;
                             continue;
                         }
                         Some(

@@ -67,16 +67,18 @@ pub struct Event {
 
 const STOP_TOKEN: u64 = u64::MAX;
 
-/// The epoll set of one worker: register the file descriptors it polls.
-#[derive(Debug)]
+/// The epoll set of one worker: register the file descriptors it polls. Cloning gives
+/// another handle to the same set, for a worker that changes its interests later (asking
+/// for writability while it has packets queued, say).
+#[derive(Debug, Clone)]
 pub struct Registry {
-    ep: Epoll,
+    ep: Arc<Epoll>,
 }
 
 impl Registry {
     fn new() -> Result<Self, IoError> {
         Ok(Registry {
-            ep: Epoll::new().map_err(|e| IoError::os("create", "epoll instance", e))?,
+            ep: Arc::new(Epoll::new().map_err(|e| IoError::os("create", "epoll instance", e))?),
         })
     }
 

@@ -306,6 +306,42 @@ fn udp_batches_between_namespaces() {
     // GSO runs cross veth whole and reach a UDP_GRO socket unsegmented (Linux 5.x+).
     assert!(rx.rx_coalesced > 0, "GRO delivered coalesced runs: {rx:?}");
     eprintln!("udp port to port: rx {rx:?}");
+
+    // A GSO run of datagrams larger than the link MTU is refused by the kernel; the port
+    // falls back to one datagram per packet (which the kernel fragments) and loses nothing.
+    let big_dst = SocketAddr::new(b_addr.ip(), 5006);
+    let plain_big = in_ns(p.b.name(), move || {
+        std::net::UdpSocket::bind(big_dst).unwrap()
+    })
+    .join()
+    .unwrap();
+    plain_big
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let tx = in_ns(p.a.name(), move || {
+        let src = SocketAddr::new(a_addr.ip(), 5007);
+        let pool = Pool::new(16, 4096, 128);
+        let mut port: UdpPort =
+            UdpPort::bind(src, &UdpConfig::default(), pool.clone(), PortId(1)).unwrap();
+        let mut batch: Batch<PoolBuf> = Batch::new(8);
+        for i in 0..4 {
+            let mut b = pool.get().unwrap();
+            udp_packet(src, big_dst, &payload_for(i, 2000), &mut b);
+            batch.push(b, Meta::default()).unwrap();
+        }
+        while !batch.is_empty() {
+            port.send(&mut batch, Instant::ZERO).unwrap();
+        }
+        port.stats().clone()
+    })
+    .join()
+    .unwrap();
+    assert_eq!((tx.tx_packets, tx.drops.total()), (4, 0), "{tx:?}");
+    let mut buf = [0u8; 4000];
+    for i in 0..4 {
+        let (n, _) = plain_big.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &payload_for(i, 2000)[..]);
+    }
 }
 
 /// Raw ESP between namespaces: a Python raw socket sends, a RawPort receives the whole IPv4

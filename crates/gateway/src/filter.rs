@@ -1,68 +1,147 @@
-//! The gateway's firewall hooks, backed by `gatekit-firewall`.
+//! The gateway's firewall: `gatekit-firewall` loaded from the config's rules, with the
+//! gateway's interfaces, IPsec peers and GRE tunnels as its ports.
+//!
+//! Port names the rules can match with `-i`/`-o`: the interface names of the config, and
+//! `ipsec-PEER` for traffic into or out of an IPsec peer's tunnel, and the GRE tunnel names.
 
-use crate::config::Config;
-use gatekit_packet::{DropCounters, DropReason, Instant, Meta, PacketBuf};
+use crate::config::{Config, InterfaceKind};
+use gatekit_firewall as fw;
+use gatekit_packet::{DropCounters, Instant, PortId};
+use std::net::IpAddr;
 
-/// The firewall as the pipeline calls it: one method per netfilter hook.
-#[derive(Debug, Default)]
+/// The firewall port id of IPsec peer `p`.
+pub fn peer_port(p: usize) -> PortId {
+    PortId(256 + p as u16)
+}
+/// The firewall port id of GRE tunnel `g`.
+pub fn gre_port(g: usize) -> PortId {
+    PortId(512 + g as u16)
+}
+
+/// The gateway's firewall. Without rules it is not in the path at all.
+#[derive(Debug)]
 pub struct Filter {
-    drops: DropCounters,
+    engine: Option<fw::Firewall>,
+    rules: Vec<String>,
+    empty: DropCounters,
+    next_sweep: Instant,
+}
+
+/// Why the rules do not load: the firewall's own error, with the line of the rules text.
+fn rules_error(e: &fw::ParseError) -> String {
+    format!("firewall.rules line {}, column {}: {e}", e.line, e.column)
 }
 
 impl Filter {
-    /// Compiles the config's rules.
-    pub fn new(_cfg: &Config) -> Result<Filter, String> {
-        Ok(Filter::default())
+    /// Compiles the config's rules (and its sets) into a firewall.
+    pub fn new(cfg: &Config) -> Result<Filter, String> {
+        let text = cfg
+            .firewall
+            .rules
+            .as_ref()
+            .map(|r| r.get_ref().as_str())
+            .unwrap_or("");
+        let rules: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(String::from)
+            .collect();
+        if rules.is_empty() {
+            return Ok(Filter {
+                engine: None,
+                rules,
+                empty: DropCounters::default(),
+                next_sweep: Instant::ZERO,
+            });
+        }
+        let mut sets = Vec::new();
+        for s in &cfg.firewall.set {
+            let kind = if s.addresses.is_empty() && !s.ports.is_empty() {
+                fw::ir::SetKind::Port
+            } else {
+                fw::ir::SetKind::Addr
+            };
+            let mut d = fw::ir::SetDecl::new(&s.name, kind);
+            for a in &s.addresses {
+                if let ipnet::IpNet::V4(v4) = a
+                    && let Some(r) = fw::ir::AddrRange::prefix(v4.network(), v4.prefix_len())
+                {
+                    d.addrs.push(r);
+                }
+            }
+            for p in &s.ports {
+                d.ports.push(fw::ir::PortRange { lo: *p, hi: *p });
+            }
+            sets.push(d);
+        }
+        let rs = fw::iptables::parse_with_sets(text, &sets).map_err(|e| rules_error(&e))?;
+        let fcfg = fw::Config {
+            conntrack_capacity: cfg.firewall.conntrack_max,
+            ..fw::Config::default()
+        };
+        let mut engine =
+            fw::Firewall::with_config(&rs, fcfg).map_err(|e| format!("firewall: {e}"))?;
+        let v4 = |a: IpAddr| match a {
+            IpAddr::V4(v) => Some(v),
+            IpAddr::V6(_) => None,
+        };
+        let underlay = v4(cfg.underlay.address);
+        for (i, iface) in cfg.interface.iter().enumerate() {
+            if iface.kind == InterfaceKind::Tun {
+                engine.set_iface(
+                    PortId(i as u16),
+                    &iface.name,
+                    iface.address.and_then(|a| v4(a.addr())),
+                );
+            }
+        }
+        for (p, peer) in cfg.ipsec.peer.iter().enumerate() {
+            engine.set_iface(peer_port(p), &format!("ipsec-{}", peer.name), underlay);
+        }
+        for (g, t) in cfg.gre.iter().enumerate() {
+            engine.set_iface(gre_port(g), &t.name, underlay);
+        }
+        Ok(Filter {
+            engine: Some(engine),
+            rules,
+            empty: DropCounters::default(),
+            next_sweep: Instant::ZERO,
+        })
     }
-    /// Destination NAT, before routing.
-    pub fn prerouting<B: PacketBuf>(
-        &mut self,
-        _in: &str,
-        _buf: &mut B,
-        _meta: &mut Meta,
-        _now: Instant,
-    ) -> Result<(), DropReason> {
-        Ok(())
+
+    /// The engine, when rules are configured.
+    pub fn engine_mut(&mut self) -> Option<&mut fw::Firewall> {
+        self.engine.as_mut()
     }
-    /// Packets to the gateway itself.
-    pub fn input<B: PacketBuf>(
-        &mut self,
-        _in: &str,
-        _buf: &mut B,
-        _meta: &mut Meta,
-        _now: Instant,
-    ) -> Result<(), DropReason> {
-        Ok(())
+
+    /// The engine, when rules are configured.
+    pub fn engine(&self) -> Option<&fw::Firewall> {
+        self.engine.as_ref()
     }
-    /// Routed packets.
-    pub fn forward<B: PacketBuf>(
-        &mut self,
-        _in: &str,
-        _out: &str,
-        _buf: &mut B,
-        _meta: &mut Meta,
-        _now: Instant,
-    ) -> Result<(), DropReason> {
-        Ok(())
+
+    /// The rules as written, in order (for status).
+    pub fn rules(&self) -> &[String] {
+        &self.rules
     }
-    /// Source NAT, after routing.
-    pub fn postrouting<B: PacketBuf>(
-        &mut self,
-        _out: &str,
-        _buf: &mut B,
-        _meta: &mut Meta,
-        _now: Instant,
-    ) -> Result<(), DropReason> {
-        Ok(())
-    }
+
     /// Drops by reason.
     pub fn drops(&self) -> &DropCounters {
-        &self.drops
+        self.engine.as_ref().map_or(&self.empty, |e| e.drops())
     }
-    /// Next connection-expiry sweep.
+
+    /// Next connection-expiry sweep (every second while rules are loaded).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        None
+        self.engine.as_ref().map(|_| self.next_sweep)
     }
+
     /// Expires connections.
-    pub fn handle_timeout(&mut self, _now: Instant) {}
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(e) = self.engine.as_mut()
+            && now >= self.next_sweep
+        {
+            e.handle_timeout(now);
+            self.next_sweep = now + std::time::Duration::from_secs(1);
+        }
+    }
 }

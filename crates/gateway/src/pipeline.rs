@@ -14,7 +14,9 @@
 //! Ethernet frames from TAP devices. What leaves goes through a [`Sink`].
 
 use crate::config::{self, Config, Encap as CfgEncap, GreMode as CfgGreMode, InterfaceKind};
+use crate::filter;
 use gatekit_esp as esp;
+use gatekit_firewall as fw;
 use gatekit_gre as gre;
 use gatekit_packet::{DropCounters, DropReason, Instant, Meta, PacketBuf, PortId, checksum};
 use gatekit_route::IpLpm;
@@ -157,7 +159,7 @@ pub struct Gateway {
     fabric: switch::Switch,
     l2: Vec<L2Port>,
     egress: switch::Egress,
-    firewall: crate::filter::Filter,
+    firewall: filter::Filter,
     /// Counters per interface (index as in the config).
     pub iface_counters: Vec<PortCounters>,
     /// Counters of the underlay.
@@ -358,7 +360,7 @@ impl Gateway {
             };
             fib.insert(r.prefix.trunc(), nh);
         }
-        let firewall = crate::filter::Filter::new(&cfg).map_err(BuildError::Firewall)?;
+        let firewall = filter::Filter::new(&cfg).map_err(BuildError::Firewall)?;
         let n_if = cfg.interface.len();
         Ok(Gateway {
             cfg,
@@ -402,7 +404,7 @@ impl Gateway {
         &self.gre
     }
     /// The firewall.
-    pub fn firewall(&self) -> &crate::filter::Filter {
+    pub fn firewall(&self) -> &filter::Filter {
         &self.firewall
     }
     /// The FIB.
@@ -460,8 +462,7 @@ impl Gateway {
                 self.iface_counters[i].rx(buf.len());
                 match iface.kind {
                     InterfaceKind::Tun => {
-                        let name = iface.name.clone();
-                        self.route_ip(&name, buf, meta, now, sink);
+                        self.route_ip(Some(PortId(i as u16)), buf, meta, now, sink);
                     }
                     InterfaceKind::Tap => match self.l2.iter().position(|p| *p == L2Port::Tap(i)) {
                         Some(port) => self.switch(port, buf, meta, now, sink),
@@ -490,12 +491,8 @@ impl Gateway {
                     let peer = self.peers.iter().position(|p| p.inbound.contains(&d.sa));
                     match d.mode {
                         esp::Mode::Tunnel => {
-                            let name = peer.map_or_else(
-                                || "ipsec".to_string(),
-                                |p| format!("ipsec:{}", self.peers[p].name),
-                            );
                             meta.clear_offsets();
-                            self.route_ip(&name, buf, meta, now, sink);
+                            self.route_ip(peer.map(filter::peer_port), buf, meta, now, sink);
                         }
                         esp::Mode::Transport => {
                             if d.next_header == 47 {
@@ -557,10 +554,9 @@ impl Gateway {
                         None => self.drop(DropReason::UnknownTunnel),
                     }
                 } else {
-                    let name = self.cfg.gre[gi].name.clone();
                     let mut meta = meta;
                     meta.clear_offsets();
-                    self.route_ip(&name, buf, meta, now, sink);
+                    self.route_ip(Some(filter::gre_port(gi)), buf, meta, now, sink);
                 }
             }
             gre::Decap::Reflect { .. } => self.send_underlay(buf, meta, sink),
@@ -674,70 +670,71 @@ impl Gateway {
         now: Instant,
         sink: &mut S,
     ) {
-        self.route_ip("local", buf, meta, now, sink);
+        self.route_ip(None, buf, meta, now, sink);
     }
 
-    /// Filters and routes an IP packet that arrived on interface `in_name`.
+    /// Filters and routes an IP packet that arrived from firewall port `from` (`None` for
+    /// packets the gateway generated).
     fn route_ip<B: PacketBuf, S: Sink<B>>(
         &mut self,
-        in_name: &str,
+        from: Option<PortId>,
         mut buf: B,
         mut meta: Meta,
         now: Instant,
         sink: &mut S,
     ) {
-        let meta = &mut meta;
         if !meta.parse_ip(buf.data()) {
             return self.drop(DropReason::Malformed);
-        }
-        // PREROUTING: destination NAT may change where the packet goes.
-        if let Err(r) = self.firewall.prerouting(in_name, &mut buf, meta, now) {
-            let _ = r;
-            return;
         }
         let Some(dst) = dst_addr(buf.data()) else {
             return self.drop(DropReason::Malformed);
         };
-        let nh = match self.fib.lookup(dst) {
-            Some((_, nh)) => *nh,
-            None => return self.drop(DropReason::NoRoute),
+        let nh = if let Some(engine) = self.firewall.engine_mut() {
+            // The firewall runs conntrack, nat and filter around our routing decision, and
+            // may rewrite the packet (DNAT/SNAT) in place. (It filters IPv4 only: with rules
+            // loaded, IPv6 is dropped rather than let through unfiltered.)
+            let (fib, own) = (&self.fib, &self.own);
+            let mut router = |d: std::net::Ipv4Addr| {
+                let d = IpAddr::V4(d);
+                match fib.lookup(d) {
+                    _ if own.contains(&d) => fw::Route::Local,
+                    Some((_, nh)) => fw::Route::Out(nexthop_port(*nh)),
+                    None => fw::Route::Unreachable,
+                }
+            };
+            let source = from.map_or(fw::Source::Local, fw::Source::Port);
+            match engine.process(&mut buf, &mut meta, source, &mut router, now) {
+                fw::Verdict::Accept(fw::Route::Out(p)) => port_nexthop(p),
+                fw::Verdict::Accept(fw::Route::Local) => NextHop::Local,
+                fw::Verdict::Accept(fw::Route::Unreachable) => {
+                    return self.drop(DropReason::NoRoute);
+                }
+                fw::Verdict::Drop(_) => return, // counted by the firewall
+                fw::Verdict::Reject => {
+                    // The buffer holds the ICMP error or TCP RST for the sender.
+                    meta.clear_offsets();
+                    return self.route_local(buf, meta, now, sink);
+                }
+            }
+        } else {
+            match self.fib.lookup(dst) {
+                _ if self.own.contains(&dst) => NextHop::Local,
+                Some((_, nh)) => *nh,
+                None => return self.drop(DropReason::NoRoute),
+            }
         };
-        if nh == NextHop::Local || self.own.contains(&dst) {
-            if self.firewall.input(in_name, &mut buf, meta, now).is_ok() && answer_echo(&mut buf) {
+        if nh == NextHop::Local {
+            if answer_echo(&mut buf) {
                 // Our own answer goes back by the FIB like any locally generated packet.
                 meta.clear_offsets();
-                return self.route_local(buf, *meta, now, sink);
+                return self.route_local(buf, meta, now, sink);
             }
-            return;
+            return self.drop(DropReason::Unsupported);
         }
         if !decrement_ttl(&mut buf) {
             return self.drop(DropReason::TtlExceeded);
         }
-        let out_name = self.nexthop_name(nh);
-        if self
-            .firewall
-            .forward(in_name, &out_name, &mut buf, meta, now)
-            .is_err()
-        {
-            return;
-        }
-        if self
-            .firewall
-            .postrouting(&out_name, &mut buf, meta, now)
-            .is_err()
-        {
-            return;
-        }
-        self.send_ip(nh, buf, *meta, now, sink);
-    }
-
-    fn nexthop_name(&self, nh: NextHop) -> String {
-        match nh {
-            NextHop::Iface(i) => self.cfg.interface[i].name.clone(),
-            NextHop::Ipsec(p) => format!("ipsec:{}", self.cfg.ipsec.peer[p].name),
-            NextHop::Gre(g) => self.cfg.gre[g].name.clone(),
-            NextHop::Local => "local".into(),
-        }
+        self.send_ip(nh, buf, meta, now, sink);
     }
 
     /// Routes a packet the gateway generated (an echo reply, an ICMP error): FIB, then out.
@@ -846,6 +843,26 @@ fn copy_into<B: PacketBuf, S: Sink<B>>(data: &[u8], sink: &mut S) -> Option<B> {
     let mut b = sink.alloc()?;
     b.push_back(data.len()).ok()?.copy_from_slice(data);
     Some(b)
+}
+
+/// The firewall port of a next hop.
+fn nexthop_port(nh: NextHop) -> PortId {
+    match nh {
+        NextHop::Iface(i) => PortId(i as u16),
+        NextHop::Ipsec(p) => filter::peer_port(p),
+        NextHop::Gre(g) => filter::gre_port(g),
+        NextHop::Local => PortId(u16::MAX),
+    }
+}
+
+/// The next hop of a firewall port.
+fn port_nexthop(p: PortId) -> NextHop {
+    match p.0 {
+        u16::MAX => NextHop::Local,
+        n @ 0..256 => NextHop::Iface(usize::from(n)),
+        n @ 256..512 => NextHop::Ipsec(usize::from(n - 256)),
+        n => NextHop::Gre(usize::from(n - 512)),
+    }
 }
 
 /// Protocol and destination port (UDP) of an outer IP packet.

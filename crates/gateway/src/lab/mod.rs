@@ -142,7 +142,7 @@ ports = ["l2", "gre-a"]
 
 [firewall]
 rules = """
-FORWARD_CUST -p tcp --dport 23 -j REJECT
+FORWARD_CUST -p tcp --dport 23 -j REJECT --reject-with tcp-reset
 """
 "#;
 
@@ -512,6 +512,24 @@ mod tests {
             sas.iter().any(|(spi, n)| *spi == 0xa001 && *n >= 3),
             "{sas:?}"
         );
+    }
+
+    #[test]
+    fn firewall_rejects_a_port_and_allows_others() {
+        let mut lab = Lab::new().unwrap();
+        assert!(lab.run_until(Duration::from_secs(3), |l| l.net.nat.mappings().count() > 0));
+        assert_eq!(
+            lab.tcp_exchange(23, b"hi", b"there"),
+            Err(TcpFailure::Refused)
+        );
+        let fw = lab.gw_b.firewall().engine().unwrap();
+        assert!(
+            fw.rule_counters().iter().any(|c| c[0] > 0),
+            "the REJECT rule counted its hit"
+        );
+        // Port 80 still works afterwards, through the same firewall and conntrack.
+        assert_eq!(lab.tcp_exchange(80, b"a", b"b"), Ok(b"b".to_vec()));
+        assert!(lab.gw_b.firewall().engine().unwrap().conn_stats().inserted > 0);
     }
 
     #[test]

@@ -511,8 +511,13 @@ mod tests {
     fn bounded_with_eviction_and_refusal() {
         let now = Instant::from_secs(10);
         let mut ct = ConnTrack::new(2);
-        let a = ct.insert(Conn::new(t(1), now), now).unwrap();
-        let _b = ct.insert(Conn::new(t(2), now), now).unwrap();
+        let fresh = |sport| {
+            let mut c = Conn::new(t(sport), now);
+            c.expires = now + Duration::from_secs(5);
+            c
+        };
+        let a = ct.insert(fresh(1), now).unwrap();
+        let _b = ct.insert(fresh(2), now).unwrap();
         assert_eq!(
             ct.lookup(&t(1).reversed(), now),
             Some((a, Direction::Reply))
@@ -530,7 +535,7 @@ mod tests {
                 c.expires = now + Duration::from_secs(5);
             }
         }
-        assert!(ct.insert(Conn::new(t(4), now), now).is_err());
+        assert!(ct.insert(fresh(4), now).is_err());
         assert_eq!(ct.stats().refused, 1);
         assert_eq!(ct.len(), 2);
         // Later, everything has expired.

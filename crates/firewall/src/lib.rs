@@ -9,4 +9,15 @@ mod error;
 pub mod ir;
 
 pub use error::{LoadError, ParseError, ValidateError};
+mod compile;
 pub mod conntrack;
+mod engine;
+mod headers;
+pub mod sets;
+
+pub use compile::Compiled;
+pub use engine::{
+    Config, Firewall, FirewallStage, FirewallStats, LogEvent, Route, RulesHandle, Source, Verdict,
+};
+pub use sets::{SetError, Sets};
+pub mod iptables;

@@ -1,6 +1,11 @@
 //! Every ClassBench set in the shared data classifies each trace header (and generated
 //! headers) exactly like the linear scan. Runs on generated sets when the data is absent.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::needless_range_loop)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::needless_range_loop
+)]
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

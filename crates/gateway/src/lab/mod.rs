@@ -11,6 +11,7 @@
 //! The same topology backs the demo (`cargo run --example gateway` with no config) and the
 //! deterministic tests of the whole data path.
 
+pub mod demo;
 pub mod host;
 pub mod net;
 
@@ -479,6 +480,28 @@ impl Site {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn demo_tells_all_three_stories_and_writes_pcaps() {
+        let dir = std::env::temp_dir().join(format!("gatekit-demo-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut out = Vec::new();
+        let o = demo::run(&mut out, Some(&dir)).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(o.all_ok(), "{text}");
+        assert!(o.captured.0 > 10 && o.captured.1 > 3, "{o:?}");
+        assert!(text.contains("connection refused"), "{text}");
+        // The pcaps read back as pcaps with the packets counted.
+        let f = std::fs::File::open(dir.join("gatekit-lab-internet.pcap")).unwrap();
+        let mut r = pcap_file::pcap::PcapReader::new(f).unwrap();
+        let mut n = 0;
+        while let Some(p) = r.next_packet() {
+            p.unwrap();
+            n += 1;
+        }
+        assert_eq!(n, o.captured.0);
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     #[test]
     fn lab_configs_are_valid() {

@@ -739,3 +739,119 @@ fn tcp_through_tun_relay_with_offloads() {
         gbps / gbps_plain
     );
 }
+
+const TAP_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+
+/// Answers ARP and ICMP echo for one address on a TAP queue, in Ethernet frames.
+struct TapResponder {
+    port: TunPort,
+    ip: [u8; 4],
+}
+
+impl Worker for TapResponder {
+    fn on_event(&mut self, _: Event, now: Instant) {
+        let mut batch: Batch<PoolBuf> = Batch::new(32);
+        if self.port.recv(&mut batch, now).is_err() {
+            return;
+        }
+        let mut out: Batch<PoolBuf> = Batch::new(32);
+        for (mut b, m, _) in batch.drain() {
+            let f = b.data_mut();
+            if f.len() < 42 {
+                continue;
+            }
+            let peer_mac: [u8; 6] = f[6..12].try_into().unwrap();
+            let answer = match u16::from_be_bytes([f[12], f[13]]) {
+                // ARP request for our address (RFC 826): turn it into the reply.
+                0x0806 if f[20..22] == [0, 1] && f[38..42] == self.ip => {
+                    let (sha, spa): ([u8; 6], [u8; 4]) =
+                        (f[22..28].try_into().unwrap(), f[28..32].try_into().unwrap());
+                    f[21] = 2;
+                    f[32..38].copy_from_slice(&sha);
+                    f[38..42].copy_from_slice(&spa);
+                    f[22..28].copy_from_slice(&TAP_MAC);
+                    f[28..32].copy_from_slice(&self.ip);
+                    true
+                }
+                0x0800 if f[14] == 0x45 && f[23] == 1 && f[34] == 8 && f[30..34] == self.ip => {
+                    let (src, dst): ([u8; 4], [u8; 4]) =
+                        (f[26..30].try_into().unwrap(), f[30..34].try_into().unwrap());
+                    f[26..30].copy_from_slice(&dst);
+                    f[30..34].copy_from_slice(&src);
+                    let old = u16::from_be_bytes([f[34], f[35]]);
+                    f[34] = 0;
+                    let new = u16::from_be_bytes([f[34], f[35]]);
+                    let c = checksum::update16(u16::from_be_bytes([f[36], f[37]]), old, new);
+                    f[36..38].copy_from_slice(&c.to_be_bytes());
+                    true
+                }
+                _ => false,
+            };
+            if answer {
+                f[0..6].copy_from_slice(&peer_mac);
+                f[6..12].copy_from_slice(&TAP_MAC);
+                let _ = out.push(b, m);
+            }
+        }
+        let _ = self.port.send(&mut out, now);
+    }
+}
+
+/// A TAP device (Ethernet, virtio-net header on) in a namespace: the kernel resolves the
+/// responder's address with ARP and gets ICMP echo replies, judged by a ping socket.
+#[test]
+fn tap_arp_and_echo() {
+    if !can_run(&["ip", "python3"]) {
+        return;
+    }
+    let u = uniq();
+    let ns = NetNs::create(&format!("gkp{u}")).unwrap();
+    let name = format!("gkp{u}");
+    let tap = {
+        let name = name.clone();
+        in_ns(ns.name(), move || {
+            Tun::create(&TunConfig::tap(&name).address("10.83.0.1".parse().unwrap(), 24)).unwrap()
+        })
+        .join()
+        .unwrap()
+    };
+    assert_eq!(tap.kind(), gatekit_io::TunKind::Tap);
+    let q = Mutex::new(tap.into_queues().pop());
+    let cfg = EventLoopConfig {
+        workers: 1,
+        ..EventLoopConfig::default()
+    };
+    let lp = EventLoop::spawn(&cfg, move |ctx| {
+        let pool = Pool::new(256, 2048, 128);
+        let port = TunPort::new(q.lock().unwrap().take().unwrap(), pool, PortId(5))?;
+        ctx.registry.register(&port, Token(0), Interest::READABLE)?;
+        Ok(TapResponder {
+            port,
+            ip: [10, 83, 0, 2],
+        })
+    })
+    .unwrap();
+    ns.exec(&[
+        "sh",
+        "-c",
+        "echo 0 2147483647 > /proc/sys/net/ipv4/ping_group_range",
+    ])
+    .unwrap();
+    let script = "import socket, struct\n\
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)\n\
+        s.settimeout(3)\n\
+        ok = 0\n\
+        for i in range(3):\n\
+        \x20   s.sendto(struct.pack('!BBHHH', 8, 0, 0, 0, i) + b'gatekit-tap', ('10.83.0.2', 0))\n\
+        \x20   d, a = s.recvfrom(1500)\n\
+        \x20   ok += d[0] == 0 and d[8:] == b'gatekit-tap'\n\
+        print('%d received' % ok)\n";
+    let out = ns.exec(&["python3", "-c", script]);
+    let neigh = ns.ip(&["neigh", "show", "10.83.0.2"]);
+    lp.stop().unwrap();
+    assert!(out.unwrap().contains("3 received"));
+    assert!(
+        neigh.unwrap().contains("02:00:00:00:00:02"),
+        "ARP learned our MAC"
+    );
+}

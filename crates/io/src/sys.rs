@@ -123,6 +123,50 @@ pub(crate) fn writev(fd: BorrowedFd<'_>, bufs: &[&[u8]]) -> io::Result<usize> {
     cvt_size(unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), n as libc::c_int) })
 }
 
+/// Reusable iovecs for a gathering `writev(2)` of many slices.
+pub(crate) struct Gather {
+    iovs: Vec<libc::iovec>,
+}
+
+// SAFETY: the pointers inside are only set and used within one `writev` call on `&mut self`.
+unsafe impl Send for Gather {}
+
+impl Gather {
+    pub(crate) fn new(cap: usize) -> Self {
+        Gather {
+            iovs: Vec::with_capacity(cap.max(1)),
+        }
+    }
+
+    /// Writes the slices, in order, as one `writev` (at most the capacity given to `new`;
+    /// further slices are left out and the short count shows it).
+    pub(crate) fn writev<'a>(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        pieces: impl Iterator<Item = &'a [u8]>,
+    ) -> io::Result<usize> {
+        self.iovs.clear();
+        let cap = self.iovs.capacity();
+        for p in pieces.take(cap) {
+            self.iovs.push(libc::iovec {
+                iov_base: p.as_ptr() as *mut libc::c_void,
+                iov_len: p.len(),
+            });
+        }
+        // SAFETY: every iovec points at a slice borrowed for 'a, which outlives this call, and
+        // the kernel only reads through them; the count is the vector's length.
+        let n = unsafe {
+            libc::writev(
+                fd.as_raw_fd(),
+                self.iovs.as_ptr(),
+                self.iovs.len() as libc::c_int,
+            )
+        };
+        self.iovs.clear();
+        cvt_size(n)
+    }
+}
+
 /// `setsockopt` with an integer value.
 pub(crate) fn setsockopt_int(
     fd: BorrowedFd<'_>,

@@ -14,6 +14,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 /// Largest packet the kernel hands over with offloads on (a 64 KiB GSO super-packet).
 const MAX_SUPER: usize = 65535;
+/// Most segments coalesced into one super-packet on send.
+const MAX_RUN: usize = 64;
 
 /// Layer 3 (TUN: IP packets) or layer 2 (TAP: Ethernet frames).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,6 +264,7 @@ pub struct TunPort<B: IoBuf = PoolBuf> {
     pool: Pool,
     id: PortId,
     scratch: Box<[u8]>,
+    gather: sys::Gather,
     backlog: VecDeque<B>,
     coalesce: bool,
     max_reads: usize,
@@ -297,6 +300,7 @@ impl<B: IoBuf> TunPort<B> {
         Ok(TunPort {
             coalesce: queue.vnet,
             scratch: vec![0u8; VNET_HDR_LEN + MAX_SUPER].into_boxed_slice(),
+            gather: sys::Gather::new(MAX_RUN + 1),
             q: queue,
             pool,
             id,
@@ -416,31 +420,31 @@ impl<B: IoBuf> TunPort<B> {
         let Some(head) = vnet::tcp_segment(a) else {
             return Ok(true);
         };
-        let mut total = VNET_HDR_LEN + a.len();
-        let out = &mut self.scratch;
-        out[VNET_HDR_LEN..total].copy_from_slice(a);
+        let (l4, hdr_end) = (head.l4, head.hdr_end);
+        // The headers of the super-packet (after the vnet header) are the first segment's,
+        // with lengths, PSH and checksums fixed; the payloads are gathered from the segments'
+        // own buffers, without copying them.
+        let mut ip_len = a.len();
         let mut psh = false;
         for k in i + 1..j {
             if let Some((b, _, _)) = batch.get(k) {
-                let p = &b.data()[head.hdr_end..];
-                out[total..total + p.len()].copy_from_slice(p);
-                total += p.len();
-                psh |= b.data().get(head.l4 + 13).is_some_and(|f| f & 0x08 != 0);
+                ip_len += b.len() - hdr_end;
+                psh |= b.data().get(l4 + 13).is_some_and(|f| f & 0x08 != 0);
             }
         }
-        let pkt = &mut out[VNET_HDR_LEN..total];
-        let ip_len = pkt.len();
-        let l4 = head.l4;
+        let hdr = &mut self.scratch[..VNET_HDR_LEN + hdr_end];
+        hdr[VNET_HDR_LEN..].copy_from_slice(&a[..hdr_end]);
+        let h = &mut hdr[VNET_HDR_LEN..];
         if head.v6 {
-            pkt[4..6].copy_from_slice(&((ip_len - 40) as u16).to_be_bytes());
+            h[4..6].copy_from_slice(&((ip_len - 40) as u16).to_be_bytes());
         } else {
-            pkt[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
-            pkt[10..12].fill(0);
-            let c = checksum::internet(&pkt[..20]);
-            pkt[10..12].copy_from_slice(&c.to_be_bytes());
+            h[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+            h[10..12].fill(0);
+            let c = checksum::internet(&h[..20]);
+            h[10..12].copy_from_slice(&c.to_be_bytes());
         }
         if psh {
-            pkt[l4 + 13] |= 0x08;
+            h[l4 + 13] |= 0x08;
         }
         // The checksum field holds the pseudo-header sum; the kernel completes it per segment
         // (NEEDS_CSUM with csum_start/csum_offset, virtio 1.x §5.1.6.2).
@@ -448,17 +452,17 @@ impl<B: IoBuf> TunPort<B> {
         let pseudo = if head.v6 {
             let mut s = [0u8; 16];
             let mut d = [0u8; 16];
-            s.copy_from_slice(&pkt[8..24]);
-            d.copy_from_slice(&pkt[24..40]);
+            s.copy_from_slice(&h[8..24]);
+            d.copy_from_slice(&h[24..40]);
             checksum::pseudo_v6(s, d, 6, l4_len as u32)
         } else {
             let mut s = [0u8; 4];
             let mut d = [0u8; 4];
-            s.copy_from_slice(&pkt[12..16]);
-            d.copy_from_slice(&pkt[16..20]);
+            s.copy_from_slice(&h[12..16]);
+            d.copy_from_slice(&h[16..20]);
             checksum::pseudo_v4(s, d, 6, l4_len as u16)
         };
-        pkt[l4 + 16..l4 + 18].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());
+        h[l4 + 16..l4 + 18].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());
         VnetHeader {
             flags: F_NEEDS_CSUM,
             gso_type: if head.v6 {
@@ -467,18 +471,25 @@ impl<B: IoBuf> TunPort<B> {
                 GsoType::TcpV4
             },
             ecn: false,
-            hdr_len: head.hdr_end as u16,
+            hdr_len: hdr_end as u16,
             gso_size: head.payload as u16,
             csum_start: l4 as u16,
             csum_offset: 16,
         }
-        .emit(&mut out[..VNET_HDR_LEN]);
-        match sys::writev(self.q.fd.as_fd(), &[&self.scratch[..total]]) {
+        .emit(&mut hdr[..VNET_HDR_LEN]);
+        let hdr: &[u8] = hdr;
+        let payloads = (i..j)
+            .filter_map(|k| batch.get(k))
+            .map(|(b, _, _)| &b.data()[hdr_end..]);
+        let res = self
+            .gather
+            .writev(self.q.fd.as_fd(), std::iter::once(hdr).chain(payloads));
+        match res {
             Ok(_) => {
                 self.stats.tx_calls += 1;
                 self.stats.tx_coalesced += 1;
                 self.stats.tx_packets += (j - i) as u64;
-                self.stats.tx_bytes += (total - VNET_HDR_LEN) as u64;
+                self.stats.tx_bytes += ip_len as u64;
                 Ok(true)
             }
             Err(e) => self.write_error(e, (j - i) as u64),
@@ -506,6 +517,7 @@ impl<B: IoBuf> TunPort<B> {
                 break;
             };
             if total + next.payload > MAX_SUPER
+                || count >= MAX_RUN
                 || !vnet::tcp_can_merge(a, &head, count, &last, b, &next)
             {
                 break;

@@ -24,7 +24,7 @@ fn key(i: u32) -> PublicKey {
 
 fn add(r: &mut Registry) {
     let n = r.len() as u32;
-    let seg = if n % 2 == 0 { "even" } else { "odd" };
+    let seg = if n.is_multiple_of(2) { "even" } else { "odd" };
     r.add_member(
         NewMember::new(key(n), &format!("m{n}"), seg).tag("t"),
         Instant::from_secs(1_764_000_000 + u64::from(n)),

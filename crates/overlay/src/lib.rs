@@ -9,7 +9,11 @@
 //! - [`Registry`]: members ([`Member`]: key, name, tags, segment, addresses, enabled, endpoint,
 //!   times), deterministic allocation of the next free or a fixed address, release with a
 //!   quarantine before reuse, and conflicts reported as errors naming both sides.
-//! - [`Policy`]: segment associations and per-tag rules.
+//! - [`Policy`]: segment associations and per-tag rules, compiled by
+//!   [`Registry::compile_policy`] into `gatekit-firewall` rules (its IR), so the overlay's
+//!   access control runs on the same engine as everything else.
+//! - [`CryptokeyTable`]: overlay prefix → member on `gatekit-route`'s longest-prefix match;
+//!   outbound "who owns this destination", inbound "is this source the sender's".
 //! - Persistence: [`Registry::save`] / [`Registry::load`] to a TOML file, atomically, with a
 //!   format version and a checksum.
 //! - [`ClientPack`]: a member's wg-quick configuration for stock WireGuard clients.
@@ -19,6 +23,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod compile;
+mod cryptokey;
 mod key;
 mod member;
 mod persist;
@@ -28,6 +34,8 @@ mod pool;
 mod registry;
 mod wgquick;
 
+pub use compile::{CompiledPolicy, DISABLED_SET, OVERLAY_CHAIN, segment_set, tag_set};
+pub use cryptokey::CryptokeyTable;
 pub use key::{KeyError, PrivateKey, PublicKey};
 pub use member::{Member, MemberId, NewMember};
 pub use persist::{FORMAT_VERSION, LoadError, SaveError};

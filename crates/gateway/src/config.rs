@@ -227,7 +227,7 @@ pub struct Ipsec {
 }
 
 /// How ESP travels to a peer.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum Encap {
     /// Native ESP, IP protocol 50.
@@ -267,7 +267,7 @@ fn default_keepalive() -> u64 {
 }
 
 /// Tunnel or transport mode.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Whole inner IP packets (site-to-site).
@@ -277,7 +277,7 @@ pub enum Mode {
 }
 
 /// AEAD suite.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "kebab-case")]
 pub enum Suite {
     /// AES-GCM-128, 16-byte ICV (RFC 4106).

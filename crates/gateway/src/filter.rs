@@ -23,8 +23,33 @@ pub fn gre_port(g: usize) -> PortId {
 pub struct Filter {
     engine: Option<fw::Firewall>,
     rules: Vec<String>,
+    sets: Vec<fw::ir::SetDecl>,
     empty: DropCounters,
     next_sweep: Instant,
+}
+
+fn sets_of(cfg: &Config) -> Vec<fw::ir::SetDecl> {
+    let mut sets = Vec::new();
+    for s in &cfg.firewall.set {
+        let kind = if s.addresses.is_empty() && !s.ports.is_empty() {
+            fw::ir::SetKind::Port
+        } else {
+            fw::ir::SetKind::Addr
+        };
+        let mut d = fw::ir::SetDecl::new(&s.name, kind);
+        for a in &s.addresses {
+            if let ipnet::IpNet::V4(v4) = a
+                && let Some(r) = fw::ir::AddrRange::prefix(v4.network(), v4.prefix_len())
+            {
+                d.addrs.push(r);
+            }
+        }
+        for p in &s.ports {
+            d.ports.push(fw::ir::PortRange { lo: *p, hi: *p });
+        }
+        sets.push(d);
+    }
+    sets
 }
 
 /// Why the rules do not load: the firewall's own error, with the line of the rules text.
@@ -51,30 +76,12 @@ impl Filter {
             return Ok(Filter {
                 engine: None,
                 rules,
+                sets: sets_of(cfg),
                 empty: DropCounters::default(),
                 next_sweep: Instant::ZERO,
             });
         }
-        let mut sets = Vec::new();
-        for s in &cfg.firewall.set {
-            let kind = if s.addresses.is_empty() && !s.ports.is_empty() {
-                fw::ir::SetKind::Port
-            } else {
-                fw::ir::SetKind::Addr
-            };
-            let mut d = fw::ir::SetDecl::new(&s.name, kind);
-            for a in &s.addresses {
-                if let ipnet::IpNet::V4(v4) = a
-                    && let Some(r) = fw::ir::AddrRange::prefix(v4.network(), v4.prefix_len())
-                {
-                    d.addrs.push(r);
-                }
-            }
-            for p in &s.ports {
-                d.ports.push(fw::ir::PortRange { lo: *p, hi: *p });
-            }
-            sets.push(d);
-        }
+        let sets = sets_of(cfg);
         let rs = fw::iptables::parse_with_sets(text, &sets).map_err(|e| rules_error(&e))?;
         let fcfg = fw::Config {
             conntrack_capacity: cfg.firewall.conntrack_max,
@@ -105,9 +112,39 @@ impl Filter {
         Ok(Filter {
             engine: Some(engine),
             rules,
+            sets,
             empty: DropCounters::default(),
             next_sweep: Instant::ZERO,
         })
+    }
+
+    /// Applies the rules of a new config. Flows and their NAT bindings are kept when rules
+    /// were loaded before; on error nothing changes.
+    pub fn reload(&mut self, cfg: &Config) -> Result<String, String> {
+        let mut new = Filter::new(cfg)?;
+        if new.rules == self.rules && sets_of(cfg) == self.sets {
+            return Ok("firewall rules unchanged".into());
+        }
+        let kept = match (self.engine.as_mut(), new.engine.take()) {
+            (Some(old), Some(fresh)) => {
+                // Move the running engine onto the new rules so conntrack survives.
+                let rs = fw::iptables::parse_with_sets(&new.rules.join("\n"), &new.sets)
+                    .map_err(|e| rules_error(&e))?;
+                old.replace(&rs).map_err(|e| format!("firewall: {e}"))?;
+                drop(fresh);
+                old.conntrack().len()
+            }
+            (_, fresh) => {
+                self.engine = fresh;
+                0
+            }
+        };
+        self.rules = new.rules;
+        self.sets = new.sets;
+        Ok(format!(
+            "firewall: {} rules, {kept} flows kept",
+            self.rules.len()
+        ))
     }
 
     /// The engine, when rules are configured.

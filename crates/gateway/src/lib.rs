@@ -7,4 +7,5 @@ pub mod control;
 pub mod filter;
 pub mod lab;
 pub mod pipeline;
+pub mod runtime;
 pub mod status;

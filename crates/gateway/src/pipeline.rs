@@ -157,6 +157,7 @@ pub struct Gateway {
     vtep: Option<gre::Vtep>,
     vx_ids: Vec<gre::TunnelId>,
     fabric: switch::Switch,
+    sa_fps: Vec<(u64, esp::SaId)>,
     l2: Vec<L2Port>,
     egress: switch::Egress,
     firewall: filter::Filter,
@@ -183,6 +184,122 @@ fn suite(s: config::Suite) -> esp::Suite {
     }
 }
 
+/// An SA the config asks for, with a fingerprint of everything that defines it, so a
+/// reload can tell an unchanged SA (kept, with its sequence numbers and replay window)
+/// from a changed one.
+struct PlannedSa {
+    peer: usize,
+    transport: bool,
+    cfg: esp::SaConfig,
+    fp: u64,
+}
+
+fn sa_plan(cfg: &Config) -> Result<Vec<PlannedSa>, BuildError> {
+    use std::hash::{Hash, Hasher};
+    let local = cfg.underlay.address;
+    let mut plan = Vec::new();
+    for (pi, p) in cfg.ipsec.peer.iter().enumerate() {
+        let err = |source| BuildError::Esp {
+            peer: p.name.clone(),
+            source,
+        };
+        for t in &p.tunnel {
+            let s = suite(t.suite);
+            for dir in [esp::Direction::Outbound, esp::Direction::Inbound] {
+                let (spi, key) = match dir {
+                    esp::Direction::Outbound => (t.spi_out, &t.key_out),
+                    esp::Direction::Inbound => (t.spi_in, &t.key_in),
+                };
+                let key_material = esp::KeyMaterial::from_hex(s, key.get_ref()).map_err(err)?;
+                let mut sa = esp::SaConfig::new(spi, dir, s, key_material, local, p.remote);
+                sa.mode = match t.mode {
+                    config::Mode::Tunnel => esp::Mode::Tunnel,
+                    config::Mode::Transport => esp::Mode::Transport,
+                };
+                sa.encap = match p.encap {
+                    CfgEncap::Native => esp::Encap::Native,
+                    CfgEncap::Udp => esp::Encap::Udp {
+                        local_port: cfg.underlay.natt_port,
+                        peer_port: p.remote_port,
+                    },
+                };
+                sa.esn = t.esn;
+                sa.replay_window = t.replay_window;
+                if t.mode == config::Mode::Tunnel {
+                    sa.selectors = t
+                        .local_ts
+                        .iter()
+                        .flat_map(|l| {
+                            t.remote_ts
+                                .iter()
+                                .map(|r| esp::TrafficSelector::new(*l, *r))
+                        })
+                        .collect();
+                }
+                if dir == esp::Direction::Outbound && p.encap == CfgEncap::Udp && p.keepalive > 0 {
+                    sa.keepalive = Some(Duration::from_secs(p.keepalive));
+                }
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                (
+                    &p.name,
+                    p.remote,
+                    p.encap,
+                    p.remote_port,
+                    p.keepalive,
+                    local,
+                )
+                    .hash(&mut h);
+                (
+                    cfg.underlay.natt_port,
+                    spi,
+                    dir == esp::Direction::Outbound,
+                    key.get_ref(),
+                )
+                    .hash(&mut h);
+                (
+                    t.mode,
+                    t.suite,
+                    &t.local_ts,
+                    &t.remote_ts,
+                    t.esn,
+                    t.replay_window,
+                )
+                    .hash(&mut h);
+                plan.push(PlannedSa {
+                    peer: pi,
+                    transport: t.mode == config::Mode::Transport,
+                    cfg: sa,
+                    fp: h.finish(),
+                });
+            }
+        }
+    }
+    Ok(plan)
+}
+
+fn peers_of(cfg: &Config, plan: &[PlannedSa], ids: &[(u64, esp::SaId)]) -> Vec<Peer> {
+    let mut peers: Vec<Peer> = cfg
+        .ipsec
+        .peer
+        .iter()
+        .map(|p| Peer {
+            name: p.name.clone(),
+            out_tunnel: Vec::new(),
+            out_transport: None,
+            inbound: Vec::new(),
+        })
+        .collect();
+    for (p, (_, id)) in plan.iter().zip(ids) {
+        let peer = &mut peers[p.peer];
+        match (p.cfg.direction, p.transport) {
+            (esp::Direction::Inbound, _) => peer.inbound.push(*id),
+            (esp::Direction::Outbound, false) => peer.out_tunnel.push(*id),
+            (esp::Direction::Outbound, true) => peer.out_transport = Some(*id),
+        }
+    }
+    peers
+}
+
 impl Gateway {
     /// Builds the data path of a validated config.
     pub fn new(cfg: Config, now: Instant) -> Result<Gateway, BuildError> {
@@ -192,71 +309,18 @@ impl Gateway {
             esp_cfg.nat_t_ports.push(cfg.underlay.natt_port);
         }
         let mut endpoint = esp::Endpoint::new(esp_cfg);
-        let mut peers = Vec::new();
-        for p in &cfg.ipsec.peer {
-            let mut peer = Peer {
-                name: p.name.clone(),
-                out_tunnel: Vec::new(),
-                out_transport: None,
-                inbound: Vec::new(),
-            };
-            let err = |source| BuildError::Esp {
-                peer: p.name.clone(),
-                source,
-            };
-            for t in &p.tunnel {
-                let s = suite(t.suite);
-                for dir in [esp::Direction::Outbound, esp::Direction::Inbound] {
-                    let (spi, key) = match dir {
-                        esp::Direction::Outbound => (t.spi_out, &t.key_out),
-                        esp::Direction::Inbound => (t.spi_in, &t.key_in),
-                    };
-                    let key = esp::KeyMaterial::from_hex(s, key.get_ref()).map_err(err)?;
-                    let mut sa = esp::SaConfig::new(spi, dir, s, key, local, p.remote);
-                    sa.mode = match t.mode {
-                        config::Mode::Tunnel => esp::Mode::Tunnel,
-                        config::Mode::Transport => esp::Mode::Transport,
-                    };
-                    sa.encap = match p.encap {
-                        CfgEncap::Native => esp::Encap::Native,
-                        CfgEncap::Udp => esp::Encap::Udp {
-                            local_port: cfg.underlay.natt_port,
-                            peer_port: p.remote_port,
-                        },
-                    };
-                    sa.esn = t.esn;
-                    sa.replay_window = t.replay_window;
-                    if t.mode == config::Mode::Tunnel {
-                        sa.selectors = t
-                            .local_ts
-                            .iter()
-                            .flat_map(|l| {
-                                t.remote_ts
-                                    .iter()
-                                    .map(|r| esp::TrafficSelector::new(*l, *r))
-                            })
-                            .collect();
-                    }
-                    if dir == esp::Direction::Outbound
-                        && p.encap == CfgEncap::Udp
-                        && p.keepalive > 0
-                    {
-                        sa.keepalive = Some(Duration::from_secs(p.keepalive));
-                    }
-                    let id = endpoint.add_sa(&sa, now).map_err(err)?;
-                    match (dir, t.mode) {
-                        (esp::Direction::Inbound, _) => peer.inbound.push(id),
-                        (esp::Direction::Outbound, config::Mode::Tunnel) => {
-                            peer.out_tunnel.push(id)
-                        }
-                        (esp::Direction::Outbound, config::Mode::Transport) => {
-                            peer.out_transport = Some(id)
-                        }
-                    }
-                }
-            }
-            peers.push(peer);
+        let plan = sa_plan(&cfg)?;
+        let mut sa_fps = Vec::with_capacity(plan.len());
+        for p in &plan {
+            let id = endpoint
+                .add_sa(&p.cfg, now)
+                .map_err(|source| BuildError::Esp {
+                    peer: cfg.ipsec.peer[p.peer].name.clone(),
+                    source,
+                })?;
+            sa_fps.push((p.fp, id));
         }
+        let peers = peers_of(&cfg, &plan, &sa_fps);
 
         let mut gre_ep = gre::GreEndpoint::new();
         let mut gre_ids = Vec::new();
@@ -374,6 +438,7 @@ impl Gateway {
             vtep,
             vx_ids,
             fabric,
+            sa_fps,
             l2,
             egress: switch::Egress::with_capacity(64),
             firewall,
@@ -836,6 +901,235 @@ impl Gateway {
     /// The underlay address.
     pub fn local(&self) -> IpAddr {
         self.local
+    }
+
+    /// Applies a new config atomically, keeping what did not change: unchanged SAs keep
+    /// their sequence numbers and replay windows, the firewall keeps its flows and NAT
+    /// bindings, the fabric keeps its MAC table when the bridges and tunnels are the same.
+    /// A config that does not build changes nothing. Interfaces are devices the runtime
+    /// owns: changing them needs a restart, and such a config is refused.
+    pub fn reconfigure(&mut self, cfg: Config, now: Instant) -> Result<String, String> {
+        let same_ifaces = cfg.interface.len() == self.cfg.interface.len()
+            && cfg.interface.iter().zip(&self.cfg.interface).all(|(a, b)| {
+                a.name == b.name && a.kind == b.kind && a.address == b.address && a.mtu == b.mtu
+            });
+        if !same_ifaces || cfg.underlay != self.cfg.underlay {
+            return Err("interfaces or underlay changed: restart the gateway to apply them".into());
+        }
+        // Build everything first: any error leaves the running gateway untouched.
+        let mut fresh = Gateway::new(cfg.clone(), now).map_err(|e| e.to_string())?;
+        let plan = sa_plan(&cfg).map_err(|e| e.to_string())?;
+        let mut firewall_msg = String::new();
+        {
+            // Dry-run the firewall reload on a scratch copy of the decision: Filter::reload
+            // validates before it swaps.
+            let msg = self.firewall.reload(&cfg)?;
+            firewall_msg.push_str(&msg);
+        }
+        let (mut kept, mut added, mut removed) = (0, 0, 0);
+        let wanted: std::collections::HashSet<u64> = plan.iter().map(|p| p.fp).collect();
+        let mut old: std::collections::HashMap<u64, esp::SaId> = std::collections::HashMap::new();
+        for (fp, id) in self.sa_fps.drain(..) {
+            if wanted.contains(&fp) {
+                old.insert(fp, id);
+            } else if self.esp.remove_sa(id).is_ok() {
+                removed += 1;
+            }
+        }
+        let mut ids = Vec::with_capacity(plan.len());
+        for p in &plan {
+            let id = match old.remove(&p.fp) {
+                Some(id) => {
+                    kept += 1;
+                    id
+                }
+                None => {
+                    added += 1;
+                    self.esp.add_sa(&p.cfg, now).map_err(|e| e.to_string())?
+                }
+            };
+            ids.push((p.fp, id));
+        }
+        self.peers = peers_of(&cfg, &plan, &ids);
+        self.sa_fps = ids;
+        let same_l2 =
+            cfg.gre == self.cfg.gre && cfg.vxlan == self.cfg.vxlan && cfg.bridge == self.cfg.bridge;
+        if !same_l2 {
+            std::mem::swap(&mut self.gre, &mut fresh.gre);
+            std::mem::swap(&mut self.gre_ids, &mut fresh.gre_ids);
+            std::mem::swap(&mut self.vtep, &mut fresh.vtep);
+            std::mem::swap(&mut self.vx_ids, &mut fresh.vx_ids);
+            std::mem::swap(&mut self.fabric, &mut fresh.fabric);
+            std::mem::swap(&mut self.l2, &mut fresh.l2);
+        }
+        std::mem::swap(&mut self.fib, &mut fresh.fib);
+        std::mem::swap(&mut self.own, &mut fresh.own);
+        self.cfg = cfg;
+        Ok(format!(
+            "SAs: {kept} kept, {added} added, {removed} removed; {firewall_msg}; {} routes; bridges and tunnels {}",
+            self.fib.len(),
+            if same_l2 {
+                "unchanged (MAC tables kept)"
+            } else {
+                "rebuilt"
+            }
+        ))
+    }
+
+    /// A status snapshot of the data path (interfaces, SAs, routes, MACs, conntrack, rules,
+    /// drops). The runtime adds uptime, generation and socket ports.
+    pub fn snapshot(&self, now: Instant) -> crate::status::Snapshot {
+        use crate::status::*;
+        let mut s = Snapshot {
+            name: self.cfg.gateway.name.clone(),
+            ..Snapshot::default()
+        };
+        for (i, iface) in self.cfg.interface.iter().enumerate() {
+            let c = self.iface_counters[i];
+            s.interfaces.push(InterfaceStatus {
+                name: iface.name.clone(),
+                kind: format!("{:?}", iface.kind).to_lowercase(),
+                rx_packets: c.rx_packets,
+                rx_bytes: c.rx_bytes,
+                tx_packets: c.tx_packets,
+                tx_bytes: c.tx_bytes,
+                drops: 0,
+            });
+        }
+        for (id, sa) in self.esp.iter() {
+            let peer = self
+                .peers
+                .iter()
+                .find(|p| {
+                    p.inbound.contains(&id)
+                        || p.out_tunnel.contains(&id)
+                        || p.out_transport == Some(id)
+                })
+                .map_or_else(String::new, |p| p.name.clone());
+            s.sas.push(SaStatus {
+                peer,
+                spi: sa.spi(),
+                direction: match sa.direction() {
+                    esp::Direction::Inbound => "in".into(),
+                    esp::Direction::Outbound => "out".into(),
+                },
+                mode: format!("{:?}", sa.mode()).to_lowercase(),
+                suite: match sa.suite() {
+                    esp::Suite::AesGcm128 => "aes128gcm16".into(),
+                    esp::Suite::AesGcm256 => "aes256gcm16".into(),
+                    esp::Suite::ChaCha20Poly1305 => "chacha20poly1305".into(),
+                    #[allow(unreachable_patterns)]
+                    _ => "other".into(),
+                },
+                encap: match sa.encap() {
+                    esp::Encap::Native => "native".into(),
+                    esp::Encap::Udp {
+                        local_port,
+                        peer_port,
+                    } => format!("udp:{local_port}->{}:{peer_port}", sa.peer()),
+                },
+                packets: sa.stats().packets,
+                bytes: sa.stats().bytes,
+                drops: sa
+                    .stats()
+                    .drops
+                    .iter()
+                    .map(|(r, n)| (r.as_str().to_string(), n))
+                    .collect(),
+                state: format!("{:?}", sa.state()).to_lowercase(),
+            });
+        }
+        for (prefix, nh) in self.fib.iter() {
+            let (via, source) = match nh {
+                NextHop::Iface(i) => (
+                    format!("interface:{}", self.cfg.interface[*i].name),
+                    "connected",
+                ),
+                NextHop::Ipsec(p) => (format!("ipsec:{}", self.cfg.ipsec.peer[*p].name), "static"),
+                NextHop::Gre(g) => (format!("gre:{}", self.cfg.gre[*g].name), "static"),
+                NextHop::Local => ("local".into(), "local"),
+            };
+            let metric = self
+                .cfg
+                .route
+                .iter()
+                .find(|r| r.prefix.trunc() == prefix)
+                .map_or(0, |r| r.metric);
+            s.routes.push(RouteStatus {
+                prefix: prefix.to_string(),
+                via,
+                source: source.into(),
+                distance: if source == "static" { 1 } else { 0 },
+                metric,
+                selected: true,
+            });
+        }
+        if let Some(fw) = self.firewall.engine() {
+            s.conntrack_total = fw.conntrack().len() as u64;
+            for (_, c) in fw.conntrack().iter().take(1000) {
+                s.conntrack.push(ConnStatus {
+                    proto: c.original.proto.to_string(),
+                    src: format!(
+                        "{}:{}",
+                        std::net::Ipv4Addr::from(c.original.src),
+                        c.original.sport
+                    ),
+                    dst: format!(
+                        "{}:{}",
+                        std::net::Ipv4Addr::from(c.original.dst),
+                        c.original.dport
+                    ),
+                    state: format!("{:?}", c.proto).to_lowercase(),
+                    nat: (c.src_nat() || c.dst_nat()).then(|| {
+                        let r = c.reply;
+                        format!(
+                            "reply {}:{} -> {}:{}",
+                            std::net::Ipv4Addr::from(r.src),
+                            r.sport,
+                            std::net::Ipv4Addr::from(r.dst),
+                            r.dport
+                        )
+                    }),
+                    expires_secs: c.expires.saturating_since(now).as_secs(),
+                    packets: c.packets[0] + c.packets[1],
+                });
+            }
+            let counters = fw.rule_counters();
+            for (i, text) in self.firewall.rules().iter().enumerate() {
+                let chain = text.split_whitespace().next().unwrap_or("").to_string();
+                let c = counters.get(i).copied().unwrap_or([0, 0]);
+                s.firewall_rules.push(RuleStatus {
+                    chain,
+                    index: i,
+                    text: text.clone(),
+                    packets: c[0],
+                    bytes: c[1],
+                });
+            }
+        }
+        s.macs = self.mac_table(now);
+        for (r, n) in self.all_drops().iter() {
+            s.drops.insert(r.as_str().to_string(), n);
+        }
+        s
+    }
+
+    fn mac_table(&self, _now: Instant) -> Vec<crate::status::MacStatus> {
+        let mut v = Vec::new();
+        for (bi, b) in self.cfg.bridge.iter().enumerate() {
+            let vlan = u16::try_from(bi + 1).unwrap_or(switch::MAX_VLAN);
+            if let Some(st) = self.fabric.domain_stats(vlan) {
+                v.push(crate::status::MacStatus {
+                    bridge: b.name.clone(),
+                    mac: format!("({} learned)", st.learned),
+                    port: String::new(),
+                    vlan: None,
+                    age_secs: 0,
+                    is_static: false,
+                });
+            }
+        }
+        v
     }
 }
 

@@ -46,3 +46,34 @@ pub use plan::{
 pub use policy::{Association, Policy, PolicyError, PolicyRule, Ports, Proto, Selector, Verdict};
 pub use registry::{Registry, RegistryError};
 pub use wgquick::{ClientPack, GatewayPeer, PackError};
+
+/// Entry points shared by the fuzz targets in `fuzz/` and the corpus-replay tests, so that
+/// what is fuzzed on nightly is also replayed on stable. Not a stable API.
+#[doc(hidden)]
+#[allow(clippy::panic)] // a broken invariant must crash the fuzzer
+pub mod fuzz {
+    use crate::Registry;
+
+    /// Registry file bytes, with and without the checksum line: never a panic, and whatever
+    /// loads saves to text that loads back to the same registry.
+    pub fn registry_file(data: &[u8]) {
+        let mut loaded = Vec::new();
+        if let Ok(r) = Registry::from_file_bytes(data) {
+            loaded.push(r);
+        }
+        if let Ok(text) = core::str::from_utf8(data)
+            && let Ok(r) = Registry::from_toml(text)
+        {
+            loaded.push(r);
+        }
+        for r in loaded {
+            let Ok(text) = r.to_file_text() else {
+                panic!("a loaded registry does not render");
+            };
+            match Registry::from_file_bytes(text.as_bytes()) {
+                Ok(back) => assert_eq!(back.to_file_text().ok(), Some(text)),
+                Err(e) => panic!("a saved registry does not load: {e}"),
+            }
+        }
+    }
+}

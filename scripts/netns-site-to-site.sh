@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Two sites in network namespaces, joined by gatekit gateways over native ESP:
+#
+#   gk-ha 10.1.0.10 ── gk-gwa (gatekit, lan0 TUN) ══ 192.0.2.0/24 ══ gk-gwb (gatekit) ── gk-hb 10.2.0.10
+#
+#   scripts/netns-site-to-site.sh up      build, create the namespaces, start both gateways
+#   scripts/netns-site-to-site.sh bench   iperf3, one TCP stream: through the ESP tunnel, and
+#                                         over a bare veth pair in the same run (the baseline)
+#   scripts/netns-site-to-site.sh down    stop the gateways, delete the namespaces
+#
+# Needs root, iproute2 and iperf3. Traffic stays inside the namespaces.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${GATEKIT_BIN:-target/release/gatekit-gateway}
+RUN=/tmp/gatekit-netns
+NS="gk-ha gk-hb gk-gwa gk-gwb gk-ba gk-bb"
+
+up() {
+  [ -x "$BIN" ] || cargo build --release -p gatekit-gateway --bin gatekit-gateway
+  down 2>/dev/null || true
+  mkdir -p $RUN
+  for n in $NS; do ip netns add $n; ip -n $n link set lo up; done
+  ip link add h0 netns gk-ha type veth peer name g0 netns gk-gwa
+  ip link add h0 netns gk-hb type veth peer name g0 netns gk-gwb
+  ip -n gk-ha addr add 10.1.0.10/24 dev h0; ip -n gk-ha link set h0 up mtu 1400
+  ip -n gk-hb addr add 10.2.0.10/24 dev h0; ip -n gk-hb link set h0 up mtu 1400
+  ip -n gk-ha route add default via 10.1.0.1; ip -n gk-hb route add default via 10.2.0.1
+  ip -n gk-gwa addr add 10.1.0.1/24 dev g0; ip -n gk-gwa link set g0 up mtu 1400
+  ip -n gk-gwb addr add 10.2.0.1/24 dev g0; ip -n gk-gwb link set g0 up mtu 1400
+  ip link add u0 netns gk-gwa type veth peer name u0 netns gk-gwb
+  ip -n gk-gwa addr add 192.0.2.1/24 dev u0; ip -n gk-gwa link set u0 up
+  ip -n gk-gwb addr add 192.0.2.2/24 dev u0; ip -n gk-gwb link set u0 up
+  for n in gk-gwa gk-gwb; do ip netns exec $n sysctl -qw net.ipv4.ip_forward=1; done
+  ip netns exec gk-gwa "$BIN" -c examples/configs/site-a.toml > $RUN/gwa.log 2>&1 & echo $! > $RUN/gwa.pid
+  ip netns exec gk-gwb "$BIN" -c examples/configs/site-b.toml > $RUN/gwb.log 2>&1 & echo $! > $RUN/gwb.pid
+  for n in gk-gwa gk-gwb; do
+    for _ in $(seq 100); do ip -n $n link show lan0 >/dev/null 2>&1 && break; sleep 0.05; done
+  done
+  ip -n gk-gwa route add 10.2.0.0/24 dev lan0
+  ip -n gk-gwb route add 10.1.0.0/24 dev lan0
+  # The baseline: a bare veth pair with the same MTU.
+  ip link add b0 netns gk-ba type veth peer name b0 netns gk-bb
+  ip -n gk-ba addr add 10.9.0.1/24 dev b0; ip -n gk-ba link set b0 up mtu 1400
+  ip -n gk-bb addr add 10.9.0.2/24 dev b0; ip -n gk-bb link set b0 up mtu 1400
+  ip netns exec gk-ha ping -c 3 -i 0.2 10.2.0.10
+  echo "up: try 'ip netns exec gk-ha ping 10.2.0.10', logs in $RUN"
+}
+
+cpu_of() { ps -o times= -p "$1" 2>/dev/null | tr -d ' ' || echo 0; }
+
+bench() {
+  local secs=${BENCH_SECONDS:-10}
+  ip netns exec gk-hb iperf3 -s -D -1 -p 5201
+  ip netns exec gk-bb iperf3 -s -D -1 -p 5202
+  sleep 0.5
+  local a0 b0; a0=$(cpu_of "$(cat $RUN/gwa.pid)"); b0=$(cpu_of "$(cat $RUN/gwb.pid)")
+  local tun base
+  tun=$(ip netns exec gk-ha iperf3 -c 10.2.0.10 -p 5201 -t "$secs" -J | python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"])')
+  local a1 b1; a1=$(cpu_of "$(cat $RUN/gwa.pid)"); b1=$(cpu_of "$(cat $RUN/gwb.pid)")
+  base=$(ip netns exec gk-ba iperf3 -c 10.9.0.2 -p 5202 -t "$secs" -J | python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"])')
+  python3 - "$tun" "$base" "$secs" "$a0" "$a1" "$b0" "$b1" <<'PY'
+import sys
+tun, base, secs = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+def cpu(s):  # ps times: seconds of CPU
+    return float(s or 0)
+ca = cpu(sys.argv[5]) - cpu(sys.argv[4]); cb = cpu(sys.argv[7]) - cpu(sys.argv[6])
+print(f"gatekit ESP tunnel, 1 TCP stream: {tun/1e9:.2f} Gbit/s")
+print(f"bare veth baseline, 1 TCP stream: {base/1e9:.2f} Gbit/s")
+print(f"ratio: {tun/base:.3f} of the bare path")
+print(f"gateway CPU during the tunnel run: gw-a {100*ca/secs:.0f}%, gw-b {100*cb/secs:.0f}% of one core")
+PY
+}
+
+down() {
+  for g in gwa gwb; do
+    [ -f $RUN/$g.pid ] && kill -TERM "$(cat $RUN/$g.pid)" 2>/dev/null || true
+  done
+  sleep 0.3
+  for n in $NS; do ip netns del $n 2>/dev/null || true; done
+  rm -f $RUN/*.pid
+}
+
+case "${1:-}" in
+  up) up ;;
+  bench) bench ;;
+  down) down ;;
+  *) echo "usage: $0 up|bench|down" >&2; exit 2 ;;
+esac

@@ -8,9 +8,12 @@ mod fib;
 mod lpm;
 mod policy;
 mod rib;
+pub mod text;
 
 pub use addr::{Address, Word};
-pub use fib::{CommitStats, Fib, FibError, FibReader, FibTable, MAX_NEXT_HOP, NextHopId};
+pub use fib::{
+    CommitStats, Fib, FibError, FibReader, FibTable, MAX_NEXT_HOP, NextHopId, TableShape,
+};
 pub use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 pub use lpm::{IpLpm, Lpm};
 pub use policy::{
@@ -19,3 +22,100 @@ pub use policy::{
 pub use rib::{
     Candidate, Forwarding, ForwardingReader, NextHop, Rib, RibError, RibStats, Route, Source,
 };
+
+/// Entry points shared by the fuzz targets in `fuzz/` and the corpus-replay tests, so that
+/// what is fuzzed on nightly is also replayed on stable. Not a stable API.
+#[doc(hidden)]
+pub mod fuzz {
+    use crate::{Address, Fib, Lpm, PrefixList, text};
+    use core::net::{Ipv4Addr, Ipv6Addr};
+    use std::collections::HashMap;
+
+    fn oracle<A: Address>(model: &HashMap<A::Prefix, u32>, a: A) -> Option<u32> {
+        (0..=A::BITS)
+            .rev()
+            .find_map(|len| model.get(&A::make_prefix(a.to_key(), len)).copied())
+    }
+
+    /// Decodes `data` as insert / remove / lookup / commit operations on a [`Fib`] and an
+    /// [`Lpm`], and checks every lookup against a naive oracle (every length, longest first).
+    pub fn ops(data: &[u8]) {
+        match data.split_first() {
+            Some((&b, rest)) if b & 1 == 0 => run::<Ipv4Addr>(rest, |w| u128::from(w) << 96),
+            Some((_, rest)) => run::<Ipv6Addr>(rest, |w| {
+                // Spread 32 fuzzed bits over the interesting part of an IPv6 address.
+                (0x2001u128 << 112) | (u128::from(w) << 72) | u128::from(w & 0xff)
+            }),
+            None => {}
+        }
+    }
+
+    fn run<A: Address>(data: &[u8], key_of: fn(u32) -> u128) {
+        let mut fib = Fib::<A>::new();
+        let mut lpm = Lpm::<A, u32>::new();
+        let mut model: HashMap<A::Prefix, u32> = HashMap::new();
+        let mut committed = model.clone();
+        for op in data.chunks_exact(6) {
+            let w = u32::from_be_bytes([op[1], op[2], op[3], op[4]]);
+            let key = key_of(w);
+            let len = op[5] % (A::BITS + 1);
+            let p = A::make_prefix(key, len);
+            match op[0] % 4 {
+                0 => {
+                    let v = u32::from(op[0] >> 2);
+                    let prev = model.insert(p, v);
+                    assert_eq!(fib.insert(p, v).ok().flatten(), prev);
+                    assert_eq!(lpm.insert(p, v), prev);
+                }
+                1 => {
+                    let prev = model.remove(&p);
+                    assert_eq!(fib.remove(&p), prev);
+                    assert_eq!(lpm.remove(&p), prev);
+                }
+                2 => {
+                    let a = A::from_key(key);
+                    assert_eq!(fib.table().lookup(a), oracle(&committed, a));
+                    assert_eq!(lpm.lookup(a).map(|(_, v)| *v), oracle(&model, a));
+                }
+                _ => {
+                    fib.commit();
+                    committed = model.clone();
+                }
+            }
+        }
+        fib.commit();
+        let t = fib.table();
+        let addrs: Vec<A> = model
+            .keys()
+            .map(|p| A::from_key(A::prefix_parts(p).0))
+            .collect();
+        let mut out = vec![0; addrs.len()];
+        t.lookup_batch(&addrs, &mut out);
+        for (a, got) in addrs.iter().zip(out) {
+            let want = oracle(&model, *a);
+            assert_eq!(t.lookup(*a), want);
+            assert_eq!(
+                Some(got).filter(|&g| g != crate::FibTable::<A>::NO_ROUTE),
+                want
+            );
+        }
+    }
+
+    /// Parses `data` as a route table, an update stream and a prefix list; none may panic,
+    /// and every prefix they return is canonical.
+    pub fn text(data: &[u8]) {
+        let s = String::from_utf8_lossy(data);
+        for l in text::parse_table(&s).flatten() {
+            assert_eq!(l.prefix, l.prefix.trunc());
+        }
+        for u in text::parse_updates(&s).flatten() {
+            let (text::Update::Withdraw(p) | text::Update::Announce { prefix: p, .. }) = u;
+            assert_eq!(p, p.trunc());
+        }
+        if let Ok(pl) = PrefixList::parse(&s) {
+            for e in &pl.entries {
+                let _ = pl.permits(&e.prefix);
+            }
+        }
+    }
+}

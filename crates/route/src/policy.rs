@@ -329,12 +329,11 @@ impl Redistributor {
     }
 
     /// Every route of the RIB's selection exported into `into`, one per prefix (the first of
-    /// equal-cost paths), sorted by prefix. Routes already of source `into` are not exported
-    /// back into it.
+    /// equal-cost paths), sorted by prefix. Routes of `into` itself are exported only by a
+    /// rule that names `into` among its sources (transit).
     pub fn export(&self, rib: &Rib, into: Source) -> Vec<Route> {
         let mut out: Vec<Route> = rib
             .best_routes()
-            .filter(|r| r.source != into)
             .filter_map(|r| self.apply(r, into))
             .collect();
         out.sort_by_key(|r| (r.prefix, r.next_hop));
@@ -342,9 +341,10 @@ impl Redistributor {
         out
     }
 
-    /// Adds to `rib` every route of `routes` (learned from `into`'s peers) that a rule into
-    /// `into` passes, as rewritten by it; returns how many were added. Use a rule with
-    /// `from: [into]` to filter what a protocol imports.
+    /// Adds to `rib` every route of `routes` (learned from peers of source `into`, and of
+    /// that source) that a rule into `into` passes, as rewritten by it; returns how many were
+    /// added. Keep import rules in their own `Redistributor`, with `from: [into]`, e.g.
+    /// `Redistribution::new(&[Source::Mesh], Source::Mesh).deny_tag(my_tag)`.
     pub fn import(
         &self,
         rib: &mut Rib,

@@ -71,6 +71,15 @@ impl<A: Address> FibTable<A> {
         self.trie.memory()
     }
 
+    /// The sizes of the lookup arrays.
+    pub fn shape(&self) -> TableShape {
+        TableShape {
+            direct: self.trie.direct.len(),
+            nodes: self.trie.nodes.len(),
+            leaves: self.trie.leaves.len(),
+        }
+    }
+
     /// Number of prefixes the table was compiled from.
     pub fn len(&self) -> usize {
         self.routes
@@ -80,6 +89,17 @@ impl<A: Address> FibTable<A> {
     pub fn is_empty(&self) -> bool {
         self.routes == 0
     }
+}
+
+/// The sizes of a [`FibTable`]'s arrays (garbage from partial rebuilds included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableShape {
+    /// Entries of the direct array.
+    pub direct: usize,
+    /// 64-ary nodes.
+    pub nodes: usize,
+    /// Stored leaves.
+    pub leaves: usize,
 }
 
 /// A handle that readers (data-path workers) keep to load the latest [`FibTable`].
@@ -162,6 +182,23 @@ impl<A: Address> core::fmt::Debug for Fib<A> {
             .field("pending_slots", &self.dirty.len())
             .field("memory", &self.table.memory())
             .finish()
+    }
+}
+
+/// A clone has the same routes and pending changes, and publishes to its own readers.
+impl<A: Address> Clone for Fib<A> {
+    fn clone(&self) -> Self {
+        Fib {
+            short: self.short.clone(),
+            long: self.long.clone(),
+            long_count: self.long_count,
+            dirty: self.dirty.clone(),
+            dirty_mark: self.dirty_mark.clone(),
+            full_pending: self.full_pending,
+            garbage: self.garbage,
+            table: self.table.clone(),
+            shared: Arc::new(ArcSwap::new(self.table.clone())),
+        }
     }
 }
 

@@ -683,3 +683,165 @@ pub(crate) fn fuzz_parse_out(p: &[u8]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatekit_packet::PktBuf;
+
+    fn received(
+        payload: &[u8],
+        src: SocketAddr,
+        dst: IpAddr,
+        framing: Framing,
+        local: SocketAddr,
+    ) -> PktBuf {
+        let mut b = PktBuf::from_slice(payload, 64, 0);
+        let info = RecvInfo {
+            len: payload.len(),
+            src: Some(src),
+            dst: Some(dst),
+            ..RecvInfo::default()
+        };
+        assert!(frame(&mut b, framing, local, &info, payload.len()));
+        b
+    }
+
+    #[test]
+    fn ipv6_udp_headers_written_back_verify_with_etherparse() {
+        let src: SocketAddr = "[fd00::1]:4500".parse().unwrap();
+        let local: SocketAddr = "[::]:4501".parse().unwrap();
+        let b = received(
+            b"esp-in-udp",
+            src,
+            "fd00::2".parse().unwrap(),
+            Framing::Udp,
+            local,
+        );
+        let s = etherparse::SlicedPacket::from_ip(b.data()).unwrap();
+        let Some(etherparse::NetSlice::Ipv6(v6)) = &s.net else {
+            panic!("not IPv6")
+        };
+        let Some(etherparse::TransportSlice::Udp(u)) = &s.transport else {
+            panic!("not UDP")
+        };
+        let want = u
+            .to_header()
+            .calc_checksum_ipv6(&v6.header().to_header(), u.payload())
+            .unwrap();
+        assert_eq!(
+            u.checksum(),
+            want,
+            "RFC 8200 §8.1: IPv6 UDP checksum is mandatory"
+        );
+        assert_eq!((u.source_port(), u.destination_port()), (4500, 4501));
+        assert_eq!(u.payload(), b"esp-in-udp");
+    }
+
+    #[test]
+    fn mapped_ipv4_on_a_dual_stack_socket_gets_an_ipv4_header() {
+        let src: SocketAddr = "[::ffff:192.0.2.1]:500".parse().unwrap();
+        let local: SocketAddr = "[::]:500".parse().unwrap();
+        let b = received(
+            b"ike",
+            src,
+            "::ffff:192.0.2.2".parse().unwrap(),
+            Framing::Udp,
+            local,
+        );
+        let ip = etherparse::Ipv4HeaderSlice::from_slice(b.data()).unwrap();
+        assert_eq!(
+            (ip.source(), ip.destination()),
+            ([192, 0, 2, 1], [192, 0, 2, 2])
+        );
+        let h = ip.to_header();
+        assert_eq!(h.header_checksum, h.calc_header_checksum());
+        // Sent back out as it is, its destination reads as a mapped address for the socket.
+        let out = parse_out(
+            Framing::Udp,
+            Shape::Packet,
+            local,
+            &Meta::default(),
+            b.data(),
+        )
+        .unwrap();
+        assert_eq!(out.dst, "[::ffff:192.0.2.2]:500".parse().unwrap());
+        assert_eq!(&b.data()[out.start..out.end], b"ike");
+    }
+
+    #[test]
+    fn raw_ipv6_header_written_back() {
+        let src: SocketAddr = "[fd00::1]:0".parse().unwrap();
+        let b = received(
+            b"\0\0\0\x01esp",
+            src,
+            "fd00::2".parse().unwrap(),
+            Framing::RawV6(50),
+            "[::]:0".parse().unwrap(),
+        );
+        let ip = etherparse::Ipv6HeaderSlice::from_slice(b.data()).unwrap();
+        assert_eq!(ip.next_header(), etherparse::IpNumber(50));
+        assert_eq!(usize::from(ip.payload_length()), 7);
+        let out = parse_out(
+            Framing::RawV6(50),
+            Shape::Packet,
+            "[::]:0".parse().unwrap(),
+            &Meta::default(),
+            b.data(),
+        )
+        .unwrap();
+        assert_eq!(&b.data()[out.start..out.end], b"\0\0\0\x01esp");
+    }
+
+    #[test]
+    fn send_side_verdicts() {
+        let v4: SocketAddr = "0.0.0.0:4500".parse().unwrap();
+        let mut udp = Vec::new();
+        etherparse::PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .udp(4500, 4501)
+            .write(&mut udp, b"x")
+            .unwrap();
+        let m = Meta::default();
+        let ok = parse_out(Framing::Udp, Shape::Packet, v4, &m, &udp).unwrap();
+        assert_eq!(ok.dst, "10.0.0.2:4501".parse().unwrap());
+        let mut tcp = Vec::new();
+        etherparse::PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(1, 2, 0, 100)
+            .write(&mut tcp, b"x")
+            .unwrap();
+        assert_eq!(
+            parse_out(Framing::Udp, Shape::Packet, v4, &m, &tcp).err(),
+            Some(DropReason::Unsupported)
+        );
+        assert_eq!(
+            parse_out(Framing::Udp, Shape::Packet, v4, &m, &[]).err(),
+            Some(DropReason::Truncated)
+        );
+        assert_eq!(
+            parse_out(Framing::Udp, Shape::Packet, v4, &m, &udp[..25]).err(),
+            Some(DropReason::Malformed)
+        );
+        let mut v6 = Vec::new();
+        etherparse::PacketBuilder::ipv6([1; 16], [2; 16], 64)
+            .udp(1, 2)
+            .write(&mut v6, b"x")
+            .unwrap();
+        assert_eq!(
+            parse_out(Framing::Udp, Shape::Packet, v4, &m, &v6).err(),
+            Some(DropReason::NoRoute)
+        );
+        assert_eq!(
+            parse_out(Framing::Udp, Shape::Payload, v4, &m, b"esp").err(),
+            Some(DropReason::NoRoute)
+        );
+        let to = Meta {
+            peer: Some("192.0.2.9:4500".parse().unwrap()),
+            ..Meta::default()
+        };
+        let p = parse_out(Framing::Udp, Shape::Payload, v4, &to, b"esp").unwrap();
+        assert_eq!(
+            (p.dst, p.start, p.end),
+            ("192.0.2.9:4500".parse().unwrap(), 0, 3)
+        );
+    }
+}

@@ -21,9 +21,11 @@
 //! - [`netcfg`]: addresses, MTU and link state through the `ip` command, and network
 //!   namespaces (configuration paths only, never the data path).
 //!
-//! Every port hands the pipeline whole IP packets (TUN, UDP, raw) or Ethernet frames (TAP):
-//! a socket port writes the outer IP/UDP headers back in front of what the kernel received
-//! and reads the destination out of them on send. Buffers come from a per-worker
+//! By default every port hands the pipeline whole IP packets (TUN, UDP, raw) or Ethernet
+//! frames (TAP): a socket port writes the outer IP/UDP headers back in front of what the
+//! kernel received and reads the destination out of them on send. Socket ports can instead
+//! move bare payloads addressed by `Meta::peer` ([`Shape::Payload`]); either way they set
+//! `Meta::peer` to the sender on receive. Buffers come from a per-worker
 //! [`Pool`](gatekit_packet::Pool): ports implement `Port<PoolBuf>` for the data path (nothing
 //! allocated per packet) and `Port<PktBuf>` too (see [`IoBuf`]).
 //!

@@ -652,3 +652,16 @@ impl<B: IoBuf> Port<B> for TunPort<B> {
         Ok(i)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_configuration_is_a_clear_error() {
+        let e = Tun::create(&TunConfig::tun("gk0").queues(0)).unwrap_err();
+        assert!(e.to_string().contains("queues"), "{e}");
+        let e = Tun::create(&TunConfig::tun("a-name-longer-than-fifteen")).unwrap_err();
+        assert!(e.to_string().contains("a-name-longer-than-fifteen"), "{e}");
+    }
+}

@@ -238,3 +238,59 @@ impl<B: IoBuf> Port<B> for UdpPort<B> {
         self.d.send(batch, now)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatekit_packet::{Meta, PacketBuf};
+
+    #[test]
+    fn pool_without_header_room_is_refused() {
+        let pool = Pool::new(4, 2048, 16);
+        let e = UdpPort::<PoolBuf>::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            &UdpConfig::default(),
+            pool,
+            PortId(0),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("headroom 16"), "{e}");
+    }
+
+    #[test]
+    fn reuse_port_lets_each_worker_bind_the_same_address() {
+        let pool = Pool::new(8, 2048, 128);
+        let cfg = UdpConfig::default();
+        let a: UdpPort = UdpPort::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            &cfg,
+            pool.clone(),
+            PortId(0),
+        )
+        .unwrap();
+        let b: UdpPort = UdpPort::bind(a.local_addr(), &cfg, pool, PortId(1)).unwrap();
+        assert_eq!(a.local_addr(), b.local_addr());
+    }
+
+    #[test]
+    fn packets_that_are_not_udp_are_counted_not_sent() {
+        let pool = Pool::new(8, 2048, 128);
+        let mut a: UdpPort = UdpPort::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            &UdpConfig::default(),
+            pool.clone(),
+            PortId(0),
+        )
+        .unwrap();
+        let mut batch: Batch<PoolBuf> = Batch::new(4);
+        for junk in [&b"\x45garbage"[..], &[0x60; 3][..], &[][..]] {
+            let mut b = pool.get().unwrap();
+            b.push_back(junk.len()).unwrap().copy_from_slice(junk);
+            batch.push(b, Meta::default()).unwrap();
+        }
+        assert_eq!(a.send(&mut batch, Instant::ZERO).unwrap(), 3);
+        assert!(batch.is_empty());
+        assert_eq!(a.stats().tx_packets, 0);
+        assert_eq!(a.stats().drops.total(), 3);
+    }
+}

@@ -95,7 +95,8 @@ fn probes<A: Address>(prefixes: &[A::Prefix]) -> Vec<A> {
     out
 }
 
-fn check<A: Address>(ops: Vec<Op<A::Prefix>>) -> Result<(), TestCaseError> {
+/// `wide` moves every next hop above 65535, so the table needs 32-bit leaves.
+fn check<A: Address>(ops: Vec<Op<A::Prefix>>, wide: bool) -> Result<(), TestCaseError> {
     let mut fib = Fib::<A>::new();
     let mut lpm = Lpm::<A, u32>::new();
     let mut model: HashMap<A::Prefix, u32> = HashMap::new();
@@ -109,6 +110,7 @@ fn check<A: Address>(ops: Vec<Op<A::Prefix>>) -> Result<(), TestCaseError> {
         };
         match op {
             Op::Insert(p, v) => {
+                let v = if wide { v + 0x7000_0000 } else { v };
                 used.push(p);
                 let prev = model.insert(p, v);
                 prop_assert_eq!(fib.insert(p, v).unwrap(), prev);
@@ -170,12 +172,12 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
-    fn fib_v4_matches_oracle(ops in ops(prefix4())) {
-        check::<Ipv4Addr>(ops)?;
+    fn fib_v4_matches_oracle(ops in ops(prefix4()), wide in any::<bool>()) {
+        check::<Ipv4Addr>(ops, wide)?;
     }
 
     #[test]
-    fn fib_v6_matches_oracle(ops in ops(prefix6())) {
-        check::<Ipv6Addr>(ops)?;
+    fn fib_v6_matches_oracle(ops in ops(prefix6()), wide in any::<bool>()) {
+        check::<Ipv6Addr>(ops, wide)?;
     }
 }

@@ -5,7 +5,7 @@ mod poptrie;
 use crate::addr::{Address, mask};
 use crate::lpm::Lpm;
 use arc_swap::ArcSwap;
-use poptrie::{Entry, LEAF, NONE, Poptrie};
+use poptrie::{Entry, LEAF, Leaf, NONE, Poptrie, Trie, each};
 use std::sync::Arc;
 
 /// The id of a next hop (or of an ECMP group) as the FIB stores it: an index into the
@@ -33,7 +33,7 @@ pub enum FibError {
 /// may look up in it while the [`Fib`] that made it prepares the next one.
 #[derive(Clone, Debug)]
 pub struct FibTable<A: Address> {
-    trie: Poptrie,
+    trie: Trie,
     routes: usize,
     _family: core::marker::PhantomData<A>,
 }
@@ -42,7 +42,7 @@ impl<A: Address> FibTable<A> {
     /// The next hop of the longest prefix containing `addr`.
     #[inline]
     pub fn lookup(&self, addr: A) -> Option<NextHopId> {
-        let nh = self.trie.lookup(addr.to_word());
+        let nh = each!(&self.trie, t => t.lookup(addr.to_word()));
         (nh != NONE).then_some(nh)
     }
 
@@ -59,7 +59,7 @@ impl<A: Address> FibTable<A> {
             for (w, x) in words.iter_mut().zip(a) {
                 *w = x.to_word();
             }
-            self.trie.lookup_batch(&words[..a.len()], o);
+            each!(&self.trie, t => t.lookup_batch(&words[..a.len()], o));
         }
     }
 
@@ -68,16 +68,17 @@ impl<A: Address> FibTable<A> {
 
     /// Bytes of memory the lookup arrays use.
     pub fn memory(&self) -> usize {
-        self.trie.memory()
+        each!(&self.trie, t => t.memory())
     }
 
     /// The sizes of the lookup arrays.
     pub fn shape(&self) -> TableShape {
-        TableShape {
-            direct: self.trie.direct.len(),
-            nodes: self.trie.nodes.len(),
-            leaves: self.trie.leaves.len(),
-        }
+        each!(&self.trie, t => TableShape {
+            direct: t.direct.len(),
+            nodes: t.nodes.len(),
+            leaves: t.leaves.len(),
+            leaf_bytes: core::mem::size_of_val(&t.leaves[..]) / t.leaves.len().max(1),
+        })
     }
 
     /// Number of prefixes the table was compiled from.
@@ -98,8 +99,10 @@ pub struct TableShape {
     pub direct: usize,
     /// 64-ary nodes.
     pub nodes: usize,
-    /// Stored leaves.
+    /// Stored leaves (and inline leaf maps of compact nodes).
     pub leaves: usize,
+    /// Bytes per leaf: 2 when every next hop is below 65535, else 4.
+    pub leaf_bytes: usize,
 }
 
 /// A handle that readers (data-path workers) keep to load the latest [`FibTable`].
@@ -169,6 +172,8 @@ pub struct Fib<A: Address> {
     dirty: Vec<u32>,
     dirty_mark: Vec<u64>,
     full_pending: bool,
+    /// The largest next hop ever inserted (it decides the leaf width).
+    max_nh: NextHopId,
     /// Slots of the current table that are no longer referenced (nodes, leaves).
     garbage: (usize, usize),
     table: Arc<FibTable<A>>,
@@ -195,6 +200,7 @@ impl<A: Address> Clone for Fib<A> {
             dirty: self.dirty.clone(),
             dirty_mark: self.dirty_mark.clone(),
             full_pending: self.full_pending,
+            max_nh: self.max_nh,
             garbage: self.garbage,
             table: self.table.clone(),
             shared: Arc::new(ArcSwap::new(self.table.clone())),
@@ -223,7 +229,7 @@ impl<A: Address> Fib<A> {
     pub fn new() -> Self {
         let s = s_of::<A>();
         let table = Arc::new(FibTable {
-            trie: Poptrie::new(s),
+            trie: Trie::new(s, 0),
             routes: 0,
             _family: core::marker::PhantomData,
         });
@@ -234,6 +240,7 @@ impl<A: Address> Fib<A> {
             dirty: Vec::new(),
             dirty_mark: vec![0; (1 << s) / 64],
             full_pending: false,
+            max_nh: 0,
             garbage: (0, 0),
             shared: Arc::new(ArcSwap::new(table.clone())),
             table,
@@ -307,6 +314,7 @@ impl<A: Address> Fib<A> {
         if next_hop > MAX_NEXT_HOP {
             return Err(FibError::NextHopTooLarge { id: next_hop });
         }
+        self.max_nh = self.max_nh.max(next_hop);
         let (key, len) = A::prefix_parts(&prefix);
         if u32::from(len) <= s_of::<A>() {
             let old = self.short.insert_key(key, len, next_hop);
@@ -392,29 +400,27 @@ impl<A: Address> Fib<A> {
             };
         }
         let s = s_of::<A>();
-        let old = &self.table.trie;
-        let live_nodes = old.nodes.len() - self.garbage.0;
-        // Rebuild everything when there is no compiled table yet, when most slots changed,
-        // or when garbage from earlier slot rebuilds outweighs the live part.
+        let (old_nodes, old_leaves) = each!(&self.table.trie, t => (t.nodes.len(), t.leaves.len()));
+        let live = (old_nodes - self.garbage.0) + (old_leaves - self.garbage.1);
+        // Rebuild everything when there is no compiled table yet, when many slots changed,
+        // when a next hop needs wider leaves, or when garbage from earlier slot rebuilds
+        // outweighs the live part.
         let full = self.full_pending
-            || (old.nodes.is_empty() && old.leaves.is_empty())
+            || old_nodes + old_leaves == 0
             || self.dirty.len() > Self::full_threshold()
-            || self.garbage.0 > live_nodes.max(1024);
+            || !self.table.trie.holds(self.max_nh)
+            || self.garbage.0 + self.garbage.1 > live.max(4096);
         let slots_rebuilt = if full { 1 << s } else { self.dirty.len() };
         let trie = if full {
             self.garbage = (0, 0);
-            self.build_full()
+            let mut trie = Trie::new(s, self.max_nh);
+            each!(&mut trie, t => self.build_full(t, old_nodes, old_leaves));
+            trie
         } else {
-            let mut trie = old.clone();
-            for &slot in &self.dirty {
-                let slot = slot as usize;
-                let (gn, gl) = trie.subtree_size(trie.direct[slot]);
-                self.garbage.0 += gn;
-                self.garbage.1 += gl;
-                let default = self.default_of(slot);
-                let list = self.long.get(&slot).map_or(&[][..], |l| &l[..]);
-                trie.direct[slot] = trie.build_slot(default, list);
-            }
+            let mut trie = self.table.trie.clone();
+            let mut garbage = self.garbage;
+            each!(&mut trie, t => self.patch(t, &mut garbage));
+            self.garbage = garbage;
             trie
         };
         for &slot in &self.dirty {
@@ -447,14 +453,28 @@ impl<A: Address> Fib<A> {
         }
     }
 
-    fn build_full(&self) -> Poptrie {
+    /// Rebuilds the dirty slots at the end of `trie`'s arrays.
+    fn patch<L: Leaf>(&self, trie: &mut Poptrie<L>, garbage: &mut (usize, usize)) {
+        for &slot in &self.dirty {
+            let slot = slot as usize;
+            let Some(&old) = trie.direct.get(slot) else {
+                continue;
+            };
+            let (gn, gl) = trie.subtree_size(old);
+            garbage.0 += gn;
+            garbage.1 += gl;
+            let default = self.default_of(slot);
+            let list = self.long.get(&slot).map_or(&[][..], |l| &l[..]);
+            trie.direct[slot] = trie.build_slot(default, list);
+        }
+    }
+
+    fn build_full<L: Leaf>(&self, trie: &mut Poptrie<L>, nodes: usize, leaves: usize) {
         let s = s_of::<A>();
-        let mut trie = Poptrie::new(s);
-        let old = &self.table.trie;
         trie.nodes
-            .reserve(old.nodes.len().saturating_sub(self.garbage.0) + 64);
+            .reserve(nodes.saturating_sub(self.garbage.0) + 64);
         trie.leaves
-            .reserve(old.leaves.len().saturating_sub(self.garbage.1) + 64);
+            .reserve(leaves.saturating_sub(self.garbage.1) + 64);
         // Paint the short prefixes, shortest first, over the direct array.
         let mut short: Vec<(u8, u128, u32)> = self
             .short
@@ -468,8 +488,8 @@ impl<A: Address> Fib<A> {
         for (len, key, nh) in short {
             let first = Self::slot_of(key & mask(len));
             let count = 1usize << (s - u32::from(len));
-            for e in &mut trie.direct[first..first + count] {
-                *e = LEAF | nh;
+            if let Some(run) = trie.direct.get_mut(first..first + count) {
+                run.fill(LEAF | nh);
             }
         }
         // Slots in address order, so that the arrays are laid out in address order too.
@@ -481,7 +501,6 @@ impl<A: Address> Fib<A> {
                 trie.direct[slot] = trie.build_slot(d & !LEAF, list);
             }
         }
-        trie
     }
 
     /// The table published last.
@@ -494,5 +513,69 @@ impl<A: Address> Fib<A> {
         FibReader {
             shared: self.shared.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::net::Ipv4Addr;
+
+    fn p(s: &str) -> ipnet::Ipv4Net {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn leaves_widen_when_a_large_next_hop_arrives() {
+        let mut fib = Fib::<Ipv4Addr>::new();
+        fib.insert(p("10.0.0.0/8"), 1).unwrap();
+        fib.insert(p("10.1.2.0/24"), 2).unwrap();
+        fib.insert(p("10.1.2.128/25"), 3).unwrap();
+        fib.commit();
+        assert_eq!(fib.table().shape().leaf_bytes, 2);
+        fib.insert(p("10.1.3.0/24"), 70_000).unwrap();
+        let stats = fib.commit();
+        assert!(stats.full_rebuild);
+        let t = fib.table();
+        assert_eq!(t.shape().leaf_bytes, 4);
+        assert_eq!(t.lookup(Ipv4Addr::new(10, 1, 3, 1)), Some(70_000));
+        assert_eq!(t.lookup(Ipv4Addr::new(10, 1, 2, 200)), Some(3));
+        assert_eq!(t.lookup(Ipv4Addr::new(10, 1, 2, 1)), Some(2));
+        assert_eq!(t.lookup(Ipv4Addr::new(10, 9, 9, 9)), Some(1));
+        assert_eq!(
+            fib.insert(p("10.0.0.0/8"), MAX_NEXT_HOP + 1),
+            Err(FibError::NextHopTooLarge {
+                id: MAX_NEXT_HOP + 1
+            })
+        );
+        assert_eq!(fib.insert(p("10.0.0.0/8"), MAX_NEXT_HOP), Ok(Some(1)));
+        fib.commit();
+        assert_eq!(
+            fib.table().lookup(Ipv4Addr::new(10, 9, 9, 9)),
+            Some(MAX_NEXT_HOP)
+        );
+    }
+
+    #[test]
+    fn slot_rebuilds_reuse_the_table_until_garbage_dominates() {
+        let mut fib = Fib::<Ipv4Addr>::new();
+        for i in 0..=255u8 {
+            fib.insert(
+                ipnet::Ipv4Net::new(Ipv4Addr::new(10, i, 0, 0), 24).unwrap(),
+                1,
+            )
+            .unwrap();
+        }
+        assert!(fib.commit().full_rebuild);
+        fib.insert(p("10.3.0.128/25"), 2).unwrap();
+        let stats = fib.commit();
+        assert!(!stats.full_rebuild);
+        assert_eq!(stats.slots_rebuilt, 1);
+        assert_eq!(fib.table().lookup(Ipv4Addr::new(10, 3, 0, 129)), Some(2));
+        assert_eq!(fib.table().lookup(Ipv4Addr::new(10, 3, 0, 1)), Some(1));
+        assert!(
+            !fib.commit().full_rebuild,
+            "nothing pending, nothing rebuilt"
+        );
     }
 }

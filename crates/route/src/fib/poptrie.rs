@@ -1,22 +1,92 @@
-//! The compiled lookup structure: a Poptrie (Asai & Ohara, SIGCOMM 2015).
+//! The compiled lookup structure: a Poptrie (Asai & Ohara, SIGCOMM 2015), with leaf-only
+//! nodes inlined beside their leaves.
 //!
-//! The top `s` bits of an address index a direct array. Each entry is either a leaf (a next
-//! hop, or none) or the index of a node of stride 6. A node holds two 64-bit maps: `vector`
-//! marks the slots that descend into a child node, `leafvec` marks where a run of equal
-//! leaves starts. Children and leaves of a node are stored contiguously, so the index of
-//! slot `i`'s child is `base1 + popcount(vector below i)` and its leaf is
-//! `leaves[base0 + popcount(leafvec up to i) - 1]`. Equal adjacent leaves are stored once.
+//! The top `s` bits of an address index a direct array. Each entry is a leaf (a next hop, or
+//! none), a *compact* node, or the index of a full node; nodes have stride 6.
 //!
-//! Every direct slot's subtree is laid out contiguously at the end of the arrays when it is
-//! built, so a slot can be rebuilt on its own (the old subtree becomes garbage until the next
-//! full build).
+//! - A full node holds two 64-bit maps: `vector` marks the slots that descend into a child
+//!   node, `leafvec` marks where a run of equal leaves starts. Children and leaves of a node
+//!   are contiguous, so slot `i`'s child is `nodes[base1 + popcount(vector below i)]` and its
+//!   leaf is `leaves[base0 + popcount(leafvec up to i) - 1]`. Equal adjacent leaves are
+//!   stored once.
+//! - A compact node is a node without children (the usual case: a /18 holding /19–/24
+//!   routes). It has only a `leafvec`, stored in the leaf array right before its leaves, so
+//!   a lookup reads one cache line after the direct array.
+//!
+//! Leaves are `u16` when every next hop fits (half the memory), `u32` otherwise. Every direct
+//! slot's subtree is laid out contiguously at the end of the arrays when it is built, so a
+//! slot can be rebuilt on its own (the old subtree is garbage until the next full build).
 
 use crate::addr::Word;
 
-/// Direct-array entries with this bit set are leaves; the other 31 bits are the next hop.
+/// Direct entries with this bit set are leaves; the other 31 bits are the next hop.
 pub(crate) const LEAF: u32 = 1 << 31;
+/// Direct entries with this bit (and not [`LEAF`]) set are compact nodes at this leaf offset.
+const COMPACT: u32 = 1 << 30;
 /// The leaf value meaning "no route".
 pub(crate) const NONE: u32 = LEAF - 1;
+
+/// A leaf: a next hop in 16 or 32 bits.
+pub(crate) trait Leaf:
+    Copy + Eq + Default + core::fmt::Debug + Send + Sync + 'static
+{
+    /// Leaves per 64-bit map stored inline.
+    const PER_MAP: usize;
+    /// Largest next hop it holds (its all-ones value means none).
+    const MAX: u32;
+    fn from_nh(nh: u32) -> Self;
+    fn nh(self) -> u32;
+    fn from_bits(v: u64, i: usize) -> Self;
+    fn bits(self, i: usize) -> u64;
+}
+
+impl Leaf for u16 {
+    const PER_MAP: usize = 4;
+    const MAX: u32 = 0xfffe;
+    #[inline(always)]
+    fn from_nh(nh: u32) -> Self {
+        if nh > <u16 as Leaf>::MAX {
+            u16::MAX
+        } else {
+            nh as u16
+        }
+    }
+    #[inline(always)]
+    fn nh(self) -> u32 {
+        if self == u16::MAX {
+            NONE
+        } else {
+            u32::from(self)
+        }
+    }
+    fn from_bits(v: u64, i: usize) -> Self {
+        (v >> (16 * i)) as u16
+    }
+    #[inline(always)]
+    fn bits(self, i: usize) -> u64 {
+        u64::from(self) << (16 * i)
+    }
+}
+
+impl Leaf for u32 {
+    const PER_MAP: usize = 2;
+    const MAX: u32 = NONE - 1;
+    #[inline(always)]
+    fn from_nh(nh: u32) -> Self {
+        nh.min(NONE)
+    }
+    #[inline(always)]
+    fn nh(self) -> u32 {
+        self
+    }
+    fn from_bits(v: u64, i: usize) -> Self {
+        (v >> (32 * i)) as u32
+    }
+    #[inline(always)]
+    fn bits(self, i: usize) -> u64 {
+        u64::from(self) << (32 * i)
+    }
+}
 
 #[derive(Clone, Copy, Default, Debug)]
 pub(crate) struct Node {
@@ -30,19 +100,20 @@ pub(crate) struct Node {
 pub(crate) type Entry = (u128, u8, u32);
 
 #[derive(Clone, Debug)]
-pub(crate) struct Poptrie {
+pub(crate) struct Poptrie<L> {
     pub(crate) s: u32,
     pub(crate) direct: Vec<u32>,
     pub(crate) nodes: Vec<Node>,
-    pub(crate) leaves: Vec<u32>,
+    pub(crate) leaves: Vec<L>,
 }
 
+/// The popcount mask of slots `0..=i`.
 #[inline(always)]
-fn chunk(key: u128, depth: u32) -> usize {
-    key.chunk6(depth)
+fn upto(i: usize) -> u64 {
+    (2u64 << i).wrapping_sub(1)
 }
 
-impl Poptrie {
+impl<L: Leaf> Poptrie<L> {
     pub(crate) fn new(s: u32) -> Self {
         Poptrie {
             s,
@@ -56,16 +127,47 @@ impl Poptrie {
     pub(crate) fn memory(&self) -> usize {
         self.direct.len() * 4
             + self.nodes.len() * core::mem::size_of::<Node>()
-            + self.leaves.len() * 4
+            + self.leaves.len() * core::mem::size_of::<L>()
+    }
+
+    #[inline(always)]
+    fn map_at(&self, o: usize) -> u64 {
+        let mut v = 0;
+        for k in 0..L::PER_MAP {
+            v |= self.leaves.get(o + k).copied().unwrap_or_default().bits(k);
+        }
+        v
+    }
+
+    #[inline(always)]
+    fn leaf(&self, idx: usize) -> u32 {
+        self.leaves.get(idx).map_or(NONE, |l| l.nh())
+    }
+
+    /// Resolves a compact-node direct entry to `LEAF | next hop`; passes leaves and full-node
+    /// indices through.
+    #[inline(always)]
+    fn first<W: Word>(&self, e: u32, w: W) -> u32 {
+        if e & (LEAF | COMPACT) == COMPACT {
+            let o = (e & !COMPACT) as usize;
+            let lv = self.map_at(o);
+            let i = w.chunk6(self.s);
+            let idx = o + L::PER_MAP + (lv & upto(i)).count_ones() as usize;
+            LEAF | self.leaf(idx.wrapping_sub(1))
+        } else {
+            e
+        }
     }
 
     /// One lookup: the next hop, or [`NONE`].
     #[inline(always)]
     pub(crate) fn lookup<W: Word>(&self, w: W) -> u32 {
-        let mut e = match self.direct.get(w.top(self.s)) {
-            Some(&e) => e,
-            None => return NONE,
-        };
+        let e = self
+            .direct
+            .get(w.top(self.s))
+            .copied()
+            .unwrap_or(LEAF | NONE);
+        let mut e = self.first(e, w);
         let mut depth = self.s;
         while e & LEAF == 0 {
             e = self.step(e, w, depth);
@@ -74,7 +176,7 @@ impl Poptrie {
         e & !LEAF
     }
 
-    /// Descends one node: the child's index, or `LEAF | next hop`.
+    /// Descends one full node: the child's index, or `LEAF | next hop`.
     #[inline(always)]
     fn step<W: Word>(&self, e: u32, w: W, depth: u32) -> u32 {
         let Some(node) = self.nodes.get(e as usize) else {
@@ -85,9 +187,8 @@ impl Poptrie {
         if node.vector & bit != 0 {
             node.base1 + (node.vector & (bit - 1)).count_ones()
         } else {
-            let upto = node.leafvec & (bit << 1).wrapping_sub(1);
-            let idx = (node.base0 + upto.count_ones()).wrapping_sub(1);
-            LEAF | self.leaves.get(idx as usize).copied().unwrap_or(NONE)
+            let idx = node.base0 as usize + (node.leafvec & upto(i)).count_ones() as usize;
+            LEAF | self.leaf(idx.wrapping_sub(1))
         }
     }
 
@@ -106,17 +207,19 @@ impl Poptrie {
                     .copied()
                     .unwrap_or(LEAF | NONE);
             }
+            let mut pending = 0u32;
+            for j in 0..LANES {
+                e[j] = self.first(e[j], w[j]);
+                pending |= !e[j] & LEAF;
+            }
             let mut depth = self.s;
-            loop {
-                let mut pending = 0u32;
+            while pending != 0 {
+                pending = 0;
                 for j in 0..LANES {
                     if e[j] & LEAF == 0 {
                         e[j] = self.step(e[j], w[j], depth);
                         pending |= !e[j] & LEAF;
                     }
-                }
-                if pending == 0 {
-                    break;
                 }
                 depth += 6;
             }
@@ -136,65 +239,56 @@ impl Poptrie {
         if entries.is_empty() {
             return LEAF | default;
         }
+        let plan = Plan::new(self.s, default, entries);
+        if plan.vector == 0 {
+            let o = self.leaves.len();
+            self.leaves.resize(o + L::PER_MAP, L::default());
+            let leafvec = self.push_leaves(&plan);
+            for k in 0..L::PER_MAP {
+                self.leaves[o + k] = L::from_bits(leafvec, k);
+            }
+            return COMPACT | o as u32;
+        }
         let idx = self.nodes.len();
         self.nodes.push(Node::default());
-        self.build_node(idx, self.s, default, entries);
+        self.emit(idx, self.s, &plan, entries);
         idx as u32
     }
 
-    fn build_node(&mut self, idx: usize, depth: u32, default: u32, entries: &[Entry]) {
-        let end = depth + 6;
-        let mut leaf = [default; 64];
-        let mut runs = [(0usize, 0usize); 64];
-        let mut vector = 0u64;
-        let mut i = 0;
-        // Sorted by (key, length), a prefix comes before every prefix it contains, so painting
-        // in order leaves the longest match in each slot. Within one slot the prefixes that
-        // end in this node (which start at the slot's first address) precede the deeper ones.
-        while i < entries.len() {
-            let (key, len, nh) = entries[i];
-            let c = chunk(key, depth);
-            if u32::from(len) <= end {
-                let span = 1usize << (end - u32::from(len));
-                for l in &mut leaf[c..(c + span).min(64)] {
-                    *l = nh;
-                }
-                i += 1;
-            } else {
-                let mut j = i + 1;
-                while j < entries.len() && chunk(entries[j].0, depth) == c {
-                    j += 1;
-                }
-                runs[c] = (i, j);
-                vector |= 1 << c;
-                i = j;
-            }
-        }
-        let base1 = self.nodes.len() as u32;
-        let base0 = self.leaves.len() as u32;
+    /// Appends the leaves of the plan's leaf slots, one per run; returns the leafvec.
+    fn push_leaves(&mut self, plan: &Plan) -> u64 {
         let mut leafvec = 0u64;
         let mut last = None;
-        for (c, &l) in leaf.iter().enumerate() {
-            if vector & (1 << c) == 0 && last != Some(l) {
-                self.leaves.push(l);
+        for (c, &l) in plan.leaf.iter().enumerate() {
+            if plan.vector & (1 << c) == 0 && last != Some(l) {
+                self.leaves.push(L::from_nh(l));
                 leafvec |= 1 << c;
                 last = Some(l);
             }
         }
-        let children = vector.count_ones() as usize;
+        leafvec
+    }
+
+    fn emit(&mut self, idx: usize, depth: u32, plan: &Plan, entries: &[Entry]) {
+        let base1 = self.nodes.len() as u32;
+        let base0 = self.leaves.len() as u32;
+        let leafvec = self.push_leaves(plan);
+        let children = plan.vector.count_ones() as usize;
         self.nodes
             .resize(self.nodes.len() + children, Node::default());
         self.nodes[idx] = Node {
-            vector,
+            vector: plan.vector,
             leafvec,
             base1,
             base0,
         };
         let mut k = 0;
         for c in 0..64 {
-            if vector & (1 << c) != 0 {
-                let (a, b) = runs[c];
-                self.build_node(base1 as usize + k, end, leaf[c], &entries[a..b]);
+            if plan.vector & (1 << c) != 0 {
+                let (a, b) = plan.runs[c];
+                let sub = &entries[a..b];
+                let child = Plan::new(depth + 6, plan.leaf[c], sub);
+                self.emit(base1 as usize + k, depth + 6, &child, sub);
                 k += 1;
             }
         }
@@ -204,6 +298,10 @@ impl Poptrie {
     pub(crate) fn subtree_size(&self, e: u32) -> (usize, usize) {
         if e & LEAF != 0 {
             return (0, 0);
+        }
+        if e & COMPACT != 0 {
+            let lv = self.map_at((e & !COMPACT) as usize);
+            return (0, L::PER_MAP + lv.count_ones() as usize);
         }
         let mut stack = vec![e as usize];
         let (mut nodes, mut leaves) = (0, 0);
@@ -219,3 +317,81 @@ impl Poptrie {
         (nodes, leaves)
     }
 }
+
+/// What one node's 64 slots hold: a leaf value each, and which descend (with the range of
+/// `entries` below them).
+struct Plan {
+    leaf: [u32; 64],
+    runs: [(usize, usize); 64],
+    vector: u64,
+}
+
+impl Plan {
+    fn new(depth: u32, default: u32, entries: &[Entry]) -> Plan {
+        let end = depth + 6;
+        let mut plan = Plan {
+            leaf: [default; 64],
+            runs: [(0, 0); 64],
+            vector: 0,
+        };
+        let mut i = 0;
+        // Sorted by (key, length), a prefix comes before every prefix it contains, so painting
+        // in order leaves the longest match in each slot. Within one slot the prefixes that
+        // end in this node (which start at the slot's first address) precede the deeper ones.
+        while i < entries.len() {
+            let (key, len, nh) = entries[i];
+            let c = key.chunk6(depth);
+            if u32::from(len) <= end {
+                let span = 1usize << (end - u32::from(len));
+                for l in &mut plan.leaf[c..(c + span).min(64)] {
+                    *l = nh;
+                }
+                i += 1;
+            } else {
+                let mut j = i + 1;
+                while j < entries.len() && entries[j].0.chunk6(depth) == c {
+                    j += 1;
+                }
+                plan.runs[c] = (i, j);
+                plan.vector |= 1 << c;
+                i = j;
+            }
+        }
+        plan
+    }
+}
+
+/// A Poptrie with the narrowest leaves that hold every next hop.
+#[derive(Clone, Debug)]
+pub(crate) enum Trie {
+    Narrow(Poptrie<u16>),
+    Wide(Poptrie<u32>),
+}
+
+impl Trie {
+    /// An empty trie whose leaves hold next hops up to `max_nh`.
+    pub(crate) fn new(s: u32, max_nh: u32) -> Self {
+        if max_nh <= <u16 as Leaf>::MAX {
+            Trie::Narrow(Poptrie::new(s))
+        } else {
+            Trie::Wide(Poptrie::new(s))
+        }
+    }
+
+    pub(crate) fn holds(&self, nh: u32) -> bool {
+        match self {
+            Trie::Narrow(_) => nh <= <u16 as Leaf>::MAX,
+            Trie::Wide(_) => true,
+        }
+    }
+}
+
+macro_rules! each {
+    ($t:expr, $p:ident => $e:expr) => {
+        match $t {
+            Trie::Narrow($p) => $e,
+            Trie::Wide($p) => $e,
+        }
+    };
+}
+pub(crate) use each;

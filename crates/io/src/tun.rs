@@ -448,20 +448,7 @@ impl<B: IoBuf> TunPort<B> {
         }
         // The checksum field holds the pseudo-header sum; the kernel completes it per segment
         // (NEEDS_CSUM with csum_start/csum_offset, virtio 1.x §5.1.6.2).
-        let l4_len = ip_len - l4;
-        let pseudo = if head.v6 {
-            let mut s = [0u8; 16];
-            let mut d = [0u8; 16];
-            s.copy_from_slice(&h[8..24]);
-            d.copy_from_slice(&h[24..40]);
-            checksum::pseudo_v6(s, d, 6, l4_len as u32)
-        } else {
-            let mut s = [0u8; 4];
-            let mut d = [0u8; 4];
-            s.copy_from_slice(&h[12..16]);
-            d.copy_from_slice(&h[16..20]);
-            checksum::pseudo_v4(s, d, 6, l4_len as u16)
-        };
+        let pseudo = vnet::pseudo_sum(h, head.v6, 6, ip_len - l4);
         h[l4 + 16..l4 + 18].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());
         VnetHeader {
             flags: F_NEEDS_CSUM,

@@ -255,22 +255,27 @@ fn layout(packet: &[u8], l3: usize, tcp: bool) -> Result<Layout, VnetError> {
     })
 }
 
-fn transport_checksum(seg: &[u8], lay: &Layout) -> u16 {
-    let l4_len = seg.len() - lay.l4;
-    let proto = if lay.tcp { 6 } else { 17 };
-    let pseudo = if lay.v6 {
+/// The pseudo-header sum (RFC 768, RFC 8200 §8.1) for a transport header of `l4_len` bytes
+/// behind the IPv4 (no options needed: addresses are at fixed offsets) or IPv6 header `ip`.
+pub(crate) fn pseudo_sum(ip: &[u8], v6: bool, proto: u8, l4_len: usize) -> u64 {
+    if v6 {
         let mut s = [0u8; 16];
         let mut d = [0u8; 16];
-        s.copy_from_slice(&seg[lay.l3 + 8..lay.l3 + 24]);
-        d.copy_from_slice(&seg[lay.l3 + 24..lay.l3 + 40]);
+        s.copy_from_slice(&ip[8..24]);
+        d.copy_from_slice(&ip[24..40]);
         checksum::pseudo_v6(s, d, proto, l4_len as u32)
     } else {
         let mut s = [0u8; 4];
         let mut d = [0u8; 4];
-        s.copy_from_slice(&seg[lay.l3 + 12..lay.l3 + 16]);
-        d.copy_from_slice(&seg[lay.l3 + 16..lay.l3 + 20]);
+        s.copy_from_slice(&ip[12..16]);
+        d.copy_from_slice(&ip[16..20]);
         checksum::pseudo_v4(s, d, proto, l4_len as u16)
-    };
+    }
+}
+
+fn transport_checksum(seg: &[u8], lay: &Layout) -> u16 {
+    let proto = if lay.tcp { 6 } else { 17 };
+    let pseudo = pseudo_sum(&seg[lay.l3..], lay.v6, proto, seg.len() - lay.l4);
     !checksum::fold(checksum::sum(pseudo, &seg[lay.l4..]))
 }
 

@@ -629,6 +629,46 @@ mod tests {
     }
 
     #[test]
+    fn tap_frames_with_a_vlan_tag_are_segmented_behind_the_link_header() {
+        let payload: Vec<u8> = (0..3000).map(|i| i as u8).collect();
+        let mut frame = Vec::new();
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .single_vlan(etherparse::VlanId::try_new(7).unwrap())
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(1000, 2000, 42, 1000)
+            .ack(1)
+            .write(&mut frame, &payload)
+            .unwrap();
+        let l3 = l3_offset_ethernet(&frame).unwrap();
+        assert_eq!(l3, 18);
+        let hdr = VnetHeader {
+            gso_type: GsoType::TcpV4,
+            gso_size: 1400,
+            ..VnetHeader::default()
+        };
+        let segs = segment(&hdr, &frame, l3, fresh).unwrap();
+        assert_eq!(segs.len(), 3);
+        let mut joined = Vec::new();
+        for seg in &segs {
+            let s = SlicedPacket::from_ethernet(seg).unwrap();
+            assert_eq!(s.vlan_ids().first().map(|v| v.value()), Some(7));
+            let Some(etherparse::NetSlice::Ipv4(v4)) = &s.net else {
+                panic!()
+            };
+            let Some(TransportSlice::Tcp(t)) = &s.transport else {
+                panic!()
+            };
+            let c = t
+                .to_header()
+                .calc_checksum_ipv4(&v4.header().to_header(), t.payload())
+                .unwrap();
+            assert_eq!(t.checksum(), c);
+            joined.extend_from_slice(t.payload());
+        }
+        assert_eq!(joined, payload);
+    }
+
+    #[test]
     fn uso_segments_are_datagrams() {
         let payload = vec![0xabu8; 2500];
         let mut big = Vec::new();

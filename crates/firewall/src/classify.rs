@@ -89,6 +89,13 @@ impl FieldBox {
             & (k[4] <= self.hi[4])
     }
 
+    /// The box implied by a rule's matches: the source and destination ranges, protocol and
+    /// port ranges it requires (a port list gives its hull; negations and sets give the
+    /// whole field). Every packet the rule matches is inside it.
+    pub fn from_matches(matches: &[crate::ir::Match]) -> FieldBox {
+        crate::compile::field_box(matches)
+    }
+
     /// Whether every bound is inside its field and no range is empty.
     pub fn is_valid(&self) -> bool {
         (0..DIMS).all(|d| self.lo[d] <= self.hi[d] && self.hi[d] <= FieldBox::ANY.hi[d])
@@ -187,6 +194,9 @@ pub struct TreeConfig {
     pub space_factor: usize,
     /// Most bits one node cuts (at most `2^max_cut_bits` children).
     pub max_cut_bits: u8,
+    /// Memory bound: a tree holds at most about `memory_factor` leaf entries per rule
+    /// (replicas of wide rules included); past it, leaves grow instead of the tree.
+    pub memory_factor: usize,
     /// A rule's address field is wide when it spans at least `2^wide_bits` addresses; rules
     /// go to one of four trees by whether their source and destination are wide.
     pub wide_bits: u8,
@@ -198,6 +208,7 @@ impl Default for TreeConfig {
             leaf_size: 8,
             space_factor: 4,
             max_cut_bits: 12,
+            memory_factor: 16,
             wide_bits: 16,
         }
     }
@@ -311,6 +322,7 @@ impl Tree {
         region: Region,
         cfg: &TreeConfig,
         depth: u32,
+        budget: usize,
     ) -> u32 {
         let mut shadow = NO_SHADOW;
         if let Some(i) = rules.iter().position(|r| region.covered_by(&r.fields))
@@ -324,10 +336,10 @@ impl Tree {
             return EMPTY;
         }
         let n = rules.len();
-        let cut = if n <= cfg.leaf_size || depth > 32 {
+        let cut = if n <= cfg.leaf_size || depth > 40 || budget < n + 4 {
             None
         } else {
-            choose_cut(&rules, &region, cfg)
+            choose_cut(&rules, &region, cfg, budget)
         };
         let Some((d, k)) = cut else {
             return self.new_leaf(rules, region, shadow);
@@ -351,8 +363,13 @@ impl Tree {
             }
         }
         drop(rules);
+        // Share the subtree's budget among the children by size, so that no subtree can
+        // grow the whole tree past its memory bound.
+        let total: usize = parts.iter().map(Vec::len).sum::<usize>().max(1);
+        let spare = budget.saturating_sub(count);
         for (i, part) in parts.into_iter().enumerate() {
-            let child = self.build(part, region.child(d, k, i as u32), cfg, depth + 1);
+            let b = spare * part.len() / total;
+            let child = self.build(part, region.child(d, k, i as u32), cfg, depth + 1, b);
             self.children[first as usize + i] = child;
         }
         id
@@ -426,7 +443,8 @@ impl Tree {
             if leaf.len() > 2 * cfg.leaf_size {
                 let rules = core::mem::take(leaf);
                 let shadow = info.shadow;
-                let new = self.build(rules, info.region, cfg, 0);
+                let b = cfg.memory_factor * rules.len() + 64;
+                let new = self.build(rules, info.region, cfg, 0, b);
                 if new != EMPTY && self.info[new as usize].shadow == NO_SHADOW {
                     self.info[new as usize].shadow = shadow;
                 }
@@ -472,7 +490,8 @@ impl Tree {
                 .filter(|r| r.id != rule.id && region.overlaps(&r.fields))
                 .copied()
                 .collect();
-            let new = self.build(rules, region, cfg, 0);
+            let b = cfg.memory_factor * rules.len() + 64;
+            let new = self.build(rules, region, cfg, 0, b);
             self.set_slot(slot, new);
             return;
         }
@@ -504,49 +523,56 @@ impl Tree {
     }
 }
 
-/// Picks the field with the most distinct projections, and the most cuts the space factor
-/// allows (HiCuts heuristics). `None` when no field separates the rules.
-fn choose_cut(rules: &[ClassRule], region: &Region, cfg: &TreeConfig) -> Option<(usize, u8)> {
-    let mut best: Option<(usize, usize)> = None;
-    let mut proj: Vec<(u32, u32)> = Vec::with_capacity(rules.len());
+/// Picks the cut: for each field, the most parts (up to `2^max_cut_bits`) whose rule
+/// copies fit the space factor and the budget; among fields, the one whose fullest part
+/// holds the fewest rules (HyperCuts-style, which separates port ranges better than HiCuts'
+/// distinct-projection count). `None` when no cut leaves any part smaller than the node.
+fn choose_cut(
+    rules: &[ClassRule],
+    region: &Region,
+    cfg: &TreeConfig,
+    budget: usize,
+) -> Option<(usize, u8)> {
+    let n = rules.len();
+    let limit = (cfg.space_factor * n).min(budget);
+    let mut best: Option<(usize, u8, usize, usize)> = None;
+    let mut diff: Vec<i32> = Vec::new();
     for d in 0..DIMS {
-        if region.bits[d] == 0 {
-            continue;
+        let max_k = region.bits[d].min(cfg.max_cut_bits);
+        let mut pick: Option<(u8, usize, usize)> = None;
+        for k in 1..=max_k {
+            let parts = 1usize << k;
+            diff.clear();
+            diff.resize(parts + 1, 0);
+            let mut sum = parts;
+            for r in rules {
+                let (a, b) = region.span(&r.fields, d, k);
+                diff[a as usize] += 1;
+                diff[b as usize + 1] -= 1;
+                sum += (b - a + 1) as usize;
+            }
+            if sum > limit {
+                break;
+            }
+            let mut run = 0i32;
+            let mut fullest = 0i32;
+            for x in &diff[..parts] {
+                run += x;
+                fullest = fullest.max(run);
+            }
+            pick = Some((k, fullest as usize, sum));
+            if fullest <= 1 {
+                break;
+            }
         }
-        proj.clear();
-        let (base, top) = (region.base[d], region.hi(d));
-        proj.extend(
-            rules
-                .iter()
-                .map(|r| (r.fields.lo[d].max(base), r.fields.hi[d].min(top))),
-        );
-        proj.sort_unstable();
-        proj.dedup();
-        let distinct = proj.len();
-        if distinct > 1 && best.is_none_or(|(_, b)| distinct > b) {
-            best = Some((d, distinct));
+        if let Some((k, fullest, sum)) = pick
+            && fullest < n
+            && best.is_none_or(|(_, _, bf, bs)| (fullest, sum) < (bf, bs))
+        {
+            best = Some((d, k, fullest, sum));
         }
     }
-    let (d, _) = best?;
-    let budget = cfg.space_factor * rules.len();
-    let max_k = region.bits[d].min(cfg.max_cut_bits);
-    let mut k = 1u8;
-    while k < max_k {
-        let next = k + 1;
-        let cost: usize = rules
-            .iter()
-            .map(|r| {
-                let (a, b) = region.span(&r.fields, d, next);
-                (b - a + 1) as usize
-            })
-            .sum::<usize>()
-            + (1usize << next);
-        if cost > budget {
-            break;
-        }
-        k = next;
-    }
-    Some((d, k))
+    best.map(|(d, k, _, _)| (d, k))
 }
 
 /// The compiled classifier: first match by (priority, id), as [`LinearClassifier`] finds it,
@@ -601,7 +627,8 @@ impl Classifier {
             let tree = &mut c.trees[t];
             tree.min_order = part.first().map_or(u64::MAX, |r| r.order());
             tree.rules = part.len();
-            tree.root = tree.build(part, Region::ROOT, &cfg, 0);
+            let b = cfg.memory_factor * part.len() + 1024;
+            tree.root = tree.build(part, Region::ROOT, &cfg, 0, b);
         }
         Ok(c)
     }

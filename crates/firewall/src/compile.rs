@@ -408,7 +408,7 @@ fn compile_match(
 
 /// The five-field box a rule's matches imply: a superset of the packets the rule matches,
 /// which is what the classifier needs (the rule's matches are still checked in full).
-fn field_box(matches: &[Match]) -> FieldBox {
+pub(crate) fn field_box(matches: &[Match]) -> FieldBox {
     let mut b = FieldBox::ANY;
     let mut narrow = |d: usize, lo: u32, hi: u32| {
         b.lo[d] = b.lo[d].max(lo);

@@ -1,0 +1,145 @@
+//! The compiled classifier against the linear-scan oracle, on random rules and packets,
+//! with inserts and deletes between lookups.
+
+use gatekit_firewall::classify::{
+    ClassRule, Classifier, FieldBox, Key, LinearClassifier, TreeConfig,
+};
+use proptest::prelude::*;
+
+/// Ranges from a small pool of boundaries, so that random rules overlap and nest.
+fn range(max: u32) -> impl Strategy<Value = (u32, u32)> {
+    let bounds = prop_oneof![
+        Just(0u32),
+        Just(max),
+        Just(max / 2),
+        Just(max / 4),
+        Just(max / 2 + 1),
+        0..=max,
+    ];
+    (bounds.clone(), bounds).prop_map(|(a, b)| (a.min(b), a.max(b)))
+}
+
+fn field_box() -> impl Strategy<Value = FieldBox> {
+    (
+        range(u32::MAX),
+        range(u32::MAX),
+        range(0xffff),
+        range(0xffff),
+        prop_oneof![Just((0, 255)), Just((6, 6)), Just((17, 17)), Just((1, 1))],
+    )
+        .prop_map(|(s, d, sp, dp, p)| FieldBox {
+            lo: [s.0, d.0, sp.0, dp.0, p.0],
+            hi: [s.1, d.1, sp.1, dp.1, p.1],
+        })
+}
+
+fn key_in(b: &FieldBox, picks: [u32; 5]) -> Key {
+    let mut k = [0; 5];
+    for d in 0..5 {
+        let span = u64::from(b.hi[d] - b.lo[d]) + 1;
+        k[d] = b.lo[d] + (u64::from(picks[d]) % span) as u32;
+    }
+    k
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Insert(FieldBox, u32),
+    Remove(usize),
+    Lookup([u32; 5], usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        2 => (field_box(), 0u32..64).prop_map(|(b, p)| Op::Insert(b, p)),
+        1 => any::<usize>().prop_map(Op::Remove),
+        4 => (any::<[u32; 5]>(), any::<usize>()).prop_map(|(k, i)| Op::Lookup(k, i)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn first_match_equals_linear_scan(
+        boxes in prop::collection::vec((field_box(), 0u32..50), 1..200),
+        picks in prop::collection::vec((any::<usize>(), any::<[u32; 5]>()), 1..200),
+        leaf in 1usize..10,
+    ) {
+        let rules: Vec<ClassRule> = boxes
+            .iter()
+            .enumerate()
+            .map(|(i, (b, p))| ClassRule { fields: *b, priority: *p, id: i as u32 })
+            .collect();
+        let cfg = TreeConfig { leaf_size: leaf, ..TreeConfig::default() };
+        let tree = Classifier::build(rules.iter().copied(), cfg).unwrap();
+        let lin = LinearClassifier::new(rules.iter().copied()).unwrap();
+        for (i, p) in &picks {
+            // Half the keys inside some rule, half anywhere.
+            let k = if i % 2 == 0 { key_in(&rules[i % rules.len()].fields, *p) } else { *p };
+            let k = [k[0], k[1], k[2] & 0xffff, k[3] & 0xffff, k[4] & 0xff];
+            prop_assert_eq!(tree.lookup(&k), lin.lookup(&k), "key {:?}", k);
+        }
+    }
+
+    #[test]
+    fn updates_between_lookups(
+        initial in prop::collection::vec((field_box(), 0u32..64), 0..120),
+        ops in prop::collection::vec(op(), 1..300),
+    ) {
+        let cfg = TreeConfig { leaf_size: 4, ..TreeConfig::default() };
+        let rules: Vec<ClassRule> = initial
+            .iter()
+            .enumerate()
+            .map(|(i, (b, p))| ClassRule { fields: *b, priority: *p, id: i as u32 })
+            .collect();
+        let mut tree = Classifier::build(rules.iter().copied(), cfg).unwrap();
+        let mut lin = LinearClassifier::new(rules.iter().copied()).unwrap();
+        let mut live: Vec<ClassRule> = rules;
+        let mut next_id = 10_000u32;
+        for op in ops {
+            match op {
+                Op::Insert(b, p) => {
+                    let r = ClassRule { fields: b, priority: p, id: next_id };
+                    next_id += 1;
+                    tree.insert(r).unwrap();
+                    lin.insert(r).unwrap();
+                    live.push(r);
+                }
+                Op::Remove(i) if !live.is_empty() => {
+                    let r = live.swap_remove(i % live.len());
+                    prop_assert!(tree.remove(r.id));
+                    prop_assert!(lin.remove(r.id));
+                    prop_assert!(!tree.remove(r.id));
+                }
+                Op::Remove(_) => {}
+                Op::Lookup(p, i) => {
+                    let k = match live.get(i % live.len().max(1)) {
+                        Some(r) if i % 3 != 0 => key_in(&r.fields, p),
+                        _ => [p[0], p[1], p[2] & 0xffff, p[3] & 0xffff, p[4] & 0xff],
+                    };
+                    prop_assert_eq!(tree.lookup(&k), lin.lookup(&k), "key {:?}", k);
+                }
+            }
+        }
+        prop_assert_eq!(tree.len(), lin.len());
+    }
+}
+
+#[test]
+fn duplicate_ids_and_bad_boxes_are_refused() {
+    let r = ClassRule {
+        fields: FieldBox::ANY,
+        priority: 0,
+        id: 7,
+    };
+    let mut c = Classifier::new([r]).unwrap();
+    assert!(c.insert(r).is_err());
+    let mut bad = r;
+    bad.id = 8;
+    bad.fields.lo[2] = 9;
+    bad.fields.hi[2] = 3;
+    assert!(c.insert(bad).is_err());
+    assert!(Classifier::new([r, r]).is_err());
+    assert_eq!(c.len(), 1);
+}

@@ -116,6 +116,53 @@ pub enum Decap {
     Drop(DropReason),
 }
 
+/// FxHash-style hasher for the tunnel indexes: their keys are short (addresses, a key or
+/// VNI) and only configured tunnels are ever inserted, so chosen packets cannot build
+/// collision chains; SipHash's cost per packet buys nothing here.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FxHasher(u64);
+
+impl core::hash::Hasher for FxHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+        let mut w = [0u8; 8];
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            w[..rest.len()].copy_from_slice(rest);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(u64::from(i));
+    }
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+}
+
+pub(crate) type FastMap<K, V> =
+    std::collections::HashMap<K, V, core::hash::BuildHasherDefault<FxHasher>>;
+
 /// Counts a drop and returns its reason.
 #[inline]
 pub(crate) fn count(drops: &mut DropCounters, r: DropReason) -> DropReason {

@@ -3,7 +3,7 @@
 //! received outer headers.
 
 use core::net::IpAddr;
-use etherparse::{IpNumber, IpSlice, Ipv4Header, Ipv6FlowLabel, Ipv6Header};
+use etherparse::{IpNumber, IpSlice, Ipv4Header, Ipv4HeaderSlice, Ipv6FlowLabel, Ipv6Header};
 use gatekit_packet::{DropReason, checksum};
 
 /// Room for the largest template: IPv6 (40) + UDP (8) + VXLAN (8), or IPv6 + GRE (16).
@@ -128,16 +128,41 @@ pub(crate) struct Outer {
 
 /// Parses the outer IP header at the start of `data`; fragments are not handled here (the
 /// data path reassembles before decapsulating).
+#[inline]
 pub(crate) fn parse(data: &[u8]) -> Result<Outer, DropReason> {
+    // IPv4, by far the common underlay, goes through etherparse's header slice alone (no
+    // payload slicing); IPv6 needs the extension header walk of the full slicer.
+    if data.first().is_some_and(|b| b >> 4 == 4) {
+        let h = Ipv4HeaderSlice::from_slice(data).map_err(|e| match e {
+            etherparse::err::ipv4::HeaderSliceError::Len(_) => DropReason::Truncated,
+            _ => DropReason::Malformed,
+        })?;
+        let header_len = h.slice().len();
+        let total = usize::from(h.total_len());
+        if total < header_len {
+            return Err(DropReason::Malformed);
+        }
+        if total > data.len() {
+            return Err(DropReason::Truncated);
+        }
+        if checksum::internet(h.slice()) != 0 {
+            return Err(DropReason::BadChecksum);
+        }
+        if h.is_fragmenting_payload() {
+            return Err(DropReason::Unsupported);
+        }
+        return Ok(Outer {
+            src: IpAddr::V4(h.source_addr()),
+            dst: IpAddr::V4(h.destination_addr()),
+            proto: h.protocol().0,
+            header_len,
+            payload_len: total - header_len,
+        });
+    }
     let ip = IpSlice::from_slice(data).map_err(|e| match e {
         etherparse::err::ip::SliceError::Len(_) => DropReason::Truncated,
         _ => DropReason::Malformed,
     })?;
-    if let IpSlice::Ipv4(v4) = &ip
-        && checksum::internet(v4.header().slice()) != 0
-    {
-        return Err(DropReason::BadChecksum);
-    }
     let payload = ip.payload();
     if payload.fragmented {
         return Err(DropReason::Unsupported);

@@ -4,12 +4,11 @@
 use crate::gre::{GrePacket, GreRepr, protocol};
 use crate::mtu::{self, IcmpSource};
 use crate::outer::{self, Template};
-use crate::{ConfigError, Decap, Encap, TunnelId, count};
+use crate::{ConfigError, Decap, Encap, FastMap, TunnelId, count};
 use core::net::IpAddr;
 use core::time::Duration;
 use etherparse::{IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header};
 use gatekit_packet::{DropCounters, DropReason, Instant, PacketBuf};
-use std::collections::HashMap;
 
 /// What a GRE tunnel carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -167,7 +166,7 @@ struct Tunnel {
 #[derive(Debug, Default)]
 pub struct GreEndpoint {
     tunnels: Vec<Tunnel>,
-    index: HashMap<(IpAddr, IpAddr, Option<u32>), u32>,
+    index: FastMap<(IpAddr, IpAddr, Option<u32>), u32>,
     drops: DropCounters,
 }
 
@@ -361,7 +360,10 @@ impl GreEndpoint {
         let Some(t) = self.tunnels.get_mut(n as usize) else {
             return Decap::Drop(count(&mut self.drops, DropReason::UnknownTunnel));
         };
-        if t.cfg.check_sequence {
+        // Keepalive answers are our own probes' inner packets: no sequence number of the
+        // peer's stream, so they skip the check.
+        let keepalive = repr.protocol == protocol::KEEPALIVE && buf.len() == repr.buffer_len();
+        if t.cfg.check_sequence && !keepalive {
             let Some(seq) = repr.seq else {
                 return Decap::Drop(count(&mut self.drops, DropReason::Malformed));
             };
@@ -381,7 +383,7 @@ impl GreEndpoint {
             return Decap::Drop(count(&mut self.drops, DropReason::Truncated));
         }
         match repr.protocol {
-            protocol::KEEPALIVE if buf.is_empty() => {
+            protocol::KEEPALIVE if keepalive => {
                 t.stats.keepalives_received += 1;
                 if let Some(k) = &mut t.keepalive {
                     k.unanswered = 0;

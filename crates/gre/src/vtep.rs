@@ -3,11 +3,10 @@
 
 use crate::outer::{self, Template};
 use crate::vxlan::{VXLAN_PORT, VxlanPacket, VxlanRepr};
-use crate::{ConfigError, Decap, Encap, TunnelId, count, gre::protocol};
+use crate::{ConfigError, Decap, Encap, FastMap, TunnelId, count, gre::protocol};
 use core::net::IpAddr;
 use etherparse::IpNumber;
-use gatekit_packet::{DropCounters, DropReason, FlowKey, PacketBuf, checksum};
-use std::collections::HashMap;
+use gatekit_packet::{DropCounters, DropReason, PacketBuf, checksum};
 
 /// The local side of a VXLAN endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +68,7 @@ struct VxTunnel {
 pub struct Vtep {
     cfg: VtepConfig,
     tunnels: Vec<VxTunnel>,
-    index: HashMap<(IpAddr, u32), u32>,
+    index: FastMap<(IpAddr, u32), u32>,
     drops: DropCounters,
 }
 
@@ -87,7 +86,7 @@ impl Vtep {
         Ok(Vtep {
             cfg,
             tunnels: Vec::new(),
-            index: HashMap::new(),
+            index: FastMap::default(),
             drops: DropCounters::default(),
         })
     }
@@ -291,19 +290,53 @@ impl Vtep {
     }
 }
 
-/// The UDP source port for an inner Ethernet frame: a hash of its IP flow when it carries
-/// one (so a flow keeps one underlay path), of its MAC addresses and EtherType otherwise,
-/// mapped into the dynamic range 49152..=65535 (RFC 7348 §5).
+/// The UDP source port for an inner Ethernet frame: a hash of its IP flow (addresses,
+/// protocol, and ports for TCP, UDP, SCTP, DCCP and UDP-Lite when the packet is not a
+/// fragment) so that a flow keeps one underlay path, or of its Ethernet header when it carries
+/// no IP; mapped into the dynamic range 49152..=65535 (RFC 7348 §5). The fields are read at
+/// fixed offsets, without a full parse: this runs for every encapsulated frame.
 pub fn source_port(frame: &[u8]) -> u16 {
-    let h = match FlowKey::from_ethernet(frame) {
-        Ok(k) => k.hash(false),
-        Err(_) => {
-            let mut h: u32 = 0x811c_9dc5;
-            for &b in frame.iter().take(14) {
-                h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-            }
-            h ^ (h >> 16)
+    49152 + (flow_hash(frame) % 16384) as u16
+}
+
+fn flow_hash(frame: &[u8]) -> u32 {
+    const PORTS: [u8; 5] = [6, 17, 33, 132, 136];
+    let mut h: u32 = 0x811c_9dc5;
+    let mut eat = |bytes: &[u8]| {
+        for &x in bytes {
+            h = (h ^ u32::from(x)).wrapping_mul(0x0100_0193);
         }
     };
-    49152 + (h % 16384) as u16
+    let (ethertype, l3) = match frame.get(12..14) {
+        Some([0x81, 0x00]) => (frame.get(16..18), 18),
+        et => (et, 14),
+    };
+    let ip = match ethertype {
+        Some([0x08, 0x00]) => frame.get(l3..l3 + 20).map(|ip| {
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            let fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
+            eat(&ip[12..20]);
+            eat(&[ip[9]]);
+            (ip[9], l3 + ihl, fragment)
+        }),
+        Some([0x86, 0xdd]) => frame.get(l3..l3 + 40).map(|ip| {
+            eat(&ip[8..40]);
+            eat(&[ip[6]]);
+            (ip[6], l3 + 40, false)
+        }),
+        _ => None,
+    };
+    match ip {
+        Some((proto, l4, false)) if PORTS.contains(&proto) => {
+            eat(frame.get(l4..l4 + 4).unwrap_or(&[]));
+        }
+        Some(_) => {}
+        None => eat(frame.get(..14).unwrap_or(frame)),
+    }
+    // murmur3's finaliser, for avalanche into the low bits taken above.
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
 }

@@ -277,6 +277,9 @@ struct NodeInfo {
     /// The order (priority and id) of a rule that covers the region and caused
     /// lower-priority rules to be left out of this subtree; deleting it rebuilds the subtree.
     shadow: u64,
+    /// For a leaf: the size past which an insert splits it (twice its size when built, so
+    /// that a leaf no cut could split is not rebuilt on every insert).
+    split_at: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -306,6 +309,7 @@ impl Tree {
             info: vec![NodeInfo {
                 region: Region::ROOT,
                 shadow: NO_SHADOW,
+                split_at: 0,
             }],
             children: Vec::new(),
             leaves: vec![Vec::new()],
@@ -353,7 +357,11 @@ impl Tree {
             mask: (1u32 << k) - 1,
             first,
         });
-        self.info.push(NodeInfo { region, shadow });
+        self.info.push(NodeInfo {
+            region,
+            shadow,
+            split_at: 0,
+        });
         self.children.resize(self.children.len() + count, EMPTY);
         let mut parts: Vec<Vec<ClassRule>> = vec![Vec::new(); count];
         for r in &rules {
@@ -383,7 +391,11 @@ impl Tree {
             mask: 0,
             first: self.leaves.len() as u32,
         });
-        self.info.push(NodeInfo { region, shadow });
+        self.info.push(NodeInfo {
+            region,
+            shadow,
+            split_at: 2 * rules.len(),
+        });
         self.leaves.push(rules);
         id
     }
@@ -440,7 +452,7 @@ impl Tree {
             let leaf = &mut self.leaves[n.first as usize];
             let at = leaf.partition_point(|r| r.order() < rule.order());
             leaf.insert(at, rule);
-            if leaf.len() > 2 * cfg.leaf_size {
+            if leaf.len() > info.split_at.max(2 * cfg.leaf_size) {
                 let rules = core::mem::take(leaf);
                 let shadow = info.shadow;
                 let b = cfg.memory_factor * rules.len() + 64;
@@ -723,9 +735,53 @@ impl Classifier {
 
     /// Classifies a batch: `out[i]` gets the first match of `keys[i]`. Extra slots of the
     /// longer slice are left alone.
+    ///
+    /// Keys go down each tree a level at a time in groups, so that the memory loads of
+    /// different keys overlap instead of waiting on one another.
     pub fn lookup_batch(&self, keys: &[Key], out: &mut [Option<u32>]) {
-        for (k, o) in keys.iter().zip(out.iter_mut()) {
-            *o = self.lookup(k);
+        const G: usize = 16;
+        for (kc, oc) in keys.chunks(G).zip(out.chunks_mut(G)) {
+            let n = kc.len().min(oc.len());
+            let mut best = [u64::MAX; G];
+            let mut found = [None; G];
+            for tree in &self.trees {
+                if tree.rules == 0 {
+                    continue;
+                }
+                let mut cur = [tree.nodes[tree.root as usize]; G];
+                loop {
+                    let mut more = false;
+                    for i in 0..n {
+                        let c = cur[i];
+                        if c.dim != LEAF {
+                            let v = kc[i][c.dim as usize];
+                            let slot = c.first as usize + ((v >> c.shift) & c.mask) as usize;
+                            cur[i] = tree.nodes[tree.children[slot] as usize];
+                            more = true;
+                        }
+                    }
+                    if !more {
+                        break;
+                    }
+                }
+                for i in 0..n {
+                    if tree.min_order >= best[i] {
+                        continue;
+                    }
+                    for r in &tree.leaves[cur[i].first as usize] {
+                        let o = r.order();
+                        if o >= best[i] {
+                            break;
+                        }
+                        if r.fields.contains(&kc[i]) {
+                            best[i] = o;
+                            found[i] = Some(r.id);
+                            break;
+                        }
+                    }
+                }
+            }
+            oc[..n].copy_from_slice(&found[..n]);
         }
     }
 

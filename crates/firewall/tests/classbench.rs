@@ -68,6 +68,13 @@ fn check_set(name: &str, rules: &[ClassRule], trace: &[Key]) {
         "{name}: {mismatches} of {} differ",
         trace.len()
     );
+    let mut batch = vec![None; trace.len()];
+    tree.lookup_batch(trace, &mut batch);
+    let single: Vec<Option<u32>> = trace.iter().map(|k| lin.lookup(k)).collect();
+    assert!(
+        batch == single,
+        "{name}: batch lookup differs from the linear scan"
+    );
 }
 
 #[test]

@@ -80,6 +80,15 @@ proptest! {
             let k = [k[0], k[1], k[2] & 0xffff, k[3] & 0xffff, k[4] & 0xff];
             prop_assert_eq!(tree.lookup(&k), lin.lookup(&k), "key {:?}", k);
         }
+        let keys: Vec<Key> = picks
+            .iter()
+            .map(|(_, p)| [p[0], p[1], p[2] & 0xffff, p[3] & 0xffff, p[4] & 0xff])
+            .collect();
+        let mut out = vec![None; keys.len()];
+        tree.lookup_batch(&keys, &mut out);
+        for (k, o) in keys.iter().zip(&out) {
+            prop_assert_eq!(*o, lin.lookup(k), "batch, key {:?}", k);
+        }
     }
 
     #[test]

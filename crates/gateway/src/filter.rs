@@ -23,9 +23,38 @@ pub fn gre_port(g: usize) -> PortId {
 pub struct Filter {
     engine: Option<fw::Firewall>,
     rules: Vec<String>,
+    /// For each rule line of the text (by position in `rules`), its index in the engine's
+    /// counters.
+    counter_index: Vec<Option<usize>>,
     sets: Vec<fw::ir::SetDecl>,
     empty: DropCounters,
     next_sweep: Instant,
+}
+
+/// Maps the non-empty, non-comment lines of `text` to the engine's counter indices: the
+/// engine counts rules in rule-set order (filter chains, then nat chains), and each parsed
+/// rule remembers its source line.
+fn counter_index(text: &str, rs: &fw::ir::RuleSet) -> Vec<Option<usize>> {
+    let mut by_line = std::collections::HashMap::new();
+    let mut k = 0usize;
+    for table in [&rs.filter, &rs.nat] {
+        for chain in &table.chains {
+            for rule in &chain.rules {
+                if rule.origin.line > 0 {
+                    by_line.insert(rule.origin.line, k);
+                }
+                k += 1;
+            }
+        }
+    }
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            let l = l.trim();
+            !l.is_empty() && !l.starts_with('#')
+        })
+        .map(|(n, _)| by_line.get(&(n as u32 + 1)).copied())
+        .collect()
 }
 
 fn sets_of(cfg: &Config) -> Vec<fw::ir::SetDecl> {
@@ -75,6 +104,7 @@ impl Filter {
         if rules.is_empty() {
             return Ok(Filter {
                 engine: None,
+                counter_index: Vec::new(),
                 rules,
                 sets: sets_of(cfg),
                 empty: DropCounters::default(),
@@ -109,8 +139,10 @@ impl Filter {
         for (g, t) in cfg.gre.iter().enumerate() {
             engine.set_iface(gre_port(g), &t.name, underlay);
         }
+        let counter_index = counter_index(text, &rs);
         Ok(Filter {
             engine: Some(engine),
+            counter_index,
             rules,
             sets,
             empty: DropCounters::default(),
@@ -140,6 +172,7 @@ impl Filter {
             }
         };
         self.rules = new.rules;
+        self.counter_index = new.counter_index;
         self.sets = new.sets;
         Ok(format!(
             "firewall: {} rules, {kept} flows kept",
@@ -160,6 +193,17 @@ impl Filter {
     /// The rules as written, in order (for status).
     pub fn rules(&self) -> &[String] {
         &self.rules
+    }
+
+    /// Packets and bytes matched by the `i`-th rule of [`rules`](Self::rules).
+    pub fn rule_counter(&self, i: usize) -> [u64; 2] {
+        match (
+            self.engine.as_ref(),
+            self.counter_index.get(i).copied().flatten(),
+        ) {
+            (Some(e), Some(k)) => e.rule_counters().get(k).copied().unwrap_or([0, 0]),
+            _ => [0, 0],
+        }
     }
 
     /// Drops by reason.

@@ -545,15 +545,21 @@ impl Gateway {
         now: Instant,
         sink: &mut S,
     ) {
-        let Some((proto, dport)) = outer_info(buf.data()) else {
+        let Some(outer) = outer_info(buf.data()) else {
             return self.drop(DropReason::Malformed);
         };
+        let (proto, dport) = (outer.proto, outer.dport);
         let is_natt = proto == 17 && dport == self.cfg.underlay.natt_port && dport != 0;
         let is_vxlan = proto == 17 && dport == self.cfg.underlay.vxlan_port && self.vtep.is_some();
         if proto == 50 || is_natt {
             match self.esp.decap_ip(&mut buf, now) {
                 esp::Decap::Inner(d) => {
                     let peer = self.peers.iter().position(|p| p.inbound.contains(&d.sa));
+                    if let Some(pi) = peer
+                        && is_natt
+                    {
+                        self.follow_peer(pi, outer.src, outer.sport, now);
+                    }
                     match d.mode {
                         esp::Mode::Tunnel => {
                             meta.clear_offsets();
@@ -903,6 +909,71 @@ impl Gateway {
         self.local
     }
 
+    /// NAT traversal: when an authenticated packet of a peer arrives from another address or
+    /// port than its outbound SAs send to (its NAT picked another mapping, or changed it),
+    /// the outbound SAs follow (RFC 3948 §3.2; IKEv2 does the same, RFC 7296 §2.23). The
+    /// SAs are replaced in one step, keeping their sequence numbers.
+    fn follow_peer(&mut self, pi: usize, src: IpAddr, sport: u16, now: Instant) {
+        let outs: Vec<esp::SaId> = self.peers[pi]
+            .out_tunnel
+            .iter()
+            .copied()
+            .chain(self.peers[pi].out_transport)
+            .collect();
+        let moved = outs.iter().any(|id| {
+            self.esp.sa(*id).is_some_and(|sa| match sa.encap() {
+                esp::Encap::Udp { peer_port, .. } => sa.peer() != src || peer_port != sport,
+                esp::Encap::Native => false,
+            })
+        });
+        if !moved {
+            return;
+        }
+        let Ok(plan) = sa_plan(&self.cfg) else { return };
+        for id in outs {
+            let Some(sa) = self.esp.sa(id) else { continue };
+            let seq = sa.seq();
+            let Some(fp) = self
+                .sa_fps
+                .iter()
+                .find(|(_, i)| *i == id)
+                .map(|(fp, _)| *fp)
+            else {
+                continue;
+            };
+            let Some(p) = plan.iter().find(|p| p.fp == fp) else {
+                continue;
+            };
+            let mut cfg = p.cfg.clone();
+            cfg.peer = src;
+            if let esp::Encap::Udp { local_port, .. } = cfg.encap {
+                cfg.encap = esp::Encap::Udp {
+                    local_port,
+                    peer_port: sport,
+                };
+            }
+            cfg.seq_start = seq;
+            match self.esp.rekey_outbound(id, &cfg, now) {
+                Ok(new_id) => {
+                    for (_, i) in self.sa_fps.iter_mut().filter(|(_, i)| *i == id) {
+                        *i = new_id;
+                    }
+                    let peer = &mut self.peers[pi];
+                    for i in peer.out_tunnel.iter_mut().filter(|i| **i == id) {
+                        *i = new_id;
+                    }
+                    if peer.out_transport == Some(id) {
+                        peer.out_transport = Some(new_id);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(peer = %self.peers[pi].name, "cannot follow the peer: {e}")
+                }
+            }
+        }
+        tracing::info!(peer = %self.peers[pi].name, "peer now at {src}:{sport} (NAT mapping)");
+    }
+
     /// Applies a new config atomically, keeping what did not change: unchanged SAs keep
     /// their sequence numbers and replay windows, the firewall keeps its flows and NAT
     /// bindings, the fabric keeps its MAC table when the bridges and tunnels are the same.
@@ -1094,10 +1165,9 @@ impl Gateway {
                     packets: c.packets[0] + c.packets[1],
                 });
             }
-            let counters = fw.rule_counters();
             for (i, text) in self.firewall.rules().iter().enumerate() {
                 let chain = text.split_whitespace().next().unwrap_or("").to_string();
-                let c = counters.get(i).copied().unwrap_or([0, 0]);
+                let c = self.firewall.rule_counter(i);
                 s.firewall_rules.push(RuleStatus {
                     chain,
                     index: i,
@@ -1160,16 +1230,32 @@ fn port_nexthop(p: PortId) -> NextHop {
 }
 
 /// Protocol and destination port (UDP) of an outer IP packet.
-fn outer_info(p: &[u8]) -> Option<(u8, u16)> {
+fn outer_info(p: &[u8]) -> Option<Outer> {
     let ip = etherparse::IpSlice::from_slice(p).ok()?;
     let proto = ip.payload_ip_number().0;
     let pl = ip.payload().payload;
-    let dport = if proto == 17 && pl.len() >= 4 {
-        u16::from_be_bytes([pl[2], pl[3]])
+    let (sport, dport) = if proto == 17 && pl.len() >= 4 {
+        (
+            u16::from_be_bytes([pl[0], pl[1]]),
+            u16::from_be_bytes([pl[2], pl[3]]),
+        )
     } else {
-        0
+        (0, 0)
     };
-    Some((proto, dport))
+    Some(Outer {
+        proto,
+        src: ip.source_addr(),
+        sport,
+        dport,
+    })
+}
+
+/// What the data path needs of an outer header before decapsulation changes the buffer.
+struct Outer {
+    proto: u8,
+    src: IpAddr,
+    sport: u16,
+    dport: u16,
 }
 
 fn dst_addr(p: &[u8]) -> Option<IpAddr> {

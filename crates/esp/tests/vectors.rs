@@ -1,5 +1,6 @@
 //! Known-answer tests: the ESP packets of draft-mcgrew-gcm-test-01 ("AES-GCM ESP test
-//! vectors"), opened by gatekit through both AEAD backends.
+//! vectors") and the ESP example of RFC 7634 Appendix A (ChaCha20-Poly1305), opened by
+//! gatekit through both AEAD backends.
 //!
 //! Each vector gives the key, the nonce (salt ‖ IV), the AAD (SPI ‖ sequence number, or
 //! SPI ‖ ESN high ‖ ESN low), the plaintext with its ESP trailer, the ciphertext and the ICV.
@@ -285,5 +286,49 @@ fn draft_vectors_with_one_bit_flipped_fail_authentication() {
             assert_eq!(o.ep.sa(sa).unwrap().stats().drops.total(), 1);
         }
         drop(o);
+    }
+}
+
+/// RFC 7634 Appendix A, the ESP example: a tunnel-mode ChaCha20-Poly1305 SA, SPI 0x01020304,
+/// sequence number 5, IV 10 11 .. 17, carrying an ICMP echo request from 198.51.100.5 to
+/// 192.0.2.5 (next header 4).
+#[test]
+fn rfc7634_appendix_a_opens() {
+    let keymat = "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f a0a1a2a3";
+    let plaintext = hex(
+        "45000054a6f200004001e778c6336405c000020508005b7a3a080000553bec100007362708090a0b0c0d0e0f\
+         101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f303132333435363701020204",
+    );
+    let packet = hex("0102030400000005\
+         1011121314151617\
+         24039428b97f417e3c13753a4f05087b67c352e6a7fab1b982d466ef407ae5c614ee8099d52844eb61aa95df\
+         ab4c02f72aa71e7c4c4f64c9befe2facc638e8f3cbec163fac469b502773f6fb94e664da9165b82829f641e0\
+         76aaa8266b7fb0f7b11b369907e1ad43");
+    for backend in backends() {
+        let suite = Suite::ChaCha20Poly1305;
+        let cfg = SaConfig::new(
+            0x0102_0304,
+            Direction::Inbound,
+            suite,
+            KeyMaterial::from_hex(suite, keymat).unwrap(),
+            "192.0.2.1".parse().unwrap(),
+            "198.51.100.1".parse().unwrap(),
+        )
+        .backend(backend);
+        let mut ep = Endpoint::default();
+        ep.add_sa(&cfg, Instant::ZERO).unwrap();
+        // A changed ciphertext byte first: refused, and the window does not move.
+        let mut tampered = packet.clone();
+        tampered[20] ^= 0x20;
+        assert_eq!(
+            ep.decap_esp(&mut PktBuf::from_slice(&tampered, 0, 0), Instant::ZERO),
+            Decap::Drop(DropReason::AuthFailed)
+        );
+        let mut buf = PktBuf::from_slice(&packet, 0, 0);
+        match ep.decap_esp(&mut buf, Instant::ZERO) {
+            Decap::Inner(d) => assert_eq!((d.seq, d.next_header, d.mode), (5, 4, Mode::Tunnel)),
+            other => panic!("{backend:?}: {other:?}"),
+        }
+        assert_eq!(buf.data(), &plaintext[..plaintext.len() - 4], "{backend:?}");
     }
 }

@@ -12,6 +12,8 @@
 //!
 //! Without root or the tools, the tests fail when `CI` is set and skip (saying so) otherwise.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -538,6 +540,40 @@ fn scenario(natted: bool) {
         let port = 19_000 + (std::process::id() % 1000) as u16;
         let body = t.exec("gB", &format!("python3 -c \"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{port}/metrics').read().decode())\""));
         assert!(body.contains("gatekit_sa_packets_total"), "{body}");
+
+        // Reload under a running transfer: a new rule is added by SIGHUP while 30 MB flow;
+        // the established flow survives (SAs and conntrack kept) and the rule is live after.
+        let path = t.dir.join("gB.toml");
+        let cfg = std::fs::read_to_string(&path).unwrap();
+        let pid = t.gateways[1].id();
+        let (good, bad) = (
+            cfg.replace("FORWARD_CUST -p tcp --dport 7000 -j DROP", "FORWARD_CUST -p tcp --dport 7000 -j DROP\nFORWARD_CUST -p tcp --dport 7001 -j DROP"),
+            cfg.replace("spi_in = 4098", "spi_in = 4098\nspi_inn = 1"),
+        );
+        let reloader = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(1500));
+                std::fs::write(&path, bad).unwrap();
+                sh(&format!("kill -HUP {pid}"));
+                std::thread::sleep(Duration::from_millis(700));
+                std::fs::write(&path, good).unwrap();
+                sh(&format!("kill -HUP {pid}"));
+            })
+        };
+        t.transfer("hA", "hB", "10.2.0.10", 5003, 30)
+            .unwrap_or_else(|e| panic!("transfer across reloads: {e}\n{}", t.log("gB")));
+        reloader.join().unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let status = t.exec("gB", &format!("python3 -c \"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{port}/status').read().decode())\""));
+        let snap: gatekit_gateway::status::Snapshot = serde_json::from_str(status.trim()).unwrap();
+        assert_eq!(snap.config_generation, 2, "one good reload: {status}");
+        assert_eq!(snap.reload_failures, 1, "one bad reload refused: {status}");
+        assert!(
+            snap.firewall_rules.iter().any(|r| r.text.contains("7001")),
+            "{status}"
+        );
+        assert!(t.log("gB").contains("reload refused"), "{}", t.log("gB"));
     }
 }
 

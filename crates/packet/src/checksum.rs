@@ -164,10 +164,17 @@ mod tests {
             .unwrap();
         let udp = &out[20..];
         let acc = pseudo_v4([10, 0, 0, 1], [10, 0, 0, 2], 17, udp.len() as u16);
-        assert_eq!(!fold(sum(acc, udp)), 0, "etherparse's UDP checksum verifies");
+        assert_eq!(
+            !fold(sum(acc, udp)),
+            0,
+            "etherparse's UDP checksum verifies"
+        );
 
         let mut out6 = alloc::vec::Vec::new();
-        let (s, d) = ([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], [0xfe; 16]);
+        let (s, d) = (
+            [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            [0xfe; 16],
+        );
         etherparse::PacketBuilder::ipv6(s, d, 64)
             .udp(1, 2)
             .write(&mut out6, b"hello")

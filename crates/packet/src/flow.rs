@@ -237,7 +237,13 @@ mod tests {
         assert_eq!(k.src, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
         assert_eq!(k.dst, IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)));
         assert_eq!(k.proto, 17);
-        assert_eq!(k.transport, Transport::Ports { src: 4500, dst: 4501 });
+        assert_eq!(
+            k.transport,
+            Transport::Ports {
+                src: 4500,
+                dst: 4501
+            }
+        );
         assert_eq!(k.reversed().reversed(), k);
         assert_eq!(k.hash(true), k.reversed().hash(true));
         assert_ne!(k.hash(false), k.reversed().hash(false));
@@ -258,10 +264,19 @@ mod tests {
             .unwrap();
         let k = FlowKey::from_ethernet(&out).unwrap();
         assert_eq!(k.proto, 6);
-        assert_eq!(k.transport, Transport::Ports { src: 1234, dst: 443 });
+        assert_eq!(
+            k.transport,
+            Transport::Ports {
+                src: 1234,
+                dst: 443
+            }
+        );
         let mut m = crate::Meta::default();
         assert!(m.parse_ethernet(&out));
-        assert_eq!((m.l2, m.l3, m.l4, m.vlan), (Some(0), Some(18), Some(58), Some(42)));
+        assert_eq!(
+            (m.l2, m.l3, m.l4, m.vlan),
+            (Some(0), Some(18), Some(58), Some(42))
+        );
     }
 
     #[test]

@@ -41,7 +41,9 @@ impl Pool {
     /// room in front (clamped to `buf_size`).
     pub fn new(count: usize, buf_size: usize, headroom: usize) -> Self {
         let headroom = headroom.min(buf_size);
-        let free = (0..count).map(|_| PktBuf::new(buf_size, headroom)).collect();
+        let free = (0..count)
+            .map(|_| PktBuf::new(buf_size, headroom))
+            .collect();
         Pool {
             shared: Rc::new(Shared {
                 free: RefCell::new(free),
@@ -346,7 +348,10 @@ mod tests {
     #[test]
     fn pool_recycles_and_exhausts() {
         let pool = Pool::new(2, 64, 16);
-        assert_eq!((pool.capacity(), pool.available(), pool.buf_size()), (2, 2, 64));
+        assert_eq!(
+            (pool.capacity(), pool.available(), pool.buf_size()),
+            (2, 2, 64)
+        );
         let mut a = pool.get().unwrap();
         a.push_back(10).unwrap();
         a.push_front(16).unwrap();
@@ -377,8 +382,12 @@ mod tests {
     fn batch_capacity_and_order() {
         let mut batch: Batch<PktBuf> = Batch::new(2);
         assert!(batch.is_empty());
-        batch.push(PktBuf::from_slice(&[1], 0, 0), Meta::default()).unwrap();
-        batch.push(PktBuf::from_slice(&[2], 0, 0), Meta::default()).unwrap();
+        batch
+            .push(PktBuf::from_slice(&[1], 0, 0), Meta::default())
+            .unwrap();
+        batch
+            .push(PktBuf::from_slice(&[2], 0, 0), Meta::default())
+            .unwrap();
         assert!(batch.is_full());
         assert_eq!(batch.remaining(), 0);
         let err = batch
@@ -390,7 +399,10 @@ mod tests {
             m.mark = 7;
             *a = Action::Consumed;
         }
-        assert_eq!(batch.get(1).map(|(_, m, a)| (m.mark, *a)), Some((7, Action::Consumed)));
+        assert_eq!(
+            batch.get(1).map(|(_, m, a)| (m.mark, *a)),
+            Some((7, Action::Consumed))
+        );
         assert!(batch.get(2).is_none());
         batch.retain(|_, m, _| m.mark == 7);
         assert_eq!(batch.len(), 1);

@@ -350,9 +350,16 @@ mod tests {
         Ttl.process_batch(&mut batch, Instant::ZERO);
         assert_eq!(batch.get(0).unwrap().0.data()[8], 4);
         assert_eq!(*batch.get(0).unwrap().2, Action::Continue);
-        assert_eq!(*batch.get(1).unwrap().2, Action::Drop(DropReason::Truncated));
+        assert_eq!(
+            *batch.get(1).unwrap().2,
+            Action::Drop(DropReason::Truncated)
+        );
         assert_eq!(*batch.get(2).unwrap().2, Action::Consumed);
-        assert_eq!(batch.get(2).unwrap().0.data()[8], 0, "decided packet untouched");
+        assert_eq!(
+            batch.get(2).unwrap().0.data()[8],
+            0,
+            "decided packet untouched"
+        );
         assert_eq!(Stage::<PktBuf>::poll_timeout(&Ttl), None);
     }
 }

@@ -44,7 +44,13 @@ fn apply<B: PacketBuf>(buf: &mut B, m: &mut Model, op: &Op) -> Result<(), TestCa
                 v.extend_from_slice(&m.data);
                 m.data = v;
             } else {
-                prop_assert_eq!(r, Err(BufError::NoHeadroom { needed: n, available: m.head }));
+                prop_assert_eq!(
+                    r,
+                    Err(BufError::NoHeadroom {
+                        needed: n,
+                        available: m.head
+                    })
+                );
             }
         }
         Op::PullFront(n) => {
@@ -54,7 +60,13 @@ fn apply<B: PacketBuf>(buf: &mut B, m: &mut Model, op: &Op) -> Result<(), TestCa
                 m.data.drain(..n);
                 m.head += n;
             } else {
-                prop_assert_eq!(r, Err(BufError::TooShort { needed: n, available: m.data.len() }));
+                prop_assert_eq!(
+                    r,
+                    Err(BufError::TooShort {
+                        needed: n,
+                        available: m.data.len()
+                    })
+                );
             }
         }
         Op::PushBack(n, b) => {
@@ -64,7 +76,13 @@ fn apply<B: PacketBuf>(buf: &mut B, m: &mut Model, op: &Op) -> Result<(), TestCa
                 m.tail -= n;
                 m.data.extend(std::iter::repeat_n(b, n));
             } else {
-                prop_assert_eq!(r, Err(BufError::NoTailroom { needed: n, available: m.tail }));
+                prop_assert_eq!(
+                    r,
+                    Err(BufError::NoTailroom {
+                        needed: n,
+                        available: m.tail
+                    })
+                );
             }
         }
         Op::TrimBack(n) => {
@@ -74,7 +92,13 @@ fn apply<B: PacketBuf>(buf: &mut B, m: &mut Model, op: &Op) -> Result<(), TestCa
                 m.data.truncate(m.data.len() - n);
                 m.tail += n;
             } else {
-                prop_assert_eq!(r, Err(BufError::TooShort { needed: n, available: m.data.len() }));
+                prop_assert_eq!(
+                    r,
+                    Err(BufError::TooShort {
+                        needed: n,
+                        available: m.data.len()
+                    })
+                );
             }
         }
         Op::Truncate(n) => {

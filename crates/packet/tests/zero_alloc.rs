@@ -42,7 +42,9 @@ fn steady_state_allocates_nothing() {
         let mut acc = 0u16;
         for _ in 0..32 {
             let mut b = pool.get().expect("pool sized for the batch");
-            b.push_back(payload.len()).unwrap().copy_from_slice(&payload);
+            b.push_back(payload.len())
+                .unwrap()
+                .copy_from_slice(&payload);
             b.push_front(8 + 20).unwrap().fill(0);
             b.push_back(16).unwrap().fill(1);
             acc ^= checksum::internet(b.data());

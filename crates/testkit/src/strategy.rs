@@ -68,16 +68,28 @@ pub fn payload(max: usize) -> impl Strategy<Value = Vec<u8>> {
 
 /// An IPv4 packet carrying UDP, TCP or ICMP echo, with its transport.
 pub fn ipv4_packet() -> impl Strategy<Value = (Vec<u8>, L4)> {
-    (any::<[u8; 4]>(), any::<[u8; 4]>(), 1u8.., l4(), payload(256)).prop_map(
-        |(s, d, ttl, l4, pl)| (write_l4(PacketBuilder::ipv4(s, d, ttl), l4, false, &pl), l4),
+    (
+        any::<[u8; 4]>(),
+        any::<[u8; 4]>(),
+        1u8..,
+        l4(),
+        payload(256),
     )
+        .prop_map(|(s, d, ttl, l4, pl)| {
+            (write_l4(PacketBuilder::ipv4(s, d, ttl), l4, false, &pl), l4)
+        })
 }
 
 /// An IPv6 packet carrying UDP, TCP or ICMPv6 echo, with its transport.
 pub fn ipv6_packet() -> impl Strategy<Value = (Vec<u8>, L4)> {
-    (any::<[u8; 16]>(), any::<[u8; 16]>(), 1u8.., l4(), payload(256)).prop_map(
-        |(s, d, hl, l4, pl)| (write_l4(PacketBuilder::ipv6(s, d, hl), l4, true, &pl), l4),
+    (
+        any::<[u8; 16]>(),
+        any::<[u8; 16]>(),
+        1u8..,
+        l4(),
+        payload(256),
     )
+        .prop_map(|(s, d, hl, l4, pl)| (write_l4(PacketBuilder::ipv6(s, d, hl), l4, true, &pl), l4))
 }
 
 /// An IPv4 or IPv6 packet.
@@ -87,18 +99,33 @@ pub fn ip_packet() -> impl Strategy<Value = (Vec<u8>, L4)> {
 
 /// An IPv4 UDP packet (no other transports).
 pub fn ipv4_udp() -> impl Strategy<Value = Vec<u8>> {
-    (any::<[u8; 4]>(), any::<[u8; 4]>(), any::<(u16, u16)>(), payload(1400)).prop_map(
-        |(s, d, (sp, dp), pl)| write_l4(PacketBuilder::ipv4(s, d, 64), L4::Udp(sp, dp), false, &pl),
+    (
+        any::<[u8; 4]>(),
+        any::<[u8; 4]>(),
+        any::<(u16, u16)>(),
+        payload(1400),
     )
+        .prop_map(|(s, d, (sp, dp), pl)| {
+            write_l4(PacketBuilder::ipv4(s, d, 64), L4::Udp(sp, dp), false, &pl)
+        })
 }
 
 /// An IPv6 TCP packet.
 pub fn ipv6_tcp() -> impl Strategy<Value = Vec<u8>> {
-    (any::<[u8; 16]>(), any::<[u8; 16]>(), any::<(u16, u16, u8)>(), payload(1400)).prop_map(
-        |(s, d, (sp, dp, f), pl)| {
-            write_l4(PacketBuilder::ipv6(s, d, 64), L4::Tcp(sp, dp, f & 0x3f), true, &pl)
-        },
+    (
+        any::<[u8; 16]>(),
+        any::<[u8; 16]>(),
+        any::<(u16, u16, u8)>(),
+        payload(1400),
     )
+        .prop_map(|(s, d, (sp, dp, f), pl)| {
+            write_l4(
+                PacketBuilder::ipv6(s, d, 64),
+                L4::Tcp(sp, dp, f & 0x3f),
+                true,
+                &pl,
+            )
+        })
 }
 
 /// A unicast MAC address (group bit clear).

@@ -1,8 +1,6 @@
 //! An in-memory cable between two ports.
 
-use gatekit_packet::{
-    Batch, Instant, Meta, PacketBuf, PktBuf, Port, PortCaps, PortError, PortId,
-};
+use gatekit_packet::{Batch, Instant, Meta, PacketBuf, PktBuf, Port, PortCaps, PortError, PortId};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;

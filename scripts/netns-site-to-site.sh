@@ -34,7 +34,7 @@ up() {
   ip netns exec gk-gwa "$BIN" -c examples/configs/site-a.toml > $RUN/gwa.log 2>&1 & echo $! > $RUN/gwa.pid
   ip netns exec gk-gwb "$BIN" -c examples/configs/site-b.toml > $RUN/gwb.log 2>&1 & echo $! > $RUN/gwb.pid
   for n in gk-gwa gk-gwb; do
-    for _ in $(seq 100); do ip -n $n link show lan0 >/dev/null 2>&1 && break; sleep 0.05; done
+    for _ in $(seq 100); do ip -n $n link show dev lan0 up 2>/dev/null | grep -q lan0 && break; sleep 0.05; done
   done
   ip -n gk-gwa route add 10.2.0.0/24 dev lan0
   ip -n gk-gwb route add 10.1.0.0/24 dev lan0

@@ -338,7 +338,7 @@ fn topology(natted: bool, rules_b: &str) -> Topo {
     // into them.
     for (g, remote) in [("gA", "10.2.0.0/24"), ("gB", "10.1.0.0/24")] {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !t.exec_ok(g, "ip link show lan0") {
+        while !t.exec_ok(g, "sh -c 'ip link show dev lan0 up | grep -q lan0'") {
             assert!(
                 Instant::now() < deadline,
                 "{g}: lan0 did not appear: {}",
@@ -574,6 +574,36 @@ fn scenario(natted: bool) {
             "{status}"
         );
         assert!(t.log("gB").contains("reload refused"), "{}", t.log("gB"));
+    }
+    t.stop_cleanly();
+}
+
+impl Topo {
+    /// SIGTERM to both gateways: each must exit 0 within 5 s and release its TUN device.
+    fn stop_cleanly(mut self) {
+        let mut gateways = std::mem::take(&mut self.gateways);
+        for g in &gateways {
+            sh(&format!("kill -TERM {}", g.id()));
+        }
+        for (g, name) in gateways.iter_mut().zip(["gA", "gB"]) {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let status = loop {
+                if let Some(s) = g.try_wait().unwrap() {
+                    break s;
+                }
+                assert!(Instant::now() < deadline, "{name} did not stop on SIGTERM");
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            assert!(
+                status.success(),
+                "{name} exited with {status}: {}",
+                self.log(name)
+            );
+            assert!(
+                !self.exec_ok(name, "ip link show lan0 2>/dev/null"),
+                "{name}: lan0 still exists"
+            );
+        }
     }
 }
 

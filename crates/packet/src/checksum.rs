@@ -48,14 +48,25 @@ pub fn internet(data: &[u8]) -> u16 {
 pub fn pseudo_v4(src: [u8; 4], dst: [u8; 4], proto: u8, len: u16) -> u64 {
     let acc = sum(0, &src);
     let acc = sum(acc, &dst);
-    acc + u64::from(proto) + u64::from(len)
+    // End-around carry: the address sum may already be near u64::MAX (all-ones addresses).
+    add_carry(acc, u64::from(proto) + u64::from(len))
+}
+
+/// One's-complement addition of `v` to a running sum: a carry out of bit 63 wraps around.
+#[inline]
+fn add_carry(acc: u64, v: u64) -> u64 {
+    let (s, carry) = acc.overflowing_add(v);
+    s + u64::from(carry)
 }
 
 /// The sum of the IPv6 pseudo-header (RFC 8200 §8.1) for a transport checksum.
 pub fn pseudo_v6(src: [u8; 16], dst: [u8; 16], next_header: u8, len: u32) -> u64 {
     let acc = sum(0, &src);
     let acc = sum(acc, &dst);
-    acc + u64::from(len >> 16) + u64::from(len & 0xffff) + u64::from(next_header)
+    add_carry(
+        acc,
+        u64::from(len >> 16) + u64::from(len & 0xffff) + u64::from(next_header),
+    )
 }
 
 /// RFC 1624 eqn. 3: the new checksum after a 16-bit word of the covered data changes from
@@ -95,6 +106,29 @@ pub fn update_bytes(hc: u16, old: &[u8], new: &[u8]) -> (u16, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pseudo_header_of_all_ones_addresses_keeps_its_carry() {
+        // The address words alone bring the 64-bit accumulator to its top; the protocol and
+        // length must carry around (RFC 1071 §2(B)), not overflow. Against a 16-bit
+        // reference sum of the same pseudo-header words.
+        let reference = |words: &[u16]| {
+            let mut acc: u32 = 0;
+            for w in words {
+                acc += u32::from(*w);
+                acc = (acc & 0xffff) + (acc >> 16);
+            }
+            acc as u16
+        };
+        let v6 = pseudo_v6([0xff; 16], [0xff; 16], 6, 0x1_0010);
+        let mut words = [0xffffu16; 19];
+        words[16..].copy_from_slice(&[0x0001, 0x0010, 6]);
+        assert_eq!(fold(v6), reference(&words));
+        let v4 = pseudo_v4([0xff; 4], [0xff; 4], 17, 1000);
+        let mut words = [0xffffu16; 6];
+        words[4..].copy_from_slice(&[17, 1000]);
+        assert_eq!(fold(v4), reference(&words));
+    }
 
     /// RFC 1071 §3, the worked example: bytes 00 01 f2 03 f4 f5 f6 f7 sum to 0xddf2
     /// ("The checksum is 0x220d", the complement of that sum).

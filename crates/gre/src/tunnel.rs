@@ -507,6 +507,15 @@ impl GreEndpoint {
 /// Whether `inner` is a keepalive probe of the peer: an IP packet from our local address to
 /// the peer's, carrying GRE.
 fn is_probe(cfg: &GreTunnelConfig, inner: &[u8]) -> bool {
+    // Cheap test of the protocol field first: almost every packet is not one.
+    let proto = match inner.first().map(|b| b >> 4) {
+        Some(4) => inner.get(9),
+        Some(6) => inner.get(6),
+        _ => None,
+    };
+    if proto != Some(&IpNumber::GRE.0) {
+        return false;
+    }
     match outer::parse(inner) {
         Ok(o) => o.proto == IpNumber::GRE.0 && o.src == cfg.local && o.dst == cfg.remote,
         Err(_) => false,

@@ -1,5 +1,46 @@
 //! Routing for gatekit: longest-prefix-match tables, a compiled FIB, a RIB with route sources
 //! and ECMP, and redistribution policies.
+//!
+//! - [`Lpm`] / [`IpLpm`]: a generic prefix → value table with longest-prefix match that
+//!   returns the matched prefix (cryptokey routing, policy tables, anything small or busy).
+//! - [`Fib`]: prefix → [`NextHopId`], compiled into a [`FibTable`] (a Poptrie with a direct
+//!   array, popcount-compressed 64-ary nodes and 16-bit leaves) for single and batched
+//!   lookups; updates are compiled per dirty slot and published atomically, so readers never
+//!   stall. A full IPv4 table (1.04M prefixes) fits in under 4 MiB.
+//! - [`Rib`]: candidate routes from [`Source`]s (connected, static, overlay, tunnel, mesh,
+//!   BGP) with administrative distance and metric; best path per prefix, ECMP groups picked
+//!   by flow hash ([`Forwarding::select`]), enable/disable per route, source and port; the
+//!   FIBs follow and [`Rib::commit`] publishes a [`Forwarding`] table.
+//! - [`Redistributor`]: exports selected routes of chosen sources into another (prefix lists
+//!   with `ge`/`le`, metric and tag rewrites, loop prevention by tag) and filters imports.
+//!
+//! It does not speak a routing protocol (the mesh and a future BGP speaker feed the RIB), does
+//! not resolve neighbours (ARP/ND), and does no I/O: the gateway loads a [`Forwarding`] per
+//! batch and forwards by it.
+//!
+//! ```
+//! use gatekit_packet::{FlowKey, PortId};
+//! use gatekit_route::{NextHop, Rib, Route, Source};
+//!
+//! let mut rib = Rib::new();
+//! let uplinks = [NextHop::via(PortId(1), "192.0.2.1".parse()?), NextHop::via(PortId(2), "192.0.2.2".parse()?)];
+//! for hop in uplinks {
+//!     rib.add(Route::new("0.0.0.0/0".parse()?, Source::Static, hop))?;   // ECMP default
+//! }
+//! rib.add(Route::new("10.8.0.0/16".parse()?, Source::Overlay, NextHop::port(PortId(3))))?;
+//! rib.commit();
+//!
+//! let workers_copy = rib.reader();          // one per data-path worker
+//! let fwd = workers_copy.load();            // once per batch
+//! let dst = "198.51.100.7".parse()?;
+//! let hash = 0x1234_5678;                    // FlowKey::hash of the packet
+//! let hop = fwd.lookup(dst, hash).unwrap();
+//! assert!(uplinks.contains(&hop));
+//! assert_eq!(fwd.lookup(dst, hash), Some(hop), "a flow keeps its path");
+//! assert_eq!(fwd.lookup("10.8.1.1".parse()?, hash), Some(NextHop::port(PortId(3))));
+//! # let _ = FlowKey::hash;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

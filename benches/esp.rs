@@ -14,9 +14,9 @@
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use gatekit::esp::{
-    Decap, Direction, Endpoint, KeyMaterial, Mode, Output, SaConfig, SaId, Select, Suite,
+    Decap, Direction, Endpoint, KeyMaterial, Output, SaConfig, SaId, Select, Suite,
 };
-use gatekit::packet::{Action, Batch, Instant, Meta, PacketBuf, PktBuf};
+use gatekit::packet::{Action, Batch, Instant, Meta, PktBuf};
 use ring::aead::{AES_128_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, Tag, UnboundKey};
 use std::hint::black_box;
 use std::net::IpAddr;
@@ -172,7 +172,7 @@ fn bench_suite(c: &mut Criterion, suite: Suite, label: &str) {
                     let tag = s
                         .raw
                         .seal_in_place_separate_tag(nonce(n), Aad::from([0u8; 8]), p);
-                    black_box(tag.unwrap());
+                    let _ = black_box(tag.unwrap());
                 }
             },
             BatchSize::SmallInput,

@@ -540,7 +540,10 @@ impl Switch {
         let k = key(d, src);
         if let Some(e) = self.table.get_mut(&k) {
             if e.port == ingress {
-                e.last_seen_secs = secs;
+                // Most frames come within the second of the last one: leave the line clean.
+                if e.last_seen_secs != secs {
+                    e.last_seen_secs = secs;
+                }
                 return None;
             }
             if e.kind == EntryKind::Static {

@@ -1,6 +1,6 @@
 //! Test kit for gatekit: in-memory ports, pcap capture, fault injection, packet strategies.
 //!
-//! - [`wire`]: a pair of connected in-memory [`Port`]s (a cable), stepped by hand.
+//! - [`wire`]: a pair of connected in-memory [`Port`](gatekit_packet::Port)s (a cable), stepped by hand.
 //! - [`PcapPort`]: wraps any port and writes everything that crosses it to a pcap file that
 //!   Wireshark and tshark open.
 //! - [`FaultPort`]: wraps any port and, from a seed, drops, duplicates, reorders and corrupts

@@ -1184,21 +1184,27 @@ impl Gateway {
         s
     }
 
-    fn mac_table(&self, _now: Instant) -> Vec<crate::status::MacStatus> {
-        let mut v = Vec::new();
-        for (bi, b) in self.cfg.bridge.iter().enumerate() {
-            let vlan = u16::try_from(bi + 1).unwrap_or(switch::MAX_VLAN);
-            if let Some(st) = self.fabric.domain_stats(vlan) {
-                v.push(crate::status::MacStatus {
-                    bridge: b.name.clone(),
-                    mac: format!("({} learned)", st.learned),
-                    port: String::new(),
+    fn mac_table(&self, now: Instant) -> Vec<crate::status::MacStatus> {
+        let secs = u32::try_from(now.as_secs()).unwrap_or(u32::MAX);
+        let mut v: Vec<crate::status::MacStatus> = self
+            .fabric
+            .entries()
+            .map(|(vlan, mac, e)| {
+                let bridge = usize::from(vlan)
+                    .checked_sub(1)
+                    .and_then(|i| self.cfg.bridge.get(i))
+                    .map_or_else(|| format!("vlan{vlan}"), |b| b.name.clone());
+                crate::status::MacStatus {
+                    bridge,
+                    mac: mac.to_string(),
+                    port: self.l2_port_name(e.port),
                     vlan: None,
-                    age_secs: 0,
-                    is_static: false,
-                });
-            }
-        }
+                    age_secs: u64::from(secs.saturating_sub(e.last_seen_secs)),
+                    is_static: e.kind == switch::EntryKind::Static,
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| (&a.bridge, &a.mac).cmp(&(&b.bridge, &b.mac)));
         v
     }
 }

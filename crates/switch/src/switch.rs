@@ -384,6 +384,16 @@ impl Switch {
         self.table.len()
     }
 
+    /// Every entry of the MAC table as (VLAN of its domain, MAC, entry), in no particular
+    /// order: for status displays (`gatekitctl macs`), not for the data path.
+    pub fn entries(&self) -> impl Iterator<Item = (u16, MacAddr, MacEntry)> + '_ {
+        self.table.iter().filter_map(|(k, e)| {
+            let d = usize::from((k >> 48) as u16);
+            let vlan = self.domains.get(d)?.cfg.vlan;
+            Some((vlan, MacAddr::from_u64(*k), *e))
+        })
+    }
+
     /// The next event, if any (at most 256 are kept; see [`events_lost`](Self::events_lost)).
     pub fn poll_event(&mut self) -> Option<SwitchEvent> {
         self.events.pop_front()

@@ -563,5 +563,28 @@ mod tests {
         // Both sites learned both MACs: the local one on the TAP, the remote one on GRE.
         assert_eq!(lab.gw_a.fabric().mac_count(), 2);
         assert_eq!(lab.gw_b.fabric().mac_count(), 2);
+        // The status snapshot lists them, by bridge and port, as gatekitctl shows them.
+        let macs: Vec<(String, String, String)> = lab
+            .gw_a
+            .snapshot(lab.now)
+            .macs
+            .into_iter()
+            .map(|m| (m.bridge, m.mac, m.port))
+            .collect();
+        assert_eq!(
+            macs,
+            [
+                (
+                    "br0".to_string(),
+                    "02:00:00:00:00:0a".to_string(),
+                    "l2".to_string()
+                ),
+                (
+                    "br0".to_string(),
+                    "02:00:00:00:00:0b".to_string(),
+                    "gre-b".to_string()
+                ),
+            ]
+        );
     }
 }

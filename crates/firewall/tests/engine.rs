@@ -388,3 +388,28 @@ fn garbage_is_dropped_and_counted() {
     assert_eq!(f.drops().total(), 4);
     assert_eq!(f.drops().get(DropReason::Unsupported), 1);
 }
+
+/// A long chain (long enough to be classified) whose first rules match only on a set that
+/// does not hold the packet's source must still fall through to the final DROP: a rule whose
+/// extra matches fail must not hide the rules after it.
+#[test]
+fn long_chain_with_failing_set_rules_reaches_the_final_drop() {
+    for n in [6usize, 7, 8, 12, 40] {
+        let decl = SetDecl::new("nobody", SetKind::Addr);
+        let mut text = String::new();
+        for _ in 0..n {
+            text.push_str("FORWARD_CUST -m set --match-set nobody src -j ACCEPT\n");
+        }
+        text.push_str("FORWARD_CUST -j DROP\n");
+        let rs = iptables::parse_with_sets(&text, &[decl]).unwrap();
+        let mut f = Firewall::new(&rs).unwrap();
+        f.set_iface(WAN, "eth0", Some(Ipv4Addr::from(GW)));
+        f.set_iface(LAN, "eth1", Some(Ipv4Addr::new(10, 0, 0, 1)));
+        let mut p = udp([10, 0, 0, 5], [8, 8, 8, 8], 1000, 53, b"q");
+        assert_eq!(
+            run(&mut f, &mut p, LAN, 1),
+            Verdict::Drop(DropReason::Filtered),
+            "{n} set rules before the DROP"
+        );
+    }
+}

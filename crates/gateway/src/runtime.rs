@@ -346,7 +346,10 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
             InterfaceKind::Tap => TunConfig::tap(&iface.name),
         }
         .mtu(u32::from(iface.mtu))
-        .offload(false)
+        // virtio-net offloads where the kernel agrees: the port cuts received super-packets
+        // into MTU-sized ones and coalesces sent TCP segments, so the pipeline sees ordinary
+        // packets and the kernel does far fewer writes (23× in gatekit-io's relay test).
+        .offload(true)
         .up(true);
         if let Some((addr, len)) = v4_prefix(iface.address) {
             tc = tc.address(addr, len);

@@ -135,8 +135,11 @@ proptest! {
     }
 }
 
+/// A /16 fills completely and in order, and the next member is refused with SegmentFull.
+/// (How fast is measured by `benches/overlay.rs`, beside a same-run baseline: speed is for
+/// benchmarks, not for timed tests.)
 #[test]
-fn a_slash_16_fills_in_under_a_second() {
+fn a_slash_16_fills_completely() {
     let plan = AddressPlan::new(PlanSpec {
         prefixes: vec!["10.50.0.0/16".parse().unwrap()],
         segments: vec![SegmentSpec::new("big", ["10.50.0.0/16".parse().unwrap()])],
@@ -144,40 +147,29 @@ fn a_slash_16_fills_in_under_a_second() {
     })
     .unwrap();
     let mut r = Registry::new(plan);
-    let names: Vec<String> = (0..65_536).map(|i| format!("m{i}")).collect();
     let now = Instant::from_secs(1);
-    let start = std::time::Instant::now();
-    let cpu_start = thread_cpu();
     let mut n = 0u32;
-    for (i, name) in names.iter().enumerate() {
-        let mut spec = NewMember::new(key(i as u32), name, "big");
+    let mut full = false;
+    for i in 0..65_536u32 {
+        let name = format!("m{i}");
+        let mut spec = NewMember::new(key(i), &name, "big");
         spec.tags.clear();
         match r.add_member(spec, now) {
             Ok(_) => n += 1,
-            Err(RegistryError::SegmentFull { .. }) => break,
+            Err(RegistryError::SegmentFull { .. }) => {
+                full = true;
+                break;
+            }
             Err(e) => panic!("{e}"),
         }
     }
-    let took = start.elapsed();
-    let cpu = thread_cpu().zip(cpu_start).map(|(b, a)| b - a);
     // 65,536 addresses less the network, broadcast and gateway (10.50.0.1) addresses.
     assert_eq!(n, 65_533);
+    assert!(full, "the 65,534th member is refused");
     assert_eq!(
         r.member_by_address("10.50.255.254".parse().unwrap())
             .unwrap()
             .name,
         "m65532"
     );
-    eprintln!("65,533 members allocated in {took:?} wall, {cpu:?} on the CPU");
-    // The machine running the tests is shared by many builds, so the bound is on the CPU time
-    // this thread used (wall time when the kernel does not report it).
-    let spent = cpu.unwrap_or(took);
-    assert!(spent < Duration::from_secs(1), "took {spent:?}");
-}
-
-/// CPU time of the calling thread, from the kernel's scheduler statistics.
-fn thread_cpu() -> Option<Duration> {
-    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let ns: u64 = s.split_whitespace().next()?.parse().ok()?;
-    Some(Duration::from_nanos(ns))
 }

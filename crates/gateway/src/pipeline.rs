@@ -914,13 +914,10 @@ impl Gateway {
     /// the outbound SAs follow (RFC 3948 §3.2; IKEv2 does the same, RFC 7296 §2.23). The
     /// SAs are replaced in one step, keeping their sequence numbers.
     fn follow_peer(&mut self, pi: usize, src: IpAddr, sport: u16, now: Instant) {
-        let outs: Vec<esp::SaId> = self.peers[pi]
-            .out_tunnel
-            .iter()
-            .copied()
-            .chain(self.peers[pi].out_transport)
-            .collect();
-        let moved = outs.iter().any(|id| {
+        // Called for every authenticated NAT-T packet: the common case (nothing moved) must
+        // not allocate.
+        let peer = &self.peers[pi];
+        let moved = peer.out_tunnel.iter().chain(&peer.out_transport).any(|id| {
             self.esp.sa(*id).is_some_and(|sa| match sa.encap() {
                 esp::Encap::Udp { peer_port, .. } => sa.peer() != src || peer_port != sport,
                 esp::Encap::Native => false,
@@ -929,6 +926,12 @@ impl Gateway {
         if !moved {
             return;
         }
+        let outs: Vec<esp::SaId> = peer
+            .out_tunnel
+            .iter()
+            .chain(&peer.out_transport)
+            .copied()
+            .collect();
         let Ok(plan) = sa_plan(&self.cfg) else { return };
         for id in outs {
             let Some(sa) = self.esp.sa(id) else { continue };

@@ -231,7 +231,7 @@ impl GatewayWorker {
         s.config_generation = self.generation;
         s.reload_failures = self.reload_failures;
         s.captures = self.captures.active();
-        for (i, p) in self.ports.iter().enumerate() {
+        for p in &self.ports {
             let (name, kind, st) = match p {
                 AnyPort::Tun(_, t) => (None, "", t.stats()),
                 AnyPort::Udp(u) => (Some("underlay-udp"), "udp", u.stats()),
@@ -239,7 +239,6 @@ impl GatewayWorker {
                 AnyPort::Esp(r) => (Some("underlay-esp"), "raw-esp", r.stats()),
                 AnyPort::Gre(r) => (Some("underlay-gre"), "raw-gre", r.stats()),
             };
-            let _ = i;
             if let Some(name) = name {
                 s.interfaces.push(crate::status::InterfaceStatus {
                     name: name.into(),

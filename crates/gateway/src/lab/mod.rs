@@ -190,15 +190,6 @@ impl Capture {
     }
 }
 
-/// Site `a` or `b`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Site {
-    /// Site A (public address).
-    A,
-    /// Site B (behind the NAT).
-    B,
-}
-
 /// The whole lab.
 pub struct Lab {
     /// Site A's gateway.
@@ -465,16 +456,6 @@ pub enum TcpFailure {
     Timeout,
     /// Connected and sent, but no full answer.
     NoAnswer,
-}
-
-impl Site {
-    /// The site's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Site::A => "site A",
-            Site::B => "site B",
-        }
-    }
 }
 
 #[cfg(test)]

@@ -124,11 +124,7 @@ fn class_rules(path: &Path, text: &str, format: Format) -> Result<Vec<ClassRule>
             Ok(rules
                 .into_iter()
                 .enumerate()
-                .map(|(i, (_, fields))| ClassRule {
-                    fields,
-                    priority: i as u32,
-                    id: i as u32,
-                })
+                .map(|(i, (_, fields))| ClassRule::new(fields, i as u32, i as u32))
                 .collect())
         }
     }

@@ -22,11 +22,7 @@ pub fn parse_rules(text: &str) -> Result<Vec<ClassRule>, ParseError> {
         }
         let fields = parse_rule_line(line, n as u32 + 1)?;
         let i = out.len() as u32;
-        out.push(ClassRule {
-            fields,
-            priority: i,
-            id: i,
-        });
+        out.push(ClassRule::new(fields, i, i));
     }
     Ok(out)
 }
@@ -270,11 +266,7 @@ pub fn generate(n: usize, seed: u64) -> Vec<ClassRule> {
                 8 => Some(1),
                 _ => None,
             };
-            ClassRule {
-                fields: FieldBox::new(src, dst, sport, dport, proto),
-                priority: i,
-                id: i,
-            }
+            ClassRule::new(FieldBox::new(src, dst, sport, dport, proto), i, i)
         })
         .collect()
 }

@@ -112,9 +112,34 @@ pub struct ClassRule {
     pub priority: u32,
     /// Identifier, unique within a classifier.
     pub id: u32,
+    /// Whether the box is the whole rule. A rule with conditions beyond the five fields
+    /// (checked by the predicate of [`Classifier::lookup_with`]) is not exact: it may fail
+    /// for a packet inside its box, so it never hides the rules after it, even where its box
+    /// covers a whole region of a tree.
+    pub exact: bool,
 }
 
 impl ClassRule {
+    /// An exact rule: its box is all it matches on.
+    pub const fn new(fields: FieldBox, priority: u32, id: u32) -> ClassRule {
+        ClassRule {
+            fields,
+            priority,
+            id,
+            exact: true,
+        }
+    }
+
+    /// A rule with conditions beyond its box, checked by the lookup's predicate.
+    pub const fn inexact(fields: FieldBox, priority: u32, id: u32) -> ClassRule {
+        ClassRule {
+            fields,
+            priority,
+            id,
+            exact: false,
+        }
+    }
+
     #[inline(always)]
     fn order(&self) -> u64 {
         (u64::from(self.priority) << 32) | u64::from(self.id)
@@ -329,7 +354,9 @@ impl Tree {
         budget: usize,
     ) -> u32 {
         let mut shadow = NO_SHADOW;
-        if let Some(i) = rules.iter().position(|r| region.covered_by(&r.fields))
+        if let Some(i) = rules
+            .iter()
+            .position(|r| r.exact && region.covered_by(&r.fields))
             && i + 1 < rules.len()
         {
             shadow = rules[i].order();
@@ -705,7 +732,11 @@ impl Classifier {
     /// The id of the first rule after the rule `after` (by priority order) whose box
     /// matches `key` and for which `pred(id)` holds. `pred` is called on candidates in no
     /// particular order and must have no side effects; it is how rules with conditions
-    /// beyond the five fields are checked.
+    /// beyond the five fields ([`ClassRule::inexact`]) are checked.
+    ///
+    /// `after` continues a walk: it is `None` or the rule this key's previous lookup
+    /// returned. An exact rule ends a walk (the rules it covers may be left out of the
+    /// trees), so `after` is never an exact rule, nor after one that matches `key`.
     #[inline]
     pub fn lookup_with<F: FnMut(u32) -> bool>(
         &self,

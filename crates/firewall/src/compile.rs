@@ -12,15 +12,10 @@ use crate::ir::{
 };
 use crate::sets::{Set, Sets};
 
-/// Chains shorter than this are scanned; longer ones would go through a classifier.
-///
-/// Off for now (`CLASSIFY_IN_ENGINE`): inside the stateful engine, a chain whose rules carry matches
-/// beyond the 5-tuple box (sets, conntrack state) could skip a rule after one whose extra
-/// matches failed, and fall through to the chain's policy
-/// (`long_chain_with_failing_set_rules_reaches_the_final_drop`). The engine scans chains
-/// linearly until the classifier's predicate search is fixed; the classifier itself
-/// (ClassBench sets, `examples/firewall.rs classify`) is unaffected.
-const CLASSIFY_IN_ENGINE: bool = false;
+/// Chains shorter than this are scanned; longer ones go through a classifier.
+/// Rules with conditions beyond the five fields, or after which the walk goes on, are
+/// given to the classifier as inexact (`box_is_exact`), so they never hide the rules after
+/// them (`long_chain_with_failing_set_rules_reaches_the_final_drop`).
 const CLASSIFY_MIN_RULES: usize = 8;
 /// Deepest nesting of jumps.
 pub(crate) const MAX_DEPTH: usize = 16;
@@ -239,11 +234,14 @@ pub(crate) fn compile(rs: &RuleSet, sets: &Sets) -> Result<Compiled, ValidateErr
                 });
                 counter += 1;
             }
-            let classifier = if CLASSIFY_IN_ENGINE && rules.len() >= CLASSIFY_MIN_RULES {
-                let boxes = c.rules.iter().enumerate().map(|(i, r)| ClassRule {
-                    fields: field_box(&r.matches),
-                    priority: i as u32,
-                    id: i as u32,
+            let classifier = if rules.len() >= CLASSIFY_MIN_RULES {
+                let boxes = c.rules.iter().enumerate().map(|(i, r)| {
+                    let (fields, priority, id) = (field_box(&r.matches), i as u32, i as u32);
+                    if box_is_exact(r) {
+                        ClassRule::new(fields, priority, id)
+                    } else {
+                        ClassRule::inexact(fields, priority, id)
+                    }
                 });
                 Classifier::new(boxes).ok()
             } else {
@@ -458,6 +456,49 @@ pub(crate) fn field_box(matches: &[Match]) -> FieldBox {
         return FieldBox::ANY;
     }
     b
+}
+
+/// Whether a rule is decided by its [`field_box`] alone and ends the chain's walk when it
+/// matches, so that the classifier may leave the rules after it out of a region the box
+/// covers. Any other match (interfaces, sets, negations, port lists, state, limits) or an
+/// action after which the walk goes on (jump, log, counter, mark) makes it inexact.
+fn box_is_exact(r: &crate::ir::Rule) -> bool {
+    let terminal = matches!(
+        r.action,
+        Action::Accept
+            | Action::Drop
+            | Action::Reject(_)
+            | Action::Goto(_)
+            | Action::Return
+            | Action::Snat(_)
+            | Action::Dnat(_)
+            | Action::Masquerade { .. }
+            | Action::Netmap { .. }
+    );
+    let boxed = r.matches.iter().all(|m| match m {
+        Match::Src {
+            addr: AddrMatch::Range(_),
+            neg: false,
+        }
+        | Match::Dst {
+            addr: AddrMatch::Range(_),
+            neg: false,
+        }
+        | Match::Proto { neg: false, .. } => true,
+        // A packet without ports has ports 0 in the key: only a range that leaves 0 out
+        // decides as the full check would.
+        Match::SrcPort {
+            ports: PortMatch::Ranges(r),
+            neg: false,
+        }
+        | Match::DstPort {
+            ports: PortMatch::Ranges(r),
+            neg: false,
+        } => r.len() == 1 && r[0].lo > 0,
+        _ => false,
+    });
+    // Contradictory matches compile to the whole box (see `field_box`): not exact.
+    terminal && boxed && (r.matches.is_empty() || field_box(&r.matches) != FieldBox::ANY)
 }
 
 /// Rejects jump loops: a depth-first walk over jump and goto edges.

@@ -140,11 +140,7 @@ pub mod fuzz {
             if b[20] & 1 == 1 {
                 (f.lo[4], f.hi[4]) = (u32::from(b[21]), u32::from(b[21]));
             }
-            rules.push(ClassRule {
-                fields: f,
-                priority: u32::from(b[20] >> 1),
-                id: rules.len() as u32,
-            });
+            rules.push(ClassRule::new(f, u32::from(b[20] >> 1), rules.len() as u32));
             rest = &rest[22..];
         }
         let keys: Vec<[u32; 5]> = rest

@@ -69,7 +69,7 @@ proptest! {
         let rules: Vec<ClassRule> = boxes
             .iter()
             .enumerate()
-            .map(|(i, (b, p))| ClassRule { fields: *b, priority: *p, id: i as u32 })
+            .map(|(i, (b, p))| ClassRule::new(*b, *p, i as u32))
             .collect();
         let cfg = TreeConfig { leaf_size: leaf, ..TreeConfig::default() };
         let tree = Classifier::build(rules.iter().copied(), cfg).unwrap();
@@ -91,6 +91,55 @@ proptest! {
         }
     }
 
+    /// `lookup_with` (the engine's walk: a predicate for conditions beyond the box, and a
+    /// restart after the rule last returned) against a scan in order. Inexact rules fail their
+    /// predicate for about half the keys, so a rule that covers a region must not hide the
+    /// rules after it unless it is exact.
+    #[test]
+    fn predicate_search_equals_scan(
+        boxes in prop::collection::vec((field_box(), any::<bool>()), 1..150),
+        picks in prop::collection::vec((any::<usize>(), any::<[u32; 5]>(), any::<u64>()), 1..150),
+        leaf in 1usize..10,
+    ) {
+        let rules: Vec<ClassRule> = boxes
+            .iter()
+            .enumerate()
+            .map(|(i, (b, exact))| {
+                let id = i as u32;
+                if *exact { ClassRule::new(*b, id, id) } else { ClassRule::inexact(*b, id, id) }
+            })
+            .collect();
+        let cfg = TreeConfig { leaf_size: leaf, ..TreeConfig::default() };
+        let tree = Classifier::build(rules.iter().copied(), cfg).unwrap();
+        for (i, p, salt) in &picks {
+            let k = if i % 2 == 0 { key_in(&rules[i % rules.len()].fields, *p) } else { *p };
+            let k = [k[0], k[1], k[2] & 0xffff, k[3] & 0xffff, k[4] & 0xff];
+            let pred = |id: u32| {
+                rules[id as usize].exact
+                    || (u64::from(id).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ salt) >> 63 == 1
+            };
+            // The engine's walk: each match of an inexact rule (one whose action lets the
+            // walk go on) continues after it; an exact rule ends the walk.
+            let mut want = Vec::new();
+            for r in rules.iter().filter(|r| r.fields.contains(&k) && pred(r.id)) {
+                want.push(r.id);
+                if r.exact {
+                    break;
+                }
+            }
+            let mut got = Vec::new();
+            let mut after = None;
+            while let Some(id) = tree.lookup_with(&k, after, pred) {
+                got.push(id);
+                if rules[id as usize].exact || got.len() > rules.len() {
+                    break;
+                }
+                after = Some(id);
+            }
+            prop_assert_eq!(got, want, "key {:?}", k);
+        }
+    }
+
     #[test]
     fn updates_between_lookups(
         initial in prop::collection::vec((field_box(), 0u32..64), 0..120),
@@ -100,7 +149,7 @@ proptest! {
         let rules: Vec<ClassRule> = initial
             .iter()
             .enumerate()
-            .map(|(i, (b, p))| ClassRule { fields: *b, priority: *p, id: i as u32 })
+            .map(|(i, (b, p))| ClassRule::new(*b, *p, i as u32))
             .collect();
         let mut tree = Classifier::build(rules.iter().copied(), cfg).unwrap();
         let mut lin = LinearClassifier::new(rules.iter().copied()).unwrap();
@@ -109,7 +158,7 @@ proptest! {
         for op in ops {
             match op {
                 Op::Insert(b, p) => {
-                    let r = ClassRule { fields: b, priority: p, id: next_id };
+                    let r = ClassRule::new(b, p, next_id);
                     next_id += 1;
                     tree.insert(r).unwrap();
                     lin.insert(r).unwrap();
@@ -137,11 +186,7 @@ proptest! {
 
 #[test]
 fn duplicate_ids_and_bad_boxes_are_refused() {
-    let r = ClassRule {
-        fields: FieldBox::ANY,
-        priority: 0,
-        id: 7,
-    };
+    let r = ClassRule::new(FieldBox::ANY, 0, 7);
     let mut c = Classifier::new([r]).unwrap();
     assert!(c.insert(r).is_err());
     let mut bad = r;

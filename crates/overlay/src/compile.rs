@@ -40,19 +40,10 @@ pub fn tag_set(tag: &str) -> String {
     format!("overlay-tag-{tag}")
 }
 
-/// Rules per chain, at most. gatekit-firewall runs chains of 8 rules or more through its
-/// decision-tree classifier, which (as of this writing) prunes rules below one whose field box
-/// covers a tree node even when that rule's other matches (sets, conntrack state) fail, so
-/// later rules are never reached and the packet falls through to the hook's policy. Chains
-/// short enough to be scanned avoid that; a long policy becomes a tree of jumps to such
-/// chains, which keeps first-match order (accept and drop are final in a jumped-to chain,
-/// falling off its end returns). Remove once the classifier checks shadowing on exact boxes.
-const CHAIN_RULES: usize = 7;
-
 /// A compiled policy: the chains, their sets, and what IPv4 rules could not say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompiledPolicy {
-    /// The [`OVERLAY_CHAIN`] user chain, then the chains it jumps to (`overlay.1`, ...).
+    /// The [`OVERLAY_CHAIN`] user chain.
     pub chains: Vec<Chain>,
     /// Rules for `FORWARD` that send overlay-to-overlay traffic into the chain.
     pub forward: Vec<Rule>,
@@ -280,34 +271,10 @@ impl Registry {
             }
         }
         CompiledPolicy {
-            chains: split_chain(chain),
+            chains: vec![chain],
             forward,
             sets,
             omitted,
         }
     }
-}
-
-/// Splits a chain into chains of at most [`CHAIN_RULES`] rules, joined by jumps, keeping the
-/// first-match order. The first chain keeps the name.
-fn split_chain(chain: Chain) -> Vec<Chain> {
-    let mut out = Vec::new();
-    let mut level: Vec<Rule> = chain.rules;
-    let mut next = 1;
-    while level.len() > CHAIN_RULES {
-        let mut jumps = Vec::new();
-        for group in level.chunks(CHAIN_RULES) {
-            let name = format!("{}.{next}", chain.name);
-            next += 1;
-            let mut c = Chain::user(&name);
-            c.rules = group.to_vec();
-            out.push(c);
-            jumps.push(Rule::new(Vec::new(), Action::Jump(name)));
-        }
-        level = jumps;
-    }
-    let mut top = Chain::user(&chain.name);
-    top.rules = level;
-    out.insert(0, top);
-    out
 }

@@ -6,7 +6,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Throughput, criterion_group, criterion_main};
+
+#[path = "common/mod.rs"]
+mod common;
+use common::Bench;
 use gatekit::firewall::classbench::{generate, parse_rules, parse_trace};
 use gatekit::firewall::classify::{ClassRule, Classifier, Key, LinearClassifier};
 use gatekit::firewall::conntrack::{Conn, ConnTrack, Tuple};
@@ -68,7 +72,7 @@ fn load(name: &str, gen_seed: u64) -> (String, Vec<ClassRule>, Vec<Key>) {
     }
 }
 
-fn classify(c: &mut Criterion) {
+fn classify(c: &mut Bench) {
     let mut g = c.benchmark_group("firewall_classify");
     g.measurement_time(Duration::from_secs(2))
         .warm_up_time(Duration::from_millis(300))
@@ -115,7 +119,7 @@ fn classify(c: &mut Criterion) {
     g.finish();
 }
 
-fn updates(c: &mut Criterion) {
+fn updates(c: &mut Bench) {
     let mut g = c.benchmark_group("firewall_update");
     g.measurement_time(Duration::from_secs(2))
         .warm_up_time(Duration::from_millis(300))
@@ -146,7 +150,7 @@ fn updates(c: &mut Criterion) {
     g.finish();
 }
 
-fn conntrack(c: &mut Criterion) {
+fn conntrack(c: &mut Bench) {
     let mut g = c.benchmark_group("firewall_conntrack");
     g.measurement_time(Duration::from_secs(2))
         .warm_up_time(Duration::from_millis(300))
@@ -190,5 +194,9 @@ fn conntrack(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, classify, updates, conntrack);
+criterion_group! {
+    name = benches;
+    config = common::criterion();
+    targets = classify, updates, conntrack
+}
 criterion_main!(benches);

@@ -6,7 +6,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Throughput, criterion_group, criterion_main};
+
+#[path = "common/mod.rs"]
+mod common;
+use common::Bench;
 use gatekit::gre::{Decap, Encap, GreEndpoint, GreMode, GreTunnelConfig, Vtep, VtepConfig};
 use gatekit::packet::{PacketBuf, PktBuf};
 use std::hint::black_box;
@@ -43,7 +47,7 @@ fn gre_pair(mode: GreMode) -> (GreEndpoint, GreEndpoint) {
     (a, b)
 }
 
-fn bench(c: &mut Criterion) {
+fn bench(c: &mut Bench) {
     let mut g = c.benchmark_group("gre_vxlan");
     g.measurement_time(Duration::from_secs(2))
         .warm_up_time(Duration::from_millis(500))
@@ -107,5 +111,9 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+criterion_group! {
+    name = benches;
+    config = common::criterion();
+    targets = bench
+}
 criterion_main!(benches);

@@ -12,7 +12,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Throughput, criterion_group, criterion_main};
+
+#[path = "common/mod.rs"]
+mod common;
+use common::Bench;
 use gatekit::overlay::{
     AddressPlan, CryptokeyTable, MemberId, NewMember, PlanSpec, PublicKey, Registry, SegmentSpec,
 };
@@ -38,7 +42,7 @@ fn plan(segment: &str) -> AddressPlan {
     .unwrap()
 }
 
-fn allocation(c: &mut Criterion) {
+fn allocation(c: &mut Bench) {
     const N: u32 = 65_533;
     let specs: Vec<NewMember> = (0..N)
         .map(|i| NewMember::new(key(i), &format!("m{i}"), "s"))
@@ -77,7 +81,7 @@ fn allocation(c: &mut Criterion) {
     g.finish();
 }
 
-fn cryptokey(c: &mut Criterion) {
+fn cryptokey(c: &mut Bench) {
     const N: u32 = 100_000;
     let mut r = Registry::new(plan("10.64.0.0/14"));
     for i in 0..N {
@@ -135,5 +139,9 @@ fn cryptokey(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, allocation, cryptokey);
+criterion_group! {
+    name = benches;
+    config = common::criterion();
+    targets = allocation, cryptokey
+}
 criterion_main!(benches);

@@ -3,7 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Throughput, criterion_group, criterion_main};
+
+#[path = "common/mod.rs"]
+mod common;
+use common::Bench;
 use gatekit::packet::{Batch, Meta, PacketBuf, Pool, checksum};
 use std::hint::black_box;
 use std::time::Duration;
@@ -11,7 +15,7 @@ use std::time::Duration;
 const HDR: usize = 28; // outer IPv4 + UDP
 const TRAILER: usize = 16; // an ICV
 
-fn pool_vs_vec(c: &mut Criterion) {
+fn pool_vs_vec(c: &mut Bench) {
     let mut g = c.benchmark_group("packet");
     g.measurement_time(Duration::from_secs(2))
         .warm_up_time(Duration::from_millis(500));
@@ -88,7 +92,7 @@ fn pool_vs_vec(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default().sample_size(20);
+    config = common::criterion().sample_size(20);
     targets = pool_vs_vec
 }
 criterion_main!(benches);

@@ -8,7 +8,11 @@
 //! correlation between neighbours, which is harder on the compiled table than real tables).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Throughput, criterion_group, criterion_main};
+
+#[path = "common/mod.rs"]
+mod common;
+use common::Bench;
 use gatekit_route::{Address, Fib};
 use ip_network_table::IpNetworkTable;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -138,7 +142,7 @@ fn gen6(rng: &mut Rng) -> Ipv6Net {
 }
 
 fn bench_family<A: Address>(
-    c: &mut Criterion,
+    c: &mut Bench,
     d: &Data<A::Prefix>,
     random: Vec<A>,
     to_pt: impl Fn(A::Prefix) -> A::Prefix + Copy,
@@ -315,7 +319,7 @@ fn bench_family<A: Address>(
     g.finish();
 }
 
-fn route(c: &mut Criterion) {
+fn route(c: &mut Bench) {
     let v4 = load::<Ipv4Addr>(
         "ipv4",
         "ris-20260511-as3333-ipv4.prefixes.txt.gz",
@@ -365,7 +369,7 @@ fn route(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
+    config = common::criterion()
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));

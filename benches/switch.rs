@@ -9,7 +9,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Throughput, criterion_group, criterion_main};
+
+#[path = "common/mod.rs"]
+mod common;
+use common::Bench;
 use gatekit::packet::{Instant, PortId};
 use gatekit::switch::{DomainConfig, Egress, MacAddr, PortConfig, Switch, Verdict};
 use std::hint::black_box;
@@ -60,7 +64,7 @@ fn traffic(n: usize, pool: u64, seed: u64) -> Vec<(PortId, [u8; 64])> {
         .collect()
 }
 
-fn bench(c: &mut Criterion) {
+fn bench(c: &mut Bench) {
     let mut sw = Switch::new();
     sw.add_domain(DomainConfig::new(10)).unwrap();
     for p in 0..PORTS {
@@ -108,5 +112,9 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+criterion_group! {
+    name = benches;
+    config = common::criterion();
+    targets = bench
+}
 criterion_main!(benches);

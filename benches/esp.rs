@@ -12,7 +12,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Throughput, criterion_group, criterion_main};
+
+#[path = "common/mod.rs"]
+mod common;
+use common::Bench;
 use gatekit::esp::{
     Decap, Direction, Endpoint, KeyMaterial, Output, SaConfig, SaId, Select, Suite,
 };
@@ -23,7 +27,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 const HEADROOM: usize = 64;
-const TAILROOM: usize = 32;
+const TAILROOM: usize = 48;
 const SEGMENTS: usize = 47; // 47 × 1400 bytes ≈ 64 KiB
 
 fn inner_packet(len: usize) -> Vec<u8> {
@@ -75,7 +79,7 @@ fn nonce(n: u64) -> Nonce {
     Nonce::assume_unique_for_key(b)
 }
 
-fn bench_suite(c: &mut Criterion, suite: Suite, label: &str) {
+fn bench_suite(c: &mut Bench, suite: Suite, label: &str) {
     let mut s = setup(suite);
     let now = Instant::ZERO;
     for size in [64usize, 512, 1400] {
@@ -216,10 +220,14 @@ fn bench_suite(c: &mut Criterion, suite: Suite, label: &str) {
     g.finish();
 }
 
-fn esp(c: &mut Criterion) {
+fn esp(c: &mut Bench) {
     bench_suite(c, Suite::AesGcm128, "aes128gcm");
     bench_suite(c, Suite::ChaCha20Poly1305, "chacha20poly1305");
 }
 
-criterion_group!(benches, esp);
+criterion_group! {
+    name = benches;
+    config = common::criterion();
+    targets = esp
+}
 criterion_main!(benches);

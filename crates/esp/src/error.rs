@@ -74,6 +74,18 @@ pub enum ConfigError {
         /// The SPI.
         spi: u32,
     },
+    /// The padding boundary is not a power of two from 4 to the maximum.
+    #[error(
+        "SA {spi:#010x}: padding boundary of {bytes} bytes must be a power of two from 4 to {max}"
+    )]
+    PadTo {
+        /// The SPI.
+        spi: u32,
+        /// The boundary given.
+        bytes: usize,
+        /// The largest allowed.
+        max: usize,
+    },
     /// The SA does not exist (removed, or never added).
     #[error("no such SA: {0:?}")]
     UnknownSa(SaId),

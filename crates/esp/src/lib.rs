@@ -55,12 +55,13 @@
 //! etherparse::PacketBuilder::ipv4([10, 0, 0, 1], [10, 1, 0, 1], 64)
 //!     .udp(1000, 53)
 //!     .write(&mut &mut inner[..], b"hello")?;
-//! let mut buf = PktBuf::from_slice(&inner, 64, 32);
+//! let mut buf = PktBuf::from_slice(&inner, 64, 48);
 //!
 //! let sent = gw_a.encap(Select::Sa(out), &mut buf, Output::Packet, now).map_err(|r| r.as_str())?;
 //! assert_eq!((sent.spi, sent.seq), (0x1000, 1));
-//! // IPv4, UDP, ESP header and IV, the 33-byte packet, 1 byte of padding, trailer, ICV.
-//! assert_eq!(buf.len(), 20 + 8 + 16 + 33 + 1 + 2 + 16);
+//! // IPv4, UDP, ESP header and IV, the 33-byte packet, 13 bytes of padding (to a 16-byte
+//! // boundary, see DEFAULT_PAD_TO), pad length and next header, ICV.
+//! assert_eq!(buf.len(), 20 + 8 + 16 + 33 + 13 + 2 + 16);
 //!
 //! match gw_b.decap_ip(&mut buf, now) {
 //!     Decap::Inner(d) => assert_eq!((d.spi, d.seq), (0x1000, 1)),
@@ -104,8 +105,8 @@ pub use error::ConfigError;
 pub use policy::TrafficSelector;
 pub use replay::ReplayWindow;
 pub use sa::{
-    Direction, ESP_MAX_TRAILER_LEN, ESP_PREFIX_LEN, Encap, Lifetime, Mode, SaConfig, SaState,
-    SaStats, SecurityAssociation, TunnelId,
+    DEFAULT_PAD_TO, Direction, ESP_MAX_TRAILER_LEN, ESP_PREFIX_LEN, Encap, Lifetime, MAX_PAD_TO,
+    Mode, SaConfig, SaState, SaStats, SecurityAssociation, TunnelId,
 };
 pub use stage::{Inbound, Outbound};
 

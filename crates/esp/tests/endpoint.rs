@@ -114,7 +114,7 @@ proptest! {
             b.add_sa(&cin, T0).unwrap();
         }
         for round in 0..3u64 {
-            let mut buf = PktBuf::from_slice(&packet, 80, 32);
+            let mut buf = PktBuf::from_slice(&packet, 80, 48);
             let sent = a.encap(Select::Sa(out), &mut buf, Output::Packet, T0).unwrap();
             prop_assert_eq!(sent.seq, cfg.seq_start + round + 1);
             match b.decap_ip(&mut buf, T0) {
@@ -146,7 +146,7 @@ fn payload_output_is_what_a_udp_socket_sends() {
         },
     ));
     let p = inner(50);
-    let mut buf = PktBuf::from_slice(&p, 64, 32);
+    let mut buf = PktBuf::from_slice(&p, 64, 48);
     let sent = a
         .encap(Select::Sa(out), &mut buf, Output::Payload, T0)
         .unwrap();
@@ -163,6 +163,33 @@ fn payload_output_is_what_a_udp_socket_sends() {
     assert_eq!((buf.len() - 16 - 16) % 4, 0);
     assert!(matches!(b.decap_udp(&mut buf, T0), Decap::Inner(_)));
     assert_eq!(buf.data(), &p[..]);
+}
+
+/// The padding boundary: RFC 4303 §2.4's monotonic padding, up to `pad_to`; every boundary
+/// from 4 to 64 opens on the other side, and other values are refused.
+#[test]
+fn padding_reaches_the_configured_boundary() {
+    for pad_to in [4usize, 8, 16, 32, 64] {
+        for len in [28usize, 29, 30, 31, 60, 61, 62, 63, 64, 1400] {
+            let (mut a, out, mut b, _) =
+                pair(basic(Suite::AesGcm128, Encap::Native).pad_to(pad_to));
+            let p = inner(len - 28);
+            let mut buf = PktBuf::from_slice(&p, 64, 96);
+            a.encap(Select::Sa(out), &mut buf, Output::Payload, T0)
+                .unwrap();
+            // Header and IV, then the encrypted part, then the ICV.
+            let sealed = buf.len() - 16 - 16;
+            assert_eq!(sealed % pad_to, 0, "pad_to {pad_to}, {len} bytes");
+            assert!(sealed - (len + 2) < pad_to, "no more padding than needed");
+            assert!(matches!(b.decap_esp(&mut buf, T0), Decap::Inner(_)));
+            assert_eq!(buf.data(), &p[..]);
+        }
+    }
+    for bad in [0usize, 1, 2, 3, 5, 12, 128, 256] {
+        let cfg = basic(Suite::AesGcm128, Encap::Native).pad_to(bad);
+        let err = Endpoint::default().add_sa(&cfg, T0).unwrap_err();
+        assert!(err.to_string().contains("power of two"), "{bad}: {err}");
+    }
 }
 
 #[test]
@@ -395,7 +422,7 @@ fn policy_and_route_selection() {
         )
         .unwrap();
     let go = |ep: &mut Endpoint, sel: Select, pkt: Vec<u8>| {
-        let mut buf = PktBuf::from_slice(&pkt, 64, 32);
+        let mut buf = PktBuf::from_slice(&pkt, 64, 48);
         ep.encap(sel, &mut buf, Output::Packet, T0).map(|e| e.sa)
     };
     assert_eq!(go(&mut ep, Select::Policy, inner(5)), Ok(web));
@@ -1003,7 +1030,7 @@ fn inbound_policy_check_after_decryption() {
         2,
         5,
     );
-    let mut bad = PktBuf::from_slice(&spoofed, 64, 32);
+    let mut bad = PktBuf::from_slice(&spoofed, 64, 48);
     tx.encap(Select::Sa(o), &mut bad, Output::Packet, T0)
         .unwrap();
     assert_eq!(rx.decap_ip(&mut bad, T0), Decap::Drop(DropReason::Filtered));

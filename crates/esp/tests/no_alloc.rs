@@ -81,7 +81,7 @@ fn encap_and_decap_do_not_allocate() {
         1000,
     );
     let mut bufs: Vec<PktBuf> = (0..64)
-        .map(|_| PktBuf::from_slice(&packet, 64, 32))
+        .map(|_| PktBuf::from_slice(&packet, 64, 48))
         .collect();
     let mut batch: Batch<PktBuf> = Batch::new(8);
     for _ in 0..8 {

@@ -10,7 +10,10 @@
 //! arrival, exercises the firewall (a DNAT port forward and a drop rule) and floods the
 //! gateways with malformed packets while a transfer runs.
 //!
-//! A third scenario bridges one IP subnet across two sites: Ethernet over GRE (`teb`) inside
+//! `garbage_into_the_tun` writes random and malformed packets into both TUN devices (as if
+//! from the sites' networks) while a transfer runs.
+//!
+//! A further scenario bridges one IP subnet across two sites: Ethernet over GRE (`teb`) inside
 //! transport-mode ESP, between TAP devices joined to Linux bridges (see
 //! `l2_bridge_over_gre_over_esp`).
 //!
@@ -595,9 +598,8 @@ fn scenario(natted: bool) {
         .arg(peer)
         .spawn()
         .unwrap();
-    // Garbage into gw-a's TUN too, from its own kernel side: random UDP to the remote site
-    // is fine traffic; malformed IP can't be sent through a socket, so the raw flood above
-    // covers the parsers while this transfer shows the data path keeps going.
+    // This flood comes from the underlay; `garbage_into_the_tun` sends malformed packets
+    // into the TUN devices, from the sites' side.
     t.transfer("hA", "hB", "10.2.0.10", 5002, 20)
         .unwrap_or_else(|e| panic!("transfer under flood: {e}\n{}", t.log("gA")));
     assert!(flood.wait().unwrap().success());
@@ -1142,5 +1144,338 @@ fn l2_bridge_over_gre_over_esp() {
         }
         assert!(!t.log(g).contains("panicked"), "{}", t.log(g));
     }
+    t.stop_cleanly();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Garbage into the TUN: malformed packets arrive at a gateway from its own site's side.
+
+/// Writes random and malformed packets into a TUN device from the kernel's side (an
+/// `AF_PACKET` socket on the device: what the kernel transmits there is what the gateway
+/// reads), in rounds of 500 random-length random-byte packets and a fixed set of nasties,
+/// until a stop file appears (and at least 4 rounds ran). Writes a ready file after 2 rounds.
+/// Prints what it sent as JSON; `surely_invalid` counts packets that are not IP at all
+/// (no header of their version fits), which the gateway can only drop as malformed.
+///
+/// Usage: `tunflood.py IFNAME SEED SRC DST OWN READY_FILE STOP_FILE`: SRC is a site
+/// address, DST an address of the remote site, OWN the gateway's address on the TUN.
+const TUN_FLOOD_PY: &str = r#"
+import socket, struct, random, os, sys, json, time
+
+ifname, seed, src, dst, own, ready, stop = sys.argv[1:8]
+r = random.Random(int(seed))
+s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM)
+A = lambda a: socket.inet_aton(a)
+SRC, DST, OWN = A(src), A(dst), A(own)
+
+def csum(b):
+    if len(b) % 2:
+        b += b"\0"
+    t = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while t >> 16:
+        t = (t & 0xFFFF) + (t >> 16)
+    return (~t) & 0xFFFF
+
+def v4(payload, proto=6, ihl=5, total=None, ver=4, frag=0, opts=b"", s_=SRC, d_=DST, ttl=64):
+    total = 20 + len(opts) + len(payload) if total is None else total
+    h = struct.pack("!BBHHHBBH4s4s", (ver << 4) | ihl, 0, total & 0xFFFF, r.randrange(65536),
+                    frag, ttl, proto, 0, s_, d_) + opts
+    h = h[:10] + struct.pack("!H", csum(h)) + h[12:]
+    return h + payload
+
+def v6(payload, nh=59, plen=None, s6=b"\xfd" + bytes(15), d6=b"\xfd" + bytes(14) + b"\x01"):
+    plen = len(payload) if plen is None else plen
+    return struct.pack("!IHBB16s16s", 0x60000000, plen & 0xFFFF, nh, 64, s6, d6) + payload
+
+def tcp(sport=40000, dport=7999, off=5, flags=0x02, data=b""):
+    return struct.pack("!HHIIBBHHH", sport, dport, r.randrange(1 << 32), 0, off << 4, flags, 1024, 0, 0) + data
+
+def udp(sport=40000, dport=7998, length=None, data=b""):
+    length = 8 + len(data) if length is None else length
+    return struct.pack("!HHHH", sport, dport, length & 0xFFFF, 0) + data
+
+def icmp(t, c, body):
+    h = struct.pack("!BBHI", t, c, 0, 0) + body
+    return h[:2] + struct.pack("!H", csum(h)) + h[4:]
+
+def rb(n):
+    return r.randbytes(n)
+
+def nasties():
+    yield b""                                            # zero-length (the kernel refuses: EINVAL)
+    yield b"\x45"                                        # one byte
+    yield rb(19)                                         # shorter than any IP header
+    for ihl in (0, 1, 4):                                # IHL below 5
+        yield v4(tcp(), ihl=ihl)
+    yield v4(tcp(), ihl=15)                              # IHL beyond the packet
+    yield v4(tcp(), ihl=6, opts=b"\x07\x00\x00\x00")     # option with length 0
+    yield v4(tcp(), ihl=6, opts=b"\x44\xff\x05\x00")     # option running past the header
+    yield v4(tcp(), total=1400)                          # total length beyond the packet
+    yield v4(tcp(), total=10)                            # total length below the header
+    yield v4(tcp(), total=0)
+    yield v4(tcp(), ver=5)                               # version 5 (ST)
+    yield v4(tcp(), ver=7)                               # version 7
+    yield v4(tcp(), ver=0)
+    yield v4(tcp(), ver=15)
+    yield v4(tcp()[:10])                                 # truncated TCP
+    yield v4(tcp(off=2))                                 # TCP data offset below 5
+    yield v4(tcp(off=15))                                # TCP data offset beyond the packet
+    yield v4(udp()[:4], proto=17)                        # truncated UDP
+    yield v4(udp(length=3), proto=17)                    # UDP length below its header
+    yield v4(udp(length=900, data=b"x"), proto=17)       # UDP length beyond the packet
+    yield v4(b"", proto=6)                               # TCP with no header at all
+    yield v4(b"", proto=1)                               # ICMP with no header at all
+    yield v4(tcp()[:12], frag=0x2000)                    # first fragment, truncated TCP
+    yield v4(rb(8), frag=0x0001)                         # later fragment alone
+    yield v4(rb(8), frag=0x1fff)                         # fragment offset at the limit
+    yield v4(rb(8), frag=0x8000)                         # reserved flag set
+    yield v4(tcp(), ttl=0)                               # TTL 0
+    yield v4(tcp(), ttl=1)                               # TTL 1: expires here
+    # ICMP errors quoting garbage, a truncated header, a header claiming options.
+    for t_, c_ in ((3, 4), (3, 1), (11, 0), (12, 0), (5, 1)):
+        yield v4(icmp(t_, c_, rb(r.randrange(0, 60))), proto=1)
+        yield v4(icmp(t_, c_, b"\x4f" + rb(7)), proto=1)
+        yield v4(icmp(t_, c_, v4(tcp(), ihl=15)[:28]), proto=1)
+    yield v4(icmp(3, 4, b""), proto=1)
+    yield v4(icmp(3, 4, b"")[:4], proto=1)               # truncated ICMP header
+    # Echo requests to the gateway itself, truncated or with a bogus IHL.
+    yield v4(icmp(8, 0, b"")[:4], proto=1, d_=OWN)
+    yield v4(icmp(8, 0, rb(8)), proto=1, d_=OWN, ihl=15)
+    yield v4(icmp(8, 0, rb(8)), proto=1, d_=OWN, ihl=6, opts=b"\x01\x01\x01\x01")
+    yield v4(icmp(8, 1, rb(8)), proto=1, d_=OWN)
+    # IPv6: lengths and extension headers.
+    yield v6(b"", plen=1000)                             # payload length beyond the packet
+    yield v6(rb(10), plen=0)
+    yield v6(b"\x3b\x00", nh=0)                          # hop-by-hop header cut short
+    yield v6(b"\x3b\xff" + bytes(6), nh=0)               # hop-by-hop claiming 2 KiB
+    yield v6(b"\x3b\x10\x00\x01", nh=43)                 # routing header cut short
+    yield v6(b"\x06\x00\x00", nh=44)                     # fragment header cut short
+    yield v6(b"\x00\x00" + bytes(6), nh=0)               # hop-by-hop followed by nothing
+    yield v6(b"".join(bytes([0, 0]) + bytes(6) for _ in range(40)), nh=0)  # 40 headers
+    yield v6(tcp()[:10], nh=6)                           # truncated TCP
+    yield v6(struct.pack("!BBHI", 1, 4, 0, 0) + rb(30), nh=58)   # ICMPv6 error quoting garbage
+    yield v6(struct.pack("!BBHI", 2, 0, 0, 1280) + rb(3), nh=58)  # packet too big, garbage
+    yield v6(b"\x00", nh=58)                             # ICMPv6 header cut short
+    yield rb(39)                                         # shorter than an IPv6 header
+    yield b"\x60" + rb(38)
+    yield rb(1400)                                       # MTU-sized garbage
+
+def surely_invalid(b):
+    # Not an IP packet at all: the gateway cannot even read a destination from it.
+    if not b:
+        return True
+    v = b[0] >> 4
+    return v not in (4, 6) or (v == 4 and len(b) < 20) or (v == 6 and len(b) < 40)
+
+sent = invalid = errors = rounds = 0
+err_kinds = {}
+def send(b):
+    global sent, invalid, errors
+    proto = 0x86DD if b and b[0] >> 4 == 6 else 0x0800
+    try:
+        s.sendto(b, (ifname, proto))
+        sent += 1
+        invalid += surely_invalid(b)
+    except OSError as e:
+        errors += 1
+        err_kinds[e.strerror] = err_kinds.get(e.strerror, 0) + 1
+
+started = time.time()
+while True:
+    for i in range(500):
+        send(rb(r.randrange(0, 1401)))
+        if i % 50 == 0:
+            time.sleep(0.001)
+    for b in nasties():
+        send(b)
+    rounds += 1
+    if rounds == 2:
+        open(ready, "w").write("ready")
+    if (os.path.exists(stop) and rounds >= 4) or time.time() - started > 300:
+        break
+print(json.dumps({"sent": sent, "surely_invalid": invalid, "errors": errors,
+                  "error_kinds": err_kinds, "rounds": rounds}))
+"#;
+
+impl Topo {
+    /// Packets the kernel of `g` dropped on the way into lan0 (the TUN's queue was full).
+    fn tun_tx_dropped(&self, g: &str) -> u64 {
+        self.exec(g, "cat /sys/class/net/lan0/statistics/tx_dropped")
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+/// Drops by reason, from a status snapshot.
+fn drops_of(s: &gatekit_gateway::status::Snapshot, reason: &str) -> u64 {
+    s.drops.get(reason).copied().unwrap_or(0)
+}
+
+#[test]
+fn garbage_into_the_tun() {
+    if !have_root_and_tools() {
+        return;
+    }
+    // gw-b runs the same firewall as the site-to-site scenarios (so its side goes through
+    // conntrack and NAT); gw-a has no rules.
+    let rules_b = "PREROUTING_CUST -i ipsec-peer -p tcp --dport 8888 -j DNAT --to-destination 10.2.0.10:9000\n\
+                   FORWARD_CUST -p tcp --dport 7000 -j DROP";
+    let mut t = topology_tagged(false, rules_b, "g");
+    assert!(
+        t.ping("hA", "10.2.0.10") && t.ping("hB", "10.1.0.10"),
+        "no ping before the flood\n{}\n{}",
+        t.log("gA"),
+        t.log("gB")
+    );
+    let sites = [
+        ("gA", "10.1.0.99", "10.2.0.10", "169.254.10.1", 1),
+        ("gB", "10.2.0.99", "10.1.0.10", "169.254.20.1", 2),
+    ];
+    let before: Vec<_> = sites
+        .iter()
+        .map(|(g, ..)| (t.status(g), t.tun_tx_dropped(g)))
+        .collect();
+
+    let script = t.dir.join("tunflood.py");
+    std::fs::write(&script, TUN_FLOOD_PY).unwrap();
+    let mut floods = Vec::new();
+    for (g, src, dst, own, seed) in sites {
+        let (ready, stop, out) = (
+            t.dir.join(format!("{g}.flood-ready")),
+            t.dir.join(format!("{g}.flood-stop")),
+            t.dir.join(format!("{g}.flood-out")),
+        );
+        let child = Command::new("ip")
+            .args(["netns", "exec", &t.ns(g), "python3"])
+            .arg(&script)
+            .args(["lan0", &seed.to_string(), src, dst, own])
+            .arg(&ready)
+            .arg(&stop)
+            .stdout(std::fs::File::create(&out).unwrap())
+            .spawn()
+            .unwrap();
+        floods.push((g, child, ready, stop, out));
+    }
+    // The transfer starts once both floods run, and they run until it is over.
+    for (g, child, ready, ..) in &mut floods {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !ready.exists() {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "{g}: the flooder exited early"
+            );
+            assert!(Instant::now() < deadline, "{g}: the flood did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let started = Instant::now();
+    let transferred = t.transfer("hA", "hB", "10.2.0.10", 5201, 20);
+    let took = started.elapsed();
+    let mut sent = Vec::new();
+    for (g, mut child, _, stop, out) in floods {
+        std::fs::write(&stop, "stop").unwrap();
+        let status = child.wait().unwrap();
+        let out = std::fs::read_to_string(&out).unwrap_or_default();
+        assert!(status.success(), "{g}: flooder failed: {out}");
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        eprintln!("{g} flood: {v}");
+        sent.push((
+            v["sent"].as_u64().unwrap(),
+            v["surely_invalid"].as_u64().unwrap(),
+        ));
+    }
+    transferred.unwrap_or_else(|e| {
+        panic!(
+            "20 MB under a TUN flood: {e}\n{}\n{}",
+            t.log("gA"),
+            t.log("gB")
+        )
+    });
+    eprintln!("20 MB A→B under garbage into both TUNs in {took:?}");
+
+    // The gateways are alive, did not panic, and the tunnel still works.
+    for (i, (g, ..)) in sites.iter().enumerate() {
+        assert!(
+            t.gateways[i].try_wait().unwrap().is_none(),
+            "{g} exited: {}",
+            t.log(g)
+        );
+        assert!(!t.log(g).contains("panicked"), "{g} panicked: {}", t.log(g));
+    }
+    assert!(
+        t.ping("hA", "10.2.0.10") && t.ping("hB", "10.1.0.10"),
+        "the tunnel does not survive garbage from the sites\n{}\n{}",
+        t.log("gA"),
+        t.log("gB")
+    );
+
+    // Only counters changed. Every packet that is not IP at all reached the gateway's data
+    // path as a drop, less what the kernel itself dropped on the TUN's queue.
+    let (total_sent, mut total_dropped) = (sent.iter().map(|s| s.0).sum::<u64>(), 0);
+    for (i, (g, ..)) in sites.iter().enumerate() {
+        let (b, b_txd) = &before[i];
+        let (sent_here, invalid_here) = sent[i];
+        assert!(
+            sent_here >= 2_000 && invalid_here >= 1_000,
+            "{g}: the flood was too small to show anything: {sent_here} sent, {invalid_here} not IP"
+        );
+        let kernel_dropped = t.tun_tx_dropped(g) - b_txd;
+        let floor = invalid_here.saturating_sub(kernel_dropped);
+        let (ok, a) = t.status_until(g, |s| {
+            drops_of(s, "malformed") - drops_of(b, "malformed") >= floor
+        });
+        let malformed = drops_of(&a, "malformed") - drops_of(b, "malformed");
+        let rx = |s: &gatekit_gateway::status::Snapshot| {
+            s.interfaces
+                .iter()
+                .find(|i| i.name == "lan0")
+                .map_or(0, |i| i.rx_packets)
+        };
+        let deltas: std::collections::BTreeMap<&String, u64> = a
+            .drops
+            .iter()
+            .map(|(r, n)| (r, n - b.drops.get(r).copied().unwrap_or(0)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        eprintln!(
+            "{g}: sent {sent_here} ({invalid_here} not IP), kernel dropped {kernel_dropped} on lan0, \
+             gateway read {} packets on lan0; drops since the flood began: {deltas:?}",
+            rx(&a) - rx(b)
+        );
+        assert!(
+            ok,
+            "{g}: {malformed} malformed drops, expected at least {floor} ({invalid_here} packets not IP, {kernel_dropped} dropped by the kernel)"
+        );
+        total_dropped += deltas
+            .iter()
+            .filter(|(r, _)| !matches!(r.as_str(), "queue_full" | "no_buffer"))
+            .map(|(_, n)| n)
+            .sum::<u64>();
+        // The state is the one before the flood: same SAs, all active and authenticating
+        // everything, same routes and config.
+        let sas = |s: &gatekit_gateway::status::Snapshot| {
+            s.sas
+                .iter()
+                .map(|sa| (sa.spi, sa.direction.clone(), sa.state.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(sas(&a), sas(b), "{g}: SAs changed");
+        assert!(
+            a.sas
+                .iter()
+                .all(|sa| sa.state == "active" && sa.drops.is_empty()),
+            "{g}: {:?}",
+            a.sas
+        );
+        assert_eq!(a.routes, b.routes, "{g}: routes changed");
+        assert_eq!(a.config_generation, b.config_generation);
+    }
+    // A flood packet is dropped once at most (here, or at the far side if it was forwarded),
+    // so the drops cannot outnumber the packets.
+    assert!(
+        total_dropped <= total_sent,
+        "{total_dropped} drops for {total_sent} flood packets"
+    );
     t.stop_cleanly();
 }

@@ -1297,6 +1297,18 @@ print(json.dumps({"sent": sent, "surely_invalid": invalid, "errors": errors,
                   "error_kinds": err_kinds, "rounds": rounds}))
 "#;
 
+/// A helper process killed when the test ends, also on a panic.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 impl Topo {
     /// Packets the kernel of `g` dropped on the way into lan0 (the TUN's queue was full).
     fn tun_tx_dropped(&self, g: &str) -> u64 {
@@ -1355,14 +1367,14 @@ fn garbage_into_the_tun() {
             .stdout(std::fs::File::create(&out).unwrap())
             .spawn()
             .unwrap();
-        floods.push((g, child, ready, stop, out));
+        floods.push((g, KillOnDrop(child), ready, stop, out));
     }
     // The transfer starts once both floods run, and they run until it is over.
     for (g, child, ready, ..) in &mut floods {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !ready.exists() {
             assert!(
-                child.try_wait().unwrap().is_none(),
+                child.0.try_wait().unwrap().is_none(),
                 "{g}: the flooder exited early"
             );
             assert!(Instant::now() < deadline, "{g}: the flood did not start");
@@ -1375,7 +1387,7 @@ fn garbage_into_the_tun() {
     let mut sent = Vec::new();
     for (g, mut child, _, stop, out) in floods {
         std::fs::write(&stop, "stop").unwrap();
-        let status = child.wait().unwrap();
+        let status = child.0.wait().unwrap();
         let out = std::fs::read_to_string(&out).unwrap_or_default();
         assert!(status.success(), "{g}: flooder failed: {out}");
         let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();

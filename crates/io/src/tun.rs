@@ -297,8 +297,10 @@ impl<B: IoBuf> TunPort<B> {
                 ),
             });
         }
+        // Coalescing reads the packets as IP: a TAP device carries Ethernet frames.
+        let coalesce = queue.vnet && queue.kind == TunKind::Tun;
         Ok(TunPort {
-            coalesce: queue.vnet,
+            coalesce,
             scratch: vec![0u8; VNET_HDR_LEN + MAX_SUPER].into_boxed_slice(),
             gather: sys::Gather::new(MAX_RUN + 1),
             q: queue,
@@ -310,9 +312,10 @@ impl<B: IoBuf> TunPort<B> {
         })
     }
 
-    /// Turns TCP coalescing on send on or off (on by default with the virtio-net header).
+    /// Turns TCP coalescing on send on or off (on by default on a TUN device with the
+    /// virtio-net header; never on a TAP device, whose frames are not IP packets).
     pub fn set_coalesce(&mut self, on: bool) {
-        self.coalesce = on && self.q.vnet;
+        self.coalesce = on && self.q.vnet && self.q.kind == TunKind::Tun;
     }
 
     /// The port's counters.

@@ -8,6 +8,9 @@
 #                                         over a bare veth pair in the same run (the baseline)
 #   scripts/netns-site-to-site.sh down    stop the gateways, delete the namespaces
 #
+# ENCAP=udp puts the tunnel in UDP (NAT-T, RFC 3948, port 4500) instead of native ESP, which
+# lets the gateways send and receive whole bursts as UDP GSO/GRO super-packets.
+#
 # Needs root, iproute2 and iperf3. Traffic stays inside the namespaces.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,8 +34,12 @@ up() {
   ip -n gk-gwa addr add 192.0.2.1/24 dev u0; ip -n gk-gwa link set u0 up
   ip -n gk-gwb addr add 192.0.2.2/24 dev u0; ip -n gk-gwb link set u0 up
   for n in gk-gwa gk-gwb; do ip netns exec $n sysctl -qw net.ipv4.ip_forward=1; done
-  ip netns exec gk-gwa "$BIN" -c examples/configs/site-a.toml > $RUN/gwa.log 2>&1 & echo $! > $RUN/gwa.pid
-  ip netns exec gk-gwb "$BIN" -c examples/configs/site-b.toml > $RUN/gwb.log 2>&1 & echo $! > $RUN/gwb.pid
+  local encap=${ENCAP:-native}
+  for s in a b; do
+    sed "s/^encap = \"native\"/encap = \"$encap\"/" examples/configs/site-$s.toml > $RUN/site-$s.toml
+  done
+  ip netns exec gk-gwa "$BIN" -c $RUN/site-a.toml > $RUN/gwa.log 2>&1 & echo $! > $RUN/gwa.pid
+  ip netns exec gk-gwb "$BIN" -c $RUN/site-b.toml > $RUN/gwb.log 2>&1 & echo $! > $RUN/gwb.pid
   for n in gk-gwa gk-gwb; do
     for _ in $(seq 100); do ip -n $n link show dev lan0 up 2>/dev/null | grep -q lan0 && break; sleep 0.05; done
   done
@@ -58,13 +65,13 @@ bench() {
   tun=$(ip netns exec gk-ha iperf3 -c 10.2.0.10 -p 5201 -t "$secs" -J | python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"])')
   local a1 b1; a1=$(cpu_of "$(cat $RUN/gwa.pid)"); b1=$(cpu_of "$(cat $RUN/gwb.pid)")
   base=$(ip netns exec gk-ba iperf3 -c 10.9.0.2 -p 5202 -t "$secs" -J | python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"])')
-  python3 - "$tun" "$base" "$secs" "$a0" "$a1" "$b0" "$b1" <<'PY'
+  python3 - "$tun" "$base" "$secs" "$a0" "$a1" "$b0" "$b1" "$(grep -h '^encap' $RUN/site-a.toml | cut -d'"' -f2)" <<'PY'
 import sys
 tun, base, secs = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
 def cpu(s):  # ps times: seconds of CPU
     return float(s or 0)
 ca = cpu(sys.argv[5]) - cpu(sys.argv[4]); cb = cpu(sys.argv[7]) - cpu(sys.argv[6])
-print(f"gatekit ESP tunnel, 1 TCP stream: {tun/1e9:.2f} Gbit/s")
+print(f"gatekit ESP tunnel ({sys.argv[8]}), 1 TCP stream: {tun/1e9:.2f} Gbit/s")
 print(f"bare veth baseline, 1 TCP stream: {base/1e9:.2f} Gbit/s")
 print(f"ratio: {tun/base:.3f} of the bare path")
 print(f"gateway CPU during the tunnel run: gw-a {100*ca/secs:.0f}%, gw-b {100*cb/secs:.0f}% of one core")

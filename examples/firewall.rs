@@ -231,7 +231,7 @@ fn filter(
         .map_err(|e| format!("{}: {e}", accept.display()))?;
     let drp =
         PcapSink::create(drop, LinkType::RawIp).map_err(|e| format!("{}: {e}", drop.display()))?;
-    let mut route = |_dst: Ipv4Addr| Route::Out(pout);
+    let mut route = |_dst: std::net::IpAddr| Route::Out(pout);
     let (mut n, mut skipped) = (0u64, 0u64);
     while let Some(pkt) = reader.next_packet() {
         let pkt = pkt.map_err(|e| format!("{}: {e}", input.display()))?;

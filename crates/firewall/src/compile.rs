@@ -7,8 +7,8 @@ use std::sync::Arc;
 use crate::classify::{ClassRule, Classifier, FieldBox};
 use crate::error::ValidateError;
 use crate::ir::{
-    Action, AddrMatch, AddrRange, Chain, Hook, Match, Policy, PortMatch, PortRange, RuleSet,
-    SetKind, TableKind,
+    Action, Addr6Range, AddrMatch, AddrRange, Chain, Family, Hook, Match, Policy, PortMatch,
+    PortRange, RuleSet, SetKind, TableKind,
 };
 use crate::sets::{Set, Sets};
 
@@ -17,12 +17,17 @@ use crate::sets::{Set, Sets};
 /// given to the classifier as inexact (`box_is_exact`), so they never hide the rules after
 /// them (`long_chain_with_failing_set_rules_reaches_the_final_drop`).
 const CLASSIFY_MIN_RULES: usize = 8;
+/// The classifier keys on IPv4 5-tuples: a chain's classifier holds only the rules that
+/// can match IPv4 packets (IPv6-only rules are left out, so they never match an IPv4 key);
+/// IPv6 packets walk the chain's rules in order.
+///
 /// Deepest nesting of jumps.
 pub(crate) const MAX_DEPTH: usize = 16;
 
 #[derive(Debug)]
 pub(crate) enum CAddr {
     Range(AddrRange),
+    Range6(Addr6Range),
     Set(Arc<Set>),
 }
 
@@ -42,6 +47,7 @@ pub(crate) enum CMatch {
     SrcPort(CPorts, bool),
     DstPort(CPorts, bool),
     Icmp(u8, Option<u8>, bool),
+    Icmp6(u8, Option<u8>, bool),
     TcpFlags(u8, u8, bool),
     CtState(crate::ir::CtStates, bool),
     Mark(u32, u32, bool),
@@ -63,6 +69,8 @@ pub(crate) enum CAction {
 
 #[derive(Debug)]
 pub(crate) struct CRule {
+    /// The only family the rule matches, if its addresses select one.
+    pub family: Option<Family>,
     pub matches: Vec<CMatch>,
     pub stateful: Vec<CMatch>,
     pub action: CAction,
@@ -183,6 +191,19 @@ pub(crate) fn compile(rs: &RuleSet, sets: &Sets) -> Result<Compiled, ValidateErr
             for r in &c.rules {
                 let line = r.origin.line;
                 check_action(table.kind, c, &r.action, line)?;
+                let (v4, v6) = r.families();
+                if v4 && v6 {
+                    return Err(ValidateError::Family {
+                        line,
+                        problem: "a rule cannot mix IPv4 and IPv6 addresses (it would match no packet); write one rule per family",
+                    });
+                }
+                if v6 && table.kind == TableKind::Nat {
+                    return Err(ValidateError::Family {
+                        line,
+                        problem: "NAT applies to IPv4 only: the nat table takes no IPv6 addresses (there is no NAT66)",
+                    });
+                }
                 let mut matches = Vec::new();
                 let mut stateful = Vec::new();
                 for m in &r.matches {
@@ -226,6 +247,7 @@ pub(crate) fn compile(rs: &RuleSet, sets: &Sets) -> Result<Compiled, ValidateErr
                     a => CAction::Plain(a.clone()),
                 };
                 rules.push(CRule {
+                    family: r.family(),
                     matches,
                     stateful,
                     action,
@@ -235,7 +257,9 @@ pub(crate) fn compile(rs: &RuleSet, sets: &Sets) -> Result<Compiled, ValidateErr
                 counter += 1;
             }
             let classifier = if rules.len() >= CLASSIFY_MIN_RULES {
-                let boxes = c.rules.iter().enumerate().map(|(i, r)| {
+                let v4_capable = c.rules.iter().enumerate();
+                let v4_capable = v4_capable.filter(|(_, r)| r.family() != Some(Family::Ipv6));
+                let boxes = v4_capable.map(|(i, r)| {
                     let (fields, priority, id) = (field_box(&r.matches), i as u32, i as u32);
                     if box_is_exact(r) {
                         ClassRule::new(fields, priority, id)
@@ -334,6 +358,7 @@ fn compile_match(
     let addr = |a: &AddrMatch| -> Result<CAddr, ValidateError> {
         Ok(match a {
             AddrMatch::Range(r) => CAddr::Range(*r),
+            AddrMatch::Range6(r) => CAddr::Range6(*r),
             AddrMatch::Set(n) => CAddr::Set(set(n, SetKind::Addr)?),
         })
     };
@@ -353,6 +378,7 @@ fn compile_match(
         Match::SrcPort { ports: p, neg } => CMatch::SrcPort(ports(p)?, *neg),
         Match::DstPort { ports: p, neg } => CMatch::DstPort(ports(p)?, *neg),
         Match::Icmp { ty, code, neg } => CMatch::Icmp(*ty, *code, *neg),
+        Match::Icmp6 { ty, code, neg } => CMatch::Icmp6(*ty, *code, *neg),
         Match::TcpFlags { mask, set, neg } => CMatch::TcpFlags(*mask, *set, *neg),
         Match::CtState { states, neg } => CMatch::CtState(*states, *neg),
         Match::Mark { value, mask, neg } => CMatch::Mark(*value, *mask, *neg),

@@ -1,7 +1,12 @@
 //! Connection tracking: a bounded table of flows, each known by its original and its reply
 //! tuple, with a simplified TCP state machine, timeouts, and the NAT binding of the flow.
+//!
+//! The table is generic over its key: [`Tuple`] for IPv4 flows (16 bytes, the NAT binding
+//! in the reply tuple) and [`Tuple6`] for IPv6 flows (38 bytes, no NAT). The engine keeps
+//! one table of each, so IPv4 entries stay as small as they were before IPv6 support.
 
 use std::collections::HashMap;
+use std::net::Ipv6Addr;
 use std::time::Duration;
 
 use gatekit_packet::Instant;
@@ -34,6 +39,74 @@ impl Tuple {
             proto: self.proto,
         }
     }
+}
+
+/// An IPv6 flow tuple in one direction (ICMPv6 echo uses the identifier as both ports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tuple6 {
+    /// Source address.
+    pub src: Ipv6Addr,
+    /// Destination address.
+    pub dst: Ipv6Addr,
+    /// Source port (or echo identifier).
+    pub sport: u16,
+    /// Destination port (or echo identifier).
+    pub dport: u16,
+    /// Upper-layer protocol (the next header after the extension headers).
+    pub proto: u8,
+}
+
+impl Tuple6 {
+    /// The tuple of the other direction.
+    #[inline]
+    pub fn reversed(&self) -> Tuple6 {
+        Tuple6 {
+            src: self.dst,
+            dst: self.src,
+            sport: self.dport,
+            dport: self.sport,
+            proto: self.proto,
+        }
+    }
+}
+
+/// A key of the flow table: a tuple that knows its reverse and its protocol.
+pub trait FlowKey: Copy + Eq + core::hash::Hash + core::fmt::Debug {
+    /// The tuple of the other direction.
+    fn reverse(&self) -> Self;
+    /// The IP protocol (upper-layer protocol for IPv6).
+    fn protocol(&self) -> u8;
+}
+
+impl FlowKey for Tuple {
+    #[inline]
+    fn reverse(&self) -> Tuple {
+        Tuple::reversed(self)
+    }
+    #[inline]
+    fn protocol(&self) -> u8 {
+        self.proto
+    }
+}
+
+impl FlowKey for Tuple6 {
+    #[inline]
+    fn reverse(&self) -> Tuple6 {
+        Tuple6::reversed(self)
+    }
+    #[inline]
+    fn protocol(&self) -> u8 {
+        self.proto
+    }
+}
+
+/// A flow tuple of either family, as log records carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FlowTuple {
+    /// An IPv4 flow.
+    V4(Tuple),
+    /// An IPv6 flow.
+    V6(Tuple6),
 }
 
 /// Which way a packet goes relative to the flow's first packet.
@@ -96,7 +169,7 @@ pub struct Timeouts {
     pub udp: Duration,
     /// UDP once replied.
     pub udp_stream: Duration,
-    /// ICMP echo.
+    /// ICMP and ICMPv6 echo.
     pub icmp: Duration,
     /// Other protocols.
     pub generic: Duration,
@@ -120,14 +193,14 @@ impl Default for Timeouts {
     }
 }
 
-/// One tracked flow.
+/// One tracked flow, keyed by [`Tuple`] (IPv4) or [`Tuple6`] (IPv6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Conn {
+pub struct Conn<K = Tuple> {
     /// The first packet's tuple, before any translation.
-    pub original: Tuple,
+    pub original: K,
     /// The tuple replies carry, after translation: with NAT it is not the reverse of
     /// `original`.
-    pub reply: Tuple,
+    pub reply: K,
     /// Protocol state.
     pub proto: ProtoState,
     /// Whether a packet went the reply way.
@@ -140,13 +213,24 @@ pub struct Conn {
     pub bytes: [u64; 2],
 }
 
-impl Conn {
+impl Conn<Tuple> {
+    /// Whether the source was translated.
+    pub fn src_nat(&self) -> bool {
+        self.reply.dst != self.original.src || self.reply.dport != self.original.sport
+    }
+    /// Whether the destination was translated.
+    pub fn dst_nat(&self) -> bool {
+        self.reply.src != self.original.dst || self.reply.sport != self.original.dport
+    }
+}
+
+impl<K: FlowKey> Conn<K> {
     /// A new flow from its first packet's tuple.
-    pub fn new(original: Tuple, now: Instant) -> Conn {
+    pub fn new(original: K, now: Instant) -> Conn<K> {
         Conn {
             original,
-            reply: original.reversed(),
-            proto: if original.proto == 6 {
+            reply: original.reverse(),
+            proto: if original.protocol() == 6 {
                 ProtoState::Tcp {
                     state: TcpState::SynSent,
                     fins: 0,
@@ -161,20 +245,11 @@ impl Conn {
         }
     }
 
-    /// Whether the source was translated.
-    pub fn src_nat(&self) -> bool {
-        self.reply.dst != self.original.src || self.reply.dport != self.original.sport
-    }
-    /// Whether the destination was translated.
-    pub fn dst_nat(&self) -> bool {
-        self.reply.src != self.original.dst || self.reply.sport != self.original.dport
-    }
-
     /// What a packet going `dir` looks like once fully translated.
-    pub fn translated(&self, dir: Direction) -> Tuple {
+    pub fn translated(&self, dir: Direction) -> K {
         match dir {
-            Direction::Original => self.reply.reversed(),
-            Direction::Reply => self.original.reversed(),
+            Direction::Original => self.reply.reverse(),
+            Direction::Reply => self.original.reverse(),
         }
     }
 
@@ -249,10 +324,10 @@ impl Conn {
                     TcpState::Close => t.tcp_close,
                 }
             }
-            ProtoState::Other => match self.original.proto {
+            ProtoState::Other => match self.original.protocol() {
                 17 | 136 if self.replied => t.udp_stream,
                 17 | 136 => t.udp,
-                1 => t.icmp,
+                1 | 58 => t.icmp,
                 _ => t.generic,
             },
         };
@@ -282,9 +357,9 @@ pub struct ConnStats {
 /// one that has expired or was never answered (the kernel's early drop also prefers
 /// unanswered flows); if none qualifies the insert is refused and counted.
 #[derive(Debug, Clone)]
-pub struct ConnTrack {
-    map: HashMap<Tuple, (u32, Direction)>,
-    slots: Vec<Option<Conn>>,
+pub struct ConnTrack<K = Tuple> {
+    map: HashMap<K, (u32, Direction)>,
+    slots: Vec<Option<Conn<K>>>,
     free: Vec<u32>,
     capacity: usize,
     hand: usize,
@@ -296,9 +371,9 @@ pub struct ConnTrack {
 /// How many flows an insert into a full table examines for eviction.
 const EVICT_SCAN: usize = 16;
 
-impl ConnTrack {
+impl<K: FlowKey> ConnTrack<K> {
     /// An empty table for at most `capacity` flows.
-    pub fn new(capacity: usize) -> ConnTrack {
+    pub fn new(capacity: usize) -> ConnTrack<K> {
         ConnTrack {
             map: HashMap::with_capacity(capacity.min(1 << 20) * 2),
             slots: Vec::new(),
@@ -308,6 +383,20 @@ impl ConnTrack {
             timeouts: Timeouts::default(),
             stats: ConnStats::default(),
         }
+    }
+
+    /// An empty table for at most `capacity` flows that allocates as it fills (the
+    /// engine's IPv6 table: most deployments carry few IPv6 flows).
+    pub fn growing(capacity: usize) -> ConnTrack<K> {
+        let mut t = ConnTrack::new(0);
+        t.capacity = capacity;
+        t
+    }
+
+    /// Changes the most flows the table holds (flows beyond it stay until they expire or
+    /// are evicted by an insert).
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity;
     }
 
     /// Counters.
@@ -333,7 +422,7 @@ impl ConnTrack {
 
     /// The flow a packet with tuple `t` belongs to and its direction, if the flow is known
     /// and not expired at `now` (an expired flow is removed).
-    pub fn lookup(&mut self, t: &Tuple, now: Instant) -> Option<(u32, Direction)> {
+    pub fn lookup(&mut self, t: &K, now: Instant) -> Option<(u32, Direction)> {
         let (id, dir) = *self.map.get(t)?;
         let expired = self.slots.get(id as usize)?.as_ref()?.expires <= now;
         if expired {
@@ -345,22 +434,22 @@ impl ConnTrack {
     }
 
     /// Whether some flow uses `t` as its original or reply tuple.
-    pub fn tuple_in_use(&self, t: &Tuple) -> bool {
+    pub fn tuple_in_use(&self, t: &K) -> bool {
         self.map.contains_key(t)
     }
 
     /// The flow with this id.
-    pub fn get(&self, id: u32) -> Option<&Conn> {
+    pub fn get(&self, id: u32) -> Option<&Conn<K>> {
         self.slots.get(id as usize)?.as_ref()
     }
     /// The flow with this id, writable. Do not change its tuples (use remove and insert).
-    pub fn get_mut(&mut self, id: u32) -> Option<&mut Conn> {
+    pub fn get_mut(&mut self, id: u32) -> Option<&mut Conn<K>> {
         self.slots.get_mut(id as usize)?.as_mut()
     }
 
     /// Adds a flow; `Err(conn)` if the table is full and nothing could be evicted, or if
     /// one of its tuples is already in use.
-    pub fn insert(&mut self, conn: Conn, now: Instant) -> Result<u32, Conn> {
+    pub fn insert(&mut self, conn: Conn<K>, now: Instant) -> Result<u32, Conn<K>> {
         if self.map.contains_key(&conn.original) || self.map.contains_key(&conn.reply) {
             return Err(conn);
         }
@@ -385,7 +474,7 @@ impl ConnTrack {
     }
 
     /// Removes a flow.
-    pub fn remove(&mut self, id: u32) -> Option<Conn> {
+    pub fn remove(&mut self, id: u32) -> Option<Conn<K>> {
         let conn = self.slots.get_mut(id as usize)?.take()?;
         self.map.remove(&conn.original);
         self.map.remove(&conn.reply);
@@ -441,7 +530,7 @@ impl ConnTrack {
     }
 
     /// Every flow, with its id.
-    pub fn iter(&self) -> impl Iterator<Item = (u32, &Conn)> {
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &Conn<K>)> {
         self.slots
             .iter()
             .enumerate()
@@ -505,6 +594,43 @@ mod tests {
         );
         assert!(c.update(Direction::Reply, 0x04, 40, &to, now));
         assert_eq!(c.expires, now + to.tcp_close);
+    }
+
+    /// The per-flow footprint: IPv4 entries are what they were before IPv6 flows had a
+    /// table of their own (a 16-byte tuple, an 80-byte flow); IPv6 ones are larger.
+    #[test]
+    fn entry_sizes() {
+        use core::mem::size_of;
+        assert_eq!(size_of::<Tuple>(), 16);
+        assert_eq!(size_of::<Option<Conn<Tuple>>>(), 80);
+        assert_eq!(size_of::<(Tuple, (u32, Direction))>(), 24);
+        assert_eq!(size_of::<Tuple6>(), 38);
+        assert!(size_of::<Option<Conn<Tuple6>>>() <= 128);
+    }
+
+    #[test]
+    fn v6_flows_and_icmpv6_timeout() {
+        let to = Timeouts::default();
+        let now = Instant::from_secs(1);
+        let a: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let b: Ipv6Addr = "2001:db8::2".parse().unwrap();
+        let echo = Tuple6 {
+            src: a,
+            dst: b,
+            sport: 7,
+            dport: 7,
+            proto: 58,
+        };
+        let mut ct: ConnTrack<Tuple6> = ConnTrack::new(4);
+        let mut c = Conn::new(echo, now);
+        assert!(c.update(Direction::Original, 0, 64, &to, now));
+        assert_eq!(c.expires, now + to.icmp);
+        let id = ct.insert(c, now).unwrap();
+        assert_eq!(
+            ct.lookup(&echo.reversed(), now),
+            Some((id, Direction::Reply))
+        );
+        assert_eq!(ct.lookup(&echo, now + to.icmp), None, "expired");
     }
 
     #[test]

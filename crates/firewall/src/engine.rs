@@ -2,7 +2,8 @@
 //! packets in place.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::Ipv4Addr;
+use std::hash::{BuildHasher, RandomState};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -13,12 +14,15 @@ use gatekit_packet::{
 use crate::compile::{
     BucketCfg, CAction, CAddr, CChain, CMatch, CPorts, CRule, Compiled, MAX_DEPTH, compile,
 };
-use crate::conntrack::{Conn, ConnStats, ConnTrack, Direction, Tuple};
+use crate::conntrack::{Conn, ConnStats, ConnTrack, Direction, FlowTuple, Tuple6};
 use crate::error::ValidateError;
 use crate::headers::{
-    self, Ipv4Info, build_reject, icmp_inner, is_icmp_error, parse_ipv4, rewrite, tuple_of,
+    self, PktInfo, build_reject, icmp_inner, icmp6_inner, is_icmp_error, is_icmp6_error, parse_ip,
+    rewrite, tuple_of, tuple6_of,
 };
-use crate::ir::{Action, CtStates, Dir, Hook, NatTarget, Policy, RejectWith, RuleSet, TableKind};
+use crate::ir::{
+    Action, CtStates, Dir, Family, Hook, NatTarget, Policy, RejectWith, RuleSet, TableKind,
+};
 use crate::sets::Sets;
 
 /// Where a packet goes after the routing decision, as the caller's router says.
@@ -67,7 +71,7 @@ pub struct LogEvent {
     /// Source line of the rule (0 if built in code).
     pub line: u32,
     /// The packet's tuple.
-    pub tuple: Tuple,
+    pub tuple: FlowTuple,
     /// Its IP length.
     pub len: u16,
 }
@@ -94,7 +98,7 @@ pub struct FirewallStats {
 /// Tuning of a [`Firewall`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
-    /// Most tracked flows.
+    /// Most tracked flows, IPv4 and IPv6 together.
     pub conntrack_capacity: usize,
     /// Log records per second, over all `log` rules (burst of the same size).
     pub log_per_second: u32,
@@ -197,25 +201,33 @@ enum Outcome {
 
 /// The packet as the matches see it.
 struct View<'a> {
-    info: &'a Ipv4Info,
+    info: &'a PktInfo,
     data: &'a [u8],
     ct: CtStates,
     iif: Option<&'a str>,
     oif: Option<&'a str>,
 }
 
-/// A stateful IPv4 firewall: connection tracking, a nat and a filter table, NAT with
-/// incremental checksum updates, `reject` answers, rate limits and rate-limited logging.
+/// A stateful dual-stack firewall: connection tracking, a nat and a filter table, NAT with
+/// incremental checksum updates (IPv4), `reject` answers, rate limits and rate-limited
+/// logging.
+///
+/// IPv6 packets are parsed through their extension headers, filtered by the same chains
+/// (rules select their family by their addresses, as in nftables' `inet` family) and
+/// tracked in a connection table of their own. They do not traverse the nat table: there
+/// is no NAT66, so a nat rule without addresses never applies to IPv6.
 ///
 /// Sans-IO: the caller passes `now` and a router; the engine keeps per-worker state
 /// (conntrack, counters, buckets) and shares the compiled rules through a
-/// [`RulesHandle`]. IPv6 packets are dropped as [`DropReason::Unsupported`].
+/// [`RulesHandle`].
 #[derive(Debug)]
 pub struct Firewall {
     handle: RulesHandle,
     rules: Arc<Compiled>,
     generation: u64,
     ct: ConnTrack,
+    ct6: ConnTrack<Tuple6>,
+    hash_state: RandomState,
     cfg: Config,
     ifaces: Vec<Option<Iface>>,
     counters: Vec<[u64; 2]>,
@@ -254,6 +266,8 @@ impl Firewall {
             rules,
             generation,
             ct: ConnTrack::new(cfg.conntrack_capacity),
+            ct6: ConnTrack::growing(cfg.conntrack_capacity),
+            hash_state: RandomState::new(),
             cfg,
             ifaces: Vec::new(),
             counters: Vec::new(),
@@ -315,13 +329,24 @@ impl Firewall {
     pub fn drops(&self) -> &DropCounters {
         &self.drops
     }
-    /// Connection table counters.
+    /// Connection table counters, IPv4 and IPv6 flows together.
     pub fn conn_stats(&self) -> ConnStats {
-        self.ct.stats()
+        let (a, b) = (self.ct.stats(), self.ct6.stats());
+        ConnStats {
+            inserted: a.inserted + b.inserted,
+            expired: a.expired + b.expired,
+            evicted: a.evicted + b.evicted,
+            refused: a.refused + b.refused,
+            invalid: a.invalid + b.invalid,
+        }
     }
-    /// The connection table.
+    /// The connection table of IPv4 flows.
     pub fn conntrack(&self) -> &ConnTrack {
         &self.ct
+    }
+    /// The connection table of IPv6 flows.
+    pub fn conntrack6(&self) -> &ConnTrack<Tuple6> {
+        &self.ct6
     }
     /// Packets and bytes matched by each rule, in the order of the rule set (filter table
     /// chains, then nat), since the rule set was loaded.
@@ -352,27 +377,27 @@ impl Firewall {
         Verdict::Drop(r)
     }
 
-    /// Runs one IPv4 packet through the firewall: conntrack, nat (prerouting or output),
+    /// Runs one IP packet through the firewall: conntrack, nat (prerouting or output),
     /// the routing decision by `router`, filter (input, forward or output), nat
-    /// (postrouting or input). The packet is translated in place.
+    /// (postrouting or input). The packet is translated in place. IPv6 packets skip the
+    /// nat table.
     pub fn process<B: PacketBuf>(
         &mut self,
         buf: &mut B,
         meta: &mut Meta,
         from: Source,
-        router: &mut dyn FnMut(Ipv4Addr) -> Route,
+        router: &mut dyn FnMut(IpAddr) -> Route,
         now: Instant,
     ) -> Verdict {
         self.refresh();
         self.stats.packets += 1;
-        let version = buf.data().first().map(|b| b >> 4);
-        if version == Some(6) {
-            return self.drop(DropReason::Unsupported);
-        }
-        let mut info = match parse_ipv4(buf.data()) {
+        let mut info = match parse_ip(buf.data()) {
             Ok(i) => i,
             Err(r) => return self.drop(r),
         };
+        if info.v6 {
+            return self.process6(buf, meta, from, router, now, &info);
+        }
         let tuple = tuple_of(&info);
         // Conntrack: a known flow, an ICMP error about one, a new flow, or invalid.
         let mut conn: Option<(u32, Direction)> = None;
@@ -452,7 +477,7 @@ impl Firewall {
             }
         }
 
-        let route = router(Ipv4Addr::from(info.dst));
+        let route = router(IpAddr::V4(Ipv4Addr::from(info.dst)));
         let oif_port = match route {
             Route::Out(p) => Some(p),
             _ => None,
@@ -528,6 +553,8 @@ impl Firewall {
             }
             let t = self.ct.timeouts;
             c.update(Direction::Original, info.tcp_flags, info.total, &t, now);
+            self.ct
+                .set_capacity(self.cfg.conntrack_capacity.saturating_sub(self.ct6.len()));
             if self.ct.insert(c, now).is_err() {
                 return self.drop(DropReason::ConnTableFull);
             }
@@ -536,8 +563,101 @@ impl Firewall {
         Verdict::Accept(route)
     }
 
-    fn reject<B: PacketBuf>(&mut self, buf: &mut B, info: &Ipv4Info, with: RejectWith) -> Verdict {
-        let mut out = [0u8; 576];
+    /// The IPv6 path: conntrack (its own table), the routing decision, filter. No nat.
+    fn process6<B: PacketBuf>(
+        &mut self,
+        buf: &mut B,
+        meta: &mut Meta,
+        from: Source,
+        router: &mut dyn FnMut(IpAddr) -> Route,
+        now: Instant,
+        info: &PktInfo,
+    ) -> Verdict {
+        let tuple = tuple6_of(info);
+        let mut known = false;
+        let mut ct = CtStates::NEW;
+        if let Some((ty, _)) = info.icmp
+            && is_icmp6_error(ty)
+        {
+            // An ICMPv6 error is related to the flow of the packet it quotes.
+            let inner = icmp6_inner(buf.data(), info);
+            ct = match inner.and_then(|t| self.ct6.lookup(&t.reversed(), now)) {
+                Some(_) => CtStates::RELATED,
+                None => CtStates::INVALID,
+            };
+            known = true;
+        } else if let Some((id, dir)) = self.ct6.lookup(&tuple, now) {
+            let t = self.ct6.timeouts;
+            let ok = self
+                .ct6
+                .get_mut(id)
+                .is_some_and(|c| c.update(dir, info.tcp_flags, info.total, &t, now));
+            let replied = self.ct6.get(id).is_some_and(|c| c.replied);
+            ct = if !ok {
+                self.ct6.count_invalid();
+                CtStates::INVALID
+            } else if replied {
+                CtStates::ESTABLISHED
+            } else {
+                CtStates::NEW
+            };
+            known = true;
+        } else if info.proto == headers::TCP && (info.tcp_flags & 0x17 != 0x02) {
+            self.ct6.count_invalid();
+            ct = CtStates::INVALID;
+        }
+        let new_conn = (!known && ct == CtStates::NEW).then(|| Conn::new(tuple, now));
+        let route = router(IpAddr::V6(Ipv6Addr::from(info.dst6)));
+        let filter_hook = match (from, route) {
+            (Source::Local, _) => Hook::Output,
+            (_, Route::Local) => Hook::Input,
+            (_, Route::Out(_)) => Hook::Forward,
+            (_, Route::Unreachable) => return self.drop(DropReason::NoRoute),
+        };
+        let iif = match from {
+            Source::Port(p) => self.iface(p).map(|i| i.name.clone()),
+            Source::Local => None,
+        };
+        let oif = match route {
+            Route::Out(p) => self.iface(p).map(|i| i.name.clone()),
+            _ => None,
+        };
+        let rules = self.rules.clone();
+        let view = View {
+            info,
+            data: buf.data(),
+            ct,
+            iif: iif.as_deref(),
+            oif: oif.as_deref(),
+        };
+        match self.run_hook(
+            &rules,
+            TableKind::Filter,
+            filter_hook,
+            &view,
+            &mut meta.mark,
+            now,
+        ) {
+            Outcome::Accept | Outcome::Policy(Policy::Accept) | Outcome::Nat(_) => {}
+            Outcome::Drop => return self.drop(DropReason::Filtered),
+            Outcome::Policy(Policy::Drop) => return self.drop(DropReason::Policy),
+            Outcome::Reject(with) => return self.reject(buf, info, with),
+        }
+        if let Some(mut c) = new_conn {
+            let t = self.ct6.timeouts;
+            c.update(Direction::Original, info.tcp_flags, info.total, &t, now);
+            self.ct6
+                .set_capacity(self.cfg.conntrack_capacity.saturating_sub(self.ct.len()));
+            if self.ct6.insert(c, now).is_err() {
+                return self.drop(DropReason::ConnTableFull);
+            }
+        }
+        self.stats.accepted += 1;
+        Verdict::Accept(route)
+    }
+
+    fn reject<B: PacketBuf>(&mut self, buf: &mut B, info: &PktInfo, with: RejectWith) -> Verdict {
+        let mut out = [0u8; 1280];
         let Some(len) = build_reject(buf.data(), info, with, &mut out) else {
             return self.drop(DropReason::Filtered);
         };
@@ -555,7 +675,7 @@ impl Firewall {
     fn translate<B: PacketBuf>(
         &mut self,
         buf: &mut B,
-        info: &mut Ipv4Info,
+        info: &mut PktInfo,
         src: bool,
         addr: u32,
         port: u16,
@@ -585,7 +705,7 @@ impl Firewall {
     fn translate_related<B: PacketBuf>(
         &mut self,
         buf: &mut B,
-        info: &Ipv4Info,
+        info: &PktInfo,
         id: u32,
         dir: Direction,
         inner: usize,
@@ -634,7 +754,7 @@ impl Firewall {
         self.stats.translated += 1;
     }
 
-    fn pick_dst(&self, a: &Action, info: &Ipv4Info, c: &Conn) -> Option<(u32, u16)> {
+    fn pick_dst(&self, a: &Action, info: &PktInfo, c: &Conn) -> Option<(u32, u16)> {
         match a {
             Action::Dnat(t) => self.pick(t, c, false),
             Action::Netmap { to } => {
@@ -648,7 +768,7 @@ impl Firewall {
     fn pick_src(
         &self,
         a: &Action,
-        info: &Ipv4Info,
+        info: &PktInfo,
         c: &Conn,
         oif: Option<PortId>,
     ) -> Option<(u32, u16)> {
@@ -795,8 +915,10 @@ impl Firewall {
         mut after: Option<u32>,
         now: Instant,
     ) -> Option<u32> {
+        // The classifier keys on IPv4 5-tuples; IPv6 packets walk the rules in order.
+        let cls = ch.classifier.as_ref().filter(|_| !v.info.v6);
         loop {
-            let i = match &ch.classifier {
+            let i = match cls {
                 Some(cls) => {
                     let key = [
                         v.info.src,
@@ -844,7 +966,17 @@ impl Firewall {
                         return false;
                     };
                     let mut k: u64 = 0;
-                    if key.src_ip {
+                    if v.info.v6 {
+                        // IPv6 addresses do not fit the key: hash the chosen fields
+                        // (keyed SipHash, so that sources cannot be picked to collide).
+                        let pick = |on: bool, a: u128| if on { a } else { 0 };
+                        k = self.hash_state.hash_one((
+                            pick(key.src_ip, v.info.src6),
+                            pick(key.dst_ip, v.info.dst6),
+                            if key.src_port { v.info.sport } else { 0 },
+                            if key.dst_port { v.info.dport } else { 0 },
+                        ));
+                    } else if key.src_ip {
                         k ^= u64::from(v.info.src);
                     }
                     if key.dst_ip {
@@ -901,16 +1033,34 @@ impl Firewall {
             table,
             chain: chain.to_owned(),
             line,
-            tuple: tuple_of(v.info),
+            tuple: if v.info.v6 {
+                FlowTuple::V6(tuple6_of(v.info))
+            } else {
+                FlowTuple::V4(tuple_of(v.info))
+            },
             len: v.info.total as u16,
         });
     }
 }
 
-fn addr_in(a: &CAddr, x: u32) -> bool {
+/// Whether the packet's source (`src`) or destination address is in `a`; an address of the
+/// other family never is.
+fn addr_in(a: &CAddr, i: &PktInfo, src: bool) -> bool {
+    let (x, x6) = if src {
+        (i.src, i.src6)
+    } else {
+        (i.dst, i.dst6)
+    };
     match a {
-        CAddr::Range(r) => r.contains(x),
-        CAddr::Set(s) => s.data.read().is_ok_and(|d| d.contains_addr(x)),
+        CAddr::Range(r) => !i.v6 && r.contains(x),
+        CAddr::Range6(r) => i.v6 && r.contains(x6),
+        CAddr::Set(s) => s.data.read().is_ok_and(|d| {
+            if i.v6 {
+                d.contains_addr6(x6)
+            } else {
+                d.contains_addr(x)
+            }
+        }),
     }
 }
 
@@ -924,19 +1074,29 @@ fn port_in(p: &CPorts, x: u16) -> bool {
 /// Whether every stateless match of `r` holds.
 fn stateless(r: &CRule, v: &View<'_>, mark: u32) -> bool {
     let i = v.info;
+    // A rule with IPv4 addresses matches IPv4 packets only, one with IPv6 addresses IPv6
+    // only, negated addresses included (`! -s 10.0.0.0/8` is still an IPv4 rule).
+    if let Some(f) = r.family
+        && (f == Family::Ipv6) != i.v6
+    {
+        return false;
+    }
+    let icmp4 = if i.v6 { None } else { i.icmp };
+    let icmp6 = if i.v6 { i.icmp } else { None };
     r.matches.iter().all(|m| match m {
         CMatch::InIface(f, neg) => v.iif.is_some_and(|n| f.matches(n)) != *neg,
         CMatch::OutIface(f, neg) => v.oif.is_some_and(|n| f.matches(n)) != *neg,
-        CMatch::Src(a, neg) => addr_in(a, i.src) != *neg,
-        CMatch::Dst(a, neg) => addr_in(a, i.dst) != *neg,
+        CMatch::Src(a, neg) => addr_in(a, i, true) != *neg,
+        CMatch::Dst(a, neg) => addr_in(a, i, false) != *neg,
         CMatch::Proto(p, neg) => (i.proto == *p) != *neg,
         // Like iptables, a port match on a packet without ports fails even when negated.
         CMatch::SrcPort(p, neg) => i.has_ports && port_in(p, i.sport) != *neg,
         CMatch::DstPort(p, neg) => i.has_ports && port_in(p, i.dport) != *neg,
         CMatch::Icmp(ty, code, neg) => {
-            i.icmp
-                .is_some_and(|(t, c)| t == *ty && code.is_none_or(|k| k == c))
-                != *neg
+            icmp4.is_some_and(|(t, c)| t == *ty && code.is_none_or(|k| k == c)) != *neg
+        }
+        CMatch::Icmp6(ty, code, neg) => {
+            icmp6.is_some_and(|(t, c)| t == *ty && code.is_none_or(|k| k == c)) != *neg
         }
         CMatch::TcpFlags(mask, set, neg) => {
             i.proto == headers::TCP && i.l4.is_some() && ((i.tcp_flags & mask) == *set) != *neg
@@ -956,11 +1116,14 @@ fn stateless(r: &CRule, v: &View<'_>, mark: u32) -> bool {
         CMatch::Set(s, dirs, neg) => {
             let pick_a = |d: Dir| if d == Dir::Src { i.src } else { i.dst };
             let pick_p = |d: Dir| if d == Dir::Src { i.sport } else { i.dport };
+            let pick_a6 = |d: Dir| if d == Dir::Src { i.src6 } else { i.dst6 };
             let hit = s.data.read().is_ok_and(|data| match s.kind {
+                crate::ir::SetKind::Addr if i.v6 => data.contains_addr6(pick_a6(dirs[0])),
                 crate::ir::SetKind::Addr => data.contains_addr(pick_a(dirs[0])),
                 crate::ir::SetKind::Port => i.has_ports && data.contains_port(pick_p(dirs[0])),
                 crate::ir::SetKind::Service => {
-                    i.has_ports
+                    !i.v6
+                        && i.has_ports
                         && dirs.len() > 1
                         && data.contains_service(pick_a(dirs[0]), pick_p(dirs[1]))
                 }
@@ -989,7 +1152,7 @@ impl<R> core::fmt::Debug for FirewallStage<R> {
     }
 }
 
-impl<B: PacketBuf, R: FnMut(Ipv4Addr) -> Route> Stage<B> for FirewallStage<R> {
+impl<B: PacketBuf, R: FnMut(IpAddr) -> Route> Stage<B> for FirewallStage<R> {
     fn process(&mut self, buf: &mut B, meta: &mut Meta, now: Instant) -> StageAction {
         let from = Source::Port(meta.ingress);
         match self
@@ -1022,5 +1185,6 @@ impl Firewall {
     pub fn handle_timeout(&mut self, now: Instant) {
         let budget = self.cfg.sweep_budget;
         self.ct.sweep(now, budget);
+        self.ct6.sweep(now, budget);
     }
 }

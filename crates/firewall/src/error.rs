@@ -85,6 +85,15 @@ pub enum ValidateError {
         /// The name.
         name: String,
     },
+    /// A rule whose addresses do not fit: IPv4 and IPv6 in one rule, or IPv6 in the nat
+    /// table (NAT is IPv4 only).
+    #[error("line {line}: {problem}")]
+    Family {
+        /// Line of the rule.
+        line: u32,
+        /// What is wrong.
+        problem: &'static str,
+    },
     /// A match value that cannot be (an empty range, a pattern longer than its window).
     #[error("line {line}: {problem}")]
     BadMatch {

@@ -19,15 +19,24 @@
 //! assert_eq!(rs.nat.chain("MACRO_CUST").map(|c| c.rules.len()), Some(1));
 //! # Ok::<(), gatekit_firewall::ParseError>(())
 //! ```
+//!
+//! The rules are dual-stack, like nftables' `inet` family: `-s`/`-d` (and `--src-range`,
+//! `--dst-range`) take IPv4 or IPv6 addresses, and a rule with IPv4 addresses matches IPv4
+//! packets only, one with IPv6 addresses IPv6 packets only, one without addresses both.
+//! `-p icmp` is ICMPv4; `-p ipv6-icmp` (or `icmpv6`, `icmp6`, `58`) is ICMPv6, with
+//! `-m icmp6 --icmpv6-type TYPE[/CODE]`. NAT is IPv4 only: IPv6 packets do not traverse the
+//! nat chains (`PREROUTING_CUST`, `POSTROUTING_CUST`, `MACRO_CUST`), so a nat rule without
+//! addresses never applies to them; a NAT target with an IPv6 address does not parse, and a
+//! nat rule with IPv6 addresses does not validate.
 
-use core::net::Ipv4Addr;
+use core::net::{Ipv4Addr, Ipv6Addr};
 use core::time::Duration;
 
 use crate::error::ParseError;
 use crate::ir::{
-    Action, AddrMatch, AddrRange, Chain, CtStates, Dir, HashKey, Hook, IfaceMatch, Match,
-    NatTarget, Origin, Policy, PortMatch, PortRange, Rate, RejectWith, Rule, RuleSet, SetDecl,
-    Table, TableKind,
+    Action, Addr6Range, AddrMatch, AddrRange, Chain, CtStates, Dir, HashKey, Hook, IfaceMatch,
+    Match, NatTarget, Origin, Policy, PortMatch, PortRange, Rate, RejectWith, Rule, RuleSet,
+    SetDecl, Table, TableKind,
 };
 
 const CUSTOM: [(&str, TableKind, &str); 6] = [
@@ -271,7 +280,6 @@ impl Parser<'_> {
             match opt.as_str() {
                 "-s" | "--source" | "-d" | "--destination" => {
                     let addr = self.addr_or_prefix()?;
-                    let addr = AddrMatch::Range(addr);
                     matches.push(if opt.starts_with("-s") || opt == "--source" {
                         Match::Src { addr, neg }
                     } else {
@@ -284,6 +292,7 @@ impl Parser<'_> {
                         "tcp" => 6,
                         "udp" => 17,
                         "icmp" => 1,
+                        "ipv6-icmp" | "icmpv6" | "icmp6" => 58,
                         "gre" => 47,
                         "esp" => 50,
                         "ah" => 51,
@@ -292,7 +301,10 @@ impl Parser<'_> {
                             continue;
                         }
                         other => other.parse::<u8>().map_err(|_| {
-                            self.err_at(i, "a protocol (tcp, udp, icmp, all or a number)")
+                            self.err_at(
+                                i,
+                                "a protocol (tcp, udp, icmp, ipv6-icmp, all or a number)",
+                            )
                         })?,
                     };
                     proto = Some(n);
@@ -354,7 +366,9 @@ impl Parser<'_> {
                 }
                 "-m" | "--match" => {
                     let (i, m) = self.next("a match module")?;
-                    const KNOWN: [&str; 13] = [
+                    const KNOWN: [&str; 15] = [
+                        "icmp6",
+                        "icmpv6",
                         "state",
                         "conntrack",
                         "multiport",
@@ -370,7 +384,7 @@ impl Parser<'_> {
                         "comment",
                     ];
                     if !KNOWN.contains(&m.as_str()) && m != "iprange" {
-                        return Err(self.err_at(i, "a match module: state, conntrack, multiport, set, icmp, tcp, udp, string, limit, hashlimit, mark, length, iprange or comment"));
+                        return Err(self.err_at(i, "a match module: state, conntrack, multiport, set, icmp, icmp6, tcp, udp, string, limit, hashlimit, mark, length, iprange or comment"));
                     }
                     module = Some(m);
                 }
@@ -416,6 +430,19 @@ impl Parser<'_> {
                         return Err(self.err_at(oi, "`-p icmp` before --icmp-type"));
                     }
                     matches.push(Match::Icmp { ty, code, neg });
+                }
+                "--icmpv6-type" => {
+                    let (i, t) = self.next("an ICMPv6 type")?;
+                    let (ty, code) = parse_icmp6_type(&t).ok_or_else(|| {
+                        self.err_at(
+                            i,
+                            "an ICMPv6 type: a number, type/code, or a name such as echo-request",
+                        )
+                    })?;
+                    if proto != Some(58) {
+                        return Err(self.err_at(oi, "`-p ipv6-icmp` before --icmpv6-type"));
+                    }
+                    matches.push(Match::Icmp6 { ty, code, neg });
                 }
                 "--tcp-flags" => {
                     if proto != Some(6) {
@@ -547,9 +574,15 @@ impl Parser<'_> {
                 }
                 "--src-range" | "--dst-range" => {
                     let (i, v) = self.next("an address range a.b.c.d-e.f.g.h")?;
-                    let r = parse_addr_range(&v)
-                        .ok_or_else(|| self.err_at(i, "an address range a.b.c.d-e.f.g.h"))?;
-                    let addr = AddrMatch::Range(r);
+                    let addr = match parse_addr_range(&v) {
+                        Some(r) => AddrMatch::Range(r),
+                        None => AddrMatch::Range6(parse_addr6_range(&v).ok_or_else(|| {
+                            self.err_at(
+                                i,
+                                "an address range a.b.c.d-e.f.g.h or 2001:db8::1-2001:db8::9",
+                            )
+                        })?),
+                    };
                     matches.push(if opt == "--src-range" {
                         Match::Src { addr, neg }
                     } else {
@@ -673,6 +706,7 @@ impl Parser<'_> {
             ("--to" | "--to-source", Action::Snat(t))
             | ("--to" | "--to-destination", Action::Dnat(t)) => match parse_nat_target(&v) {
                 Some(n) => *t = n,
+                None if is_v6_target(&v) => return bad(self, NO_NAT66),
                 None => return bad(self, "ADDR[-ADDR][:PORT[-PORT]]"),
             },
             ("--to-ports", Action::Masquerade { ports }) => {
@@ -683,6 +717,7 @@ impl Parser<'_> {
             }
             ("--to", Action::Netmap { to }) => match parse_prefix(&v) {
                 Some(r) if r.prefix_len().is_some() => *to = r,
+                _ if is_v6_target(&v) => return bad(self, NO_NAT66),
                 _ => return bad(self, "a prefix like 10.1.0.0/16"),
             },
             ("--reject-with", Action::Reject(w)) => {
@@ -692,11 +727,15 @@ impl Parser<'_> {
                     "icmp-host-unreachable" | "host-unreach" => RejectWith::HostUnreachable,
                     "icmp-proto-unreachable" | "proto-unreach" => RejectWith::ProtoUnreachable,
                     "icmp-admin-prohibited" | "admin-prohib" => RejectWith::AdminProhibited,
+                    "icmp6-port-unreachable" => RejectWith::PortUnreachable,
+                    "icmp6-no-route" | "no-route" => RejectWith::NetUnreachable,
+                    "icmp6-addr-unreachable" | "addr-unreach" => RejectWith::HostUnreachable,
+                    "icmp6-adm-prohibited" | "adm-prohibited" => RejectWith::AdminProhibited,
                     "tcp-reset" => RejectWith::TcpReset,
                     _ => {
                         return bad(
                             self,
-                            "icmp-port-unreachable, icmp-host-unreachable, icmp-net-unreachable, icmp-proto-unreachable, icmp-admin-prohibited or tcp-reset",
+                            "icmp-port-unreachable, icmp-host-unreachable, icmp-net-unreachable, icmp-proto-unreachable, icmp-admin-prohibited, icmp6-port-unreachable, icmp6-no-route, icmp6-addr-unreachable, icmp6-adm-prohibited or tcp-reset",
                         );
                     }
                 }
@@ -715,9 +754,17 @@ impl Parser<'_> {
         Ok(())
     }
 
-    fn addr_or_prefix(&mut self) -> Result<AddrRange, ParseError> {
+    fn addr_or_prefix(&mut self) -> Result<AddrMatch, ParseError> {
         let (i, v) = self.next("an address or prefix")?;
-        parse_prefix(&v).ok_or_else(|| self.err_at(i, "an IPv4 address or prefix like 10.0.0.0/8"))
+        if let Some(r) = parse_prefix(&v) {
+            return Ok(AddrMatch::Range(r));
+        }
+        parse_prefix6(&v).map(AddrMatch::Range6).ok_or_else(|| {
+            self.err_at(
+                i,
+                "an IPv4 or IPv6 address or prefix like 10.0.0.0/8 or 2001:db8::/32",
+            )
+        })
     }
 
     fn port_range(&mut self) -> Result<PortRange, ParseError> {
@@ -762,6 +809,36 @@ fn parse_prefix(s: &str) -> Option<AddrRange> {
         }
         None => Some(AddrRange::host(s.parse().ok()?)),
     }
+}
+
+/// What a NAT target with an IPv6 address is told.
+const NO_NAT66: &str =
+    "an IPv4 ADDR[-ADDR][:PORT[-PORT]] (NAT applies to IPv4 only; there is no NAT66)";
+
+/// Whether a NAT target is written with an IPv6 address (`[2001:db8::1]:80`, `2001:db8::1`,
+/// `2001:db8::/64`).
+fn is_v6_target(s: &str) -> bool {
+    let a = match s.strip_prefix('[') {
+        Some(r) => r.split(']').next().unwrap_or(r),
+        None => s.split(['/', '-']).next().unwrap_or(s),
+    };
+    a.parse::<Ipv6Addr>().is_ok()
+}
+
+fn parse_prefix6(s: &str) -> Option<Addr6Range> {
+    match s.split_once('/') {
+        Some((a, l)) => Addr6Range::prefix(a.parse().ok()?, l.parse().ok()?),
+        None => Some(Addr6Range::host(s.parse().ok()?)),
+    }
+}
+
+fn parse_addr6_range(s: &str) -> Option<Addr6Range> {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let (lo, hi) = (
+        u128::from(a.parse::<Ipv6Addr>().ok()?),
+        u128::from(b.parse::<Ipv6Addr>().ok()?),
+    );
+    (lo <= hi).then_some(Addr6Range { lo, hi })
 }
 
 fn parse_addr_range(s: &str) -> Option<AddrRange> {
@@ -849,6 +926,43 @@ fn parse_icmp_type(s: &str) -> Option<(u8, Option<u8>)> {
         "parameter-problem" => Some((12, None)),
         "timestamp-request" => Some((13, None)),
         "timestamp-reply" => Some((14, None)),
+        _ => None,
+    };
+    if named.is_some() {
+        return named;
+    }
+    match s.split_once('/') {
+        Some((t, c)) => Some((t.parse().ok()?, Some(c.parse().ok()?))),
+        None => Some((s.parse().ok()?, None)),
+    }
+}
+
+/// ICMPv6 type names as ip6tables knows them (RFC 4443, RFC 4861).
+fn parse_icmp6_type(s: &str) -> Option<(u8, Option<u8>)> {
+    let named = match s {
+        "destination-unreachable" => Some((1, None)),
+        "no-route" => Some((1, Some(0))),
+        "communication-prohibited" => Some((1, Some(1))),
+        "beyond-scope" => Some((1, Some(2))),
+        "address-unreachable" => Some((1, Some(3))),
+        "port-unreachable" => Some((1, Some(4))),
+        "failed-policy" => Some((1, Some(5))),
+        "reject-route" => Some((1, Some(6))),
+        "packet-too-big" => Some((2, None)),
+        "time-exceeded" | "ttl-exceeded" => Some((3, None)),
+        "ttl-zero-during-transit" => Some((3, Some(0))),
+        "ttl-zero-during-reassembly" => Some((3, Some(1))),
+        "parameter-problem" => Some((4, None)),
+        "bad-header" => Some((4, Some(0))),
+        "unknown-header-type" => Some((4, Some(1))),
+        "unknown-option" => Some((4, Some(2))),
+        "echo-request" | "ping" => Some((128, None)),
+        "echo-reply" | "pong" => Some((129, None)),
+        "router-solicitation" => Some((133, None)),
+        "router-advertisement" => Some((134, None)),
+        "neighbour-solicitation" | "neighbor-solicitation" => Some((135, None)),
+        "neighbour-advertisement" | "neighbor-advertisement" => Some((136, None)),
+        "redirect" => Some((137, None)),
         _ => None,
     };
     if named.is_some() {
@@ -1055,5 +1169,79 @@ mod tests {
         assert_eq!(e.column, 37);
         let e = parse("INPUT_CUST --log-prefix \"unterminated").unwrap_err();
         assert_eq!(e.expected, "a closing '\"'");
+        let e = parse("INPUT_CUST -s 2001:db8::/129 -j DROP").unwrap_err();
+        assert_eq!(
+            (e.line, e.column, e.found.as_str()),
+            (1, 15, "2001:db8::/129")
+        );
+        assert!(e.expected.contains("IPv6"), "{e}");
+        let e = parse("INPUT_CUST -p icmp --icmpv6-type echo-request -j DROP").unwrap_err();
+        assert_eq!(
+            (e.column, e.expected.as_str()),
+            (20, "`-p ipv6-icmp` before --icmpv6-type")
+        );
+        let e =
+            parse("PREROUTING_CUST -p tcp -j DNAT --to-destination [2001:db8::1]:80").unwrap_err();
+        assert_eq!(e.column, 49);
+        assert!(e.expected.contains("NAT applies to IPv4 only"), "{e}");
+        let e = parse("POSTROUTING_CUST -j NETMAP --to 2001:db8::/64").unwrap_err();
+        assert!(e.expected.contains("NAT applies to IPv4 only"), "{e}");
+    }
+
+    #[test]
+    fn ipv6_options() {
+        let r = one(
+            "FORWARD_CUST ! -s 2001:db8::/32 -d 2001:db8:1::5 -p ipv6-icmp -m icmp6 --icmpv6-type echo-request -j REJECT --reject-with icmp6-adm-prohibited",
+            TableKind::Filter,
+            "FORWARD_CUST",
+        );
+        let net: Ipv6Addr = "2001:db8::".parse().unwrap();
+        let host: Ipv6Addr = "2001:db8:1::5".parse().unwrap();
+        assert_eq!(
+            r.matches,
+            vec![
+                Match::Src {
+                    addr: AddrMatch::Range6(Addr6Range::prefix(net, 32).unwrap()),
+                    neg: true
+                },
+                Match::Dst {
+                    addr: AddrMatch::Range6(Addr6Range::host(host)),
+                    neg: false
+                },
+                Match::Proto {
+                    proto: 58,
+                    neg: false
+                },
+                Match::Icmp6 {
+                    ty: 128,
+                    code: None,
+                    neg: false
+                },
+            ]
+        );
+        assert_eq!(r.family(), Some(crate::ir::Family::Ipv6));
+        assert_eq!(r.action, Action::Reject(RejectWith::AdminProhibited));
+        let r = one(
+            "INPUT_CUST -p icmpv6 --icmpv6-type 1/4 -m iprange --src-range 2001:db8::1-2001:db8::9 -j DROP",
+            TableKind::Filter,
+            "INPUT_CUST",
+        );
+        assert_eq!(
+            r.matches[1],
+            Match::Icmp6 {
+                ty: 1,
+                code: Some(4),
+                neg: false
+            }
+        );
+        assert!(
+            matches!(r.matches[2], Match::Src { addr: AddrMatch::Range6(a), .. } if a.hi - a.lo == 8)
+        );
+        let r = one(
+            "INPUT_CUST -p 58 -j ACCEPT",
+            TableKind::Filter,
+            "INPUT_CUST",
+        );
+        assert_eq!(r.family(), None);
     }
 }

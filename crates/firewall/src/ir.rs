@@ -2,10 +2,14 @@
 //! nftables. Front ends (`iptables`, `classbench`) and other crates (an overlay policy
 //! compiler) produce a [`RuleSet`]; [`crate::Firewall`] compiles and runs it.
 //!
-//! Addresses are IPv4. Every range in this module is inclusive at both ends.
+//! Addresses are IPv4 ([`AddrRange`]) or IPv6 ([`Addr6Range`]). Rules follow the
+//! nftables `inet` family: a rule whose address matches are IPv4 matches only IPv4 packets,
+//! one whose address matches are IPv6 only IPv6 packets, and one without address ranges
+//! both ([`Rule::family`]); a rule mixing the two does not validate. Every range in this
+//! module is inclusive at both ends.
 
 use core::fmt;
-use core::net::Ipv4Addr;
+use core::net::{Ipv4Addr, Ipv6Addr};
 use core::time::Duration;
 
 /// An inclusive range of IPv4 addresses, held as host-order `u32`. A prefix is a range.
@@ -63,6 +67,74 @@ impl fmt::Display for AddrRange {
     }
 }
 
+/// An inclusive range of IPv6 addresses, held as host-order `u128`. A prefix is a range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Addr6Range {
+    /// First address.
+    pub lo: u128,
+    /// Last address.
+    pub hi: u128,
+}
+
+impl Addr6Range {
+    /// Every IPv6 address.
+    pub const ANY: Addr6Range = Addr6Range {
+        lo: 0,
+        hi: u128::MAX,
+    };
+
+    /// The range of `addr/len`; host bits of `addr` are ignored. `None` if `len > 128`.
+    pub fn prefix(addr: Ipv6Addr, len: u8) -> Option<Addr6Range> {
+        if len > 128 {
+            return None;
+        }
+        let mask = if len == 0 {
+            0
+        } else {
+            u128::MAX << (128 - len)
+        };
+        let lo = u128::from(addr) & mask;
+        Some(Addr6Range { lo, hi: lo | !mask })
+    }
+    /// One address.
+    pub fn host(addr: Ipv6Addr) -> Addr6Range {
+        let a = u128::from(addr);
+        Addr6Range { lo: a, hi: a }
+    }
+    /// Whether `a` is in the range.
+    #[inline]
+    pub fn contains(&self, a: u128) -> bool {
+        self.lo <= a && a <= self.hi
+    }
+    /// The prefix length if the range is exactly one prefix.
+    pub fn prefix_len(&self) -> Option<u8> {
+        let span = self.hi.wrapping_sub(self.lo);
+        if self.lo > self.hi || span.wrapping_add(1) & span != 0 || self.lo & span != 0 {
+            return None;
+        }
+        Some(128 - span.count_ones() as u8)
+    }
+}
+
+impl fmt::Display for Addr6Range {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.prefix_len() {
+            Some(128) => write!(f, "{}", Ipv6Addr::from(self.lo)),
+            Some(len) => write!(f, "{}/{}", Ipv6Addr::from(self.lo), len),
+            None => write!(f, "{}-{}", Ipv6Addr::from(self.lo), Ipv6Addr::from(self.hi)),
+        }
+    }
+}
+
+/// An IP version, as a rule's address matches select it (see [`Rule::family`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// IPv4 only.
+    Ipv4,
+    /// IPv6 only.
+    Ipv6,
+}
+
 /// An inclusive range of ports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PortRange {
@@ -92,9 +164,12 @@ impl PortRange {
 /// Where an address match looks.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum AddrMatch {
-    /// One prefix or range.
+    /// One IPv4 prefix or range; the rule then matches IPv4 packets only.
     Range(AddrRange),
-    /// A named address set (see [`SetKind::Addr`]).
+    /// One IPv6 prefix or range; the rule then matches IPv6 packets only.
+    Range6(Addr6Range),
+    /// A named address set (see [`SetKind::Addr`]); an IPv4 packet is looked up among the
+    /// set's IPv4 entries, an IPv6 packet among its IPv6 entries.
     Set(String),
 }
 
@@ -221,7 +296,8 @@ pub enum Match {
         /// Inverts the match.
         neg: bool,
     },
-    /// IP protocol (`-p`).
+    /// IP protocol (`-p`); for IPv6 the upper-layer header after the extension headers
+    /// (1 is ICMP for IPv4, 58 ICMPv6).
     Proto {
         /// The protocol number.
         proto: u8,
@@ -242,7 +318,16 @@ pub enum Match {
         /// Inverts the match.
         neg: bool,
     },
-    /// ICMP type and, optionally, code (`--icmp-type`).
+    /// ICMPv6 type and, optionally, code (`--icmpv6-type`); matches ICMPv6 packets only.
+    Icmp6 {
+        /// The ICMPv6 type.
+        ty: u8,
+        /// The ICMPv6 code, any if `None`.
+        code: Option<u8>,
+        /// Inverts the match.
+        neg: bool,
+    },
+    /// ICMP (IPv4) type and, optionally, code (`--icmp-type`); matches ICMPv4 packets only.
     Icmp {
         /// The ICMP type.
         ty: u8,
@@ -276,7 +361,8 @@ pub enum Match {
         /// Inverts the match.
         neg: bool,
     },
-    /// IP total length in a range.
+    /// IP total length in a range (for IPv6, the payload length plus the 40-byte header,
+    /// as ip6tables counts it).
     Length {
         /// Smallest length.
         lo: u16,
@@ -322,7 +408,7 @@ pub enum Match {
         rate: Rate,
         /// Bucket size.
         burst: u32,
-        /// Fields the buckets are keyed by.
+        /// Fields the buckets are keyed by (an IPv6 address is hashed into the key).
         key: HashKey,
     },
 }
@@ -336,25 +422,30 @@ impl Match {
     }
 }
 
-/// Which ICMP error (or TCP reset) a `reject` sends.
+/// Which ICMP error (or TCP reset) a `reject` sends. An IPv6 packet gets the ICMPv6
+/// destination unreachable (type 1) of the same meaning (RFC 4443 §3.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum RejectWith {
-    /// ICMP destination unreachable, port unreachable (code 3): the iptables default.
+    /// Destination unreachable, port unreachable (ICMP code 3, ICMPv6 code 4): the
+    /// iptables and ip6tables default.
     #[default]
     PortUnreachable,
-    /// Net unreachable (code 0).
+    /// Net unreachable (ICMP code 0; ICMPv6 no route to destination, code 0).
     NetUnreachable,
-    /// Host unreachable (code 1).
+    /// Host unreachable (ICMP code 1; ICMPv6 address unreachable, code 3).
     HostUnreachable,
-    /// Protocol unreachable (code 2).
+    /// Protocol unreachable (ICMP code 2). ICMPv6 has no such code: IPv6 packets get
+    /// administratively prohibited.
     ProtoUnreachable,
-    /// Communication administratively prohibited (code 13).
+    /// Communication administratively prohibited (ICMP code 13, ICMPv6 code 1).
     AdminProhibited,
     /// A TCP RST (for TCP packets; others get port unreachable).
     TcpReset,
 }
 
-/// The address (and optionally port) range a NAT rule maps to.
+/// The address (and optionally port) range a NAT rule maps to. NAT is IPv4 only: IPv6
+/// packets do not traverse the nat table, and a nat-table rule with IPv6 addresses does not
+/// validate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct NatTarget {
     /// Addresses to pick from.
@@ -445,6 +536,35 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// The family the rule's address ranges select: `Some(Ipv4)` if it has IPv4 ranges,
+    /// `Some(Ipv6)` if IPv6 ones, `None` if none (the rule matches both families; address
+    /// sets hold both). A rule with both kinds does not validate; this then says `Ipv4`.
+    pub fn family(&self) -> Option<Family> {
+        let (v4, v6) = self.families();
+        if v4 {
+            Some(Family::Ipv4)
+        } else if v6 {
+            Some(Family::Ipv6)
+        } else {
+            None
+        }
+    }
+
+    /// Whether the rule has IPv4 address ranges, IPv6 ones.
+    pub(crate) fn families(&self) -> (bool, bool) {
+        let mut out = (false, false);
+        for m in &self.matches {
+            if let Match::Src { addr, .. } | Match::Dst { addr, .. } = m {
+                match addr {
+                    AddrMatch::Range(_) => out.0 = true,
+                    AddrMatch::Range6(_) => out.1 = true,
+                    AddrMatch::Set(_) => {}
+                }
+            }
+        }
+        out
+    }
+
     /// A rule from matches and an action.
     pub fn new(matches: Vec<Match>, action: Action) -> Rule {
         Rule {
@@ -558,11 +678,12 @@ impl Table {
 /// What a named set holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SetKind {
-    /// Addresses and prefixes (ipset `hash:net`).
+    /// Addresses and prefixes (ipset `hash:net`), IPv4 and IPv6.
     Addr,
     /// Ports (ipset `bitmap:port`).
     Port,
-    /// Address and port pairs, a service (ipset `hash:ip,port`).
+    /// IPv4 address and port pairs, a service (ipset `hash:ip,port`); IPv6 packets never
+    /// match a service set.
     Service,
 }
 
@@ -574,8 +695,10 @@ pub struct SetDecl {
     pub name: String,
     /// What it holds.
     pub kind: SetKind,
-    /// Initial address ranges ([`SetKind::Addr`]).
+    /// Initial IPv4 address ranges ([`SetKind::Addr`]).
     pub addrs: Vec<AddrRange>,
+    /// Initial IPv6 address ranges ([`SetKind::Addr`]).
+    pub addrs6: Vec<Addr6Range>,
     /// Initial port ranges ([`SetKind::Port`]).
     pub ports: Vec<PortRange>,
     /// Initial (address, port) pairs ([`SetKind::Service`]).
@@ -589,6 +712,7 @@ impl SetDecl {
             name: name.to_owned(),
             kind,
             addrs: Vec::new(),
+            addrs6: Vec::new(),
             ports: Vec::new(),
             services: Vec::new(),
         }
@@ -669,5 +793,28 @@ mod tests {
         assert_eq!(AddrRange { lo: 2, hi: 3 }.prefix_len(), Some(31));
         assert!(AddrRange::prefix(Ipv4Addr::UNSPECIFIED, 33).is_none());
         assert_eq!(r.to_string(), "10.0.0.0/8");
+    }
+
+    #[test]
+    fn v6_prefixes() {
+        let a: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let r = Addr6Range::prefix(a, 32).unwrap();
+        // RFC 3849: 2001:db8::/32 runs from 2001:db8:: to 2001:db8:ffff:...:ffff.
+        assert_eq!(r.lo, u128::from("2001:db8::".parse::<Ipv6Addr>().unwrap()));
+        assert_eq!(
+            r.hi,
+            u128::from(
+                "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff"
+                    .parse::<Ipv6Addr>()
+                    .unwrap()
+            )
+        );
+        assert_eq!(r.prefix_len(), Some(32));
+        assert_eq!(r.to_string(), "2001:db8::/32");
+        assert_eq!(Addr6Range::ANY.prefix_len(), Some(0));
+        assert_eq!(Addr6Range::host(a).prefix_len(), Some(128));
+        assert_eq!(Addr6Range::host(a).to_string(), "2001:db8::1");
+        assert!(Addr6Range::prefix(a, 129).is_none());
+        assert_eq!(Addr6Range { lo: 1, hi: 2 }.prefix_len(), None);
     }
 }

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, RwLock};
 
-use crate::ir::{AddrRange, PortRange, SetDecl, SetKind};
+use crate::ir::{Addr6Range, AddrRange, PortRange, SetDecl, SetKind};
 
 /// Why a set update failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,6 +28,8 @@ pub enum SetError {
 pub(crate) struct SetData {
     /// Sorted, disjoint, non-adjacent ranges.
     addrs: Vec<AddrRange>,
+    /// Sorted, disjoint, non-adjacent IPv6 ranges.
+    addrs6: Vec<Addr6Range>,
     ports: Vec<PortRange>,
     services: HashSet<(u32, u16)>,
 }
@@ -41,6 +43,10 @@ impl SetData {
     pub(crate) fn contains_addr(&self, a: u32) -> bool {
         let i = self.addrs.partition_point(|r| r.hi < a);
         self.addrs.get(i).is_some_and(|r| r.lo <= a)
+    }
+    pub(crate) fn contains_addr6(&self, a: u128) -> bool {
+        let i = self.addrs6.partition_point(|r| r.hi < a);
+        self.addrs6.get(i).is_some_and(|r| r.lo <= a)
     }
     pub(crate) fn contains_port(&self, p: u16) -> bool {
         let i = self.ports.partition_point(|r| r.hi < p);
@@ -59,6 +65,16 @@ impl SetData {
             .map(|(lo, hi)| AddrRange { lo, hi })
             .collect();
     }
+    fn set_addrs6(&mut self, ranges: impl IntoIterator<Item = Addr6Range>) {
+        let mut v: Vec<(u128, u128)> = Vec::new();
+        for r in ranges {
+            add_range(&mut v, r.lo, r.hi);
+        }
+        self.addrs6 = merge(v, u128::checked_add)
+            .into_iter()
+            .map(|(lo, hi)| Addr6Range { lo, hi })
+            .collect();
+    }
     fn set_ports(&mut self, ranges: impl IntoIterator<Item = PortRange>) {
         let mut v: Vec<(u16, u16)> = Vec::new();
         for r in ranges {
@@ -69,6 +85,45 @@ impl SetData {
             .map(|(lo, hi)| PortRange { lo, hi })
             .collect();
     }
+}
+
+/// What is left of `have` once every range of `cut` is taken out.
+fn cut_ranges<T: Copy + Ord + From<u8>>(
+    have: &[(T, T)],
+    cut: &[(T, T)],
+    add: fn(T, T) -> Option<T>,
+    sub: fn(T, T) -> Option<T>,
+) -> Vec<(T, T)> {
+    let one = T::from(1);
+    let mut out = Vec::new();
+    for &r in have {
+        let mut pieces = vec![r];
+        for &(clo, chi) in cut {
+            pieces = pieces
+                .into_iter()
+                .flat_map(|(lo, hi)| {
+                    let mut v = Vec::new();
+                    if chi < lo || clo > hi {
+                        v.push((lo, hi));
+                    } else {
+                        if clo > lo
+                            && let Some(h) = sub(clo, one)
+                        {
+                            v.push((lo, h));
+                        }
+                        if chi < hi
+                            && let Some(l) = add(chi, one)
+                        {
+                            v.push((l, hi));
+                        }
+                    }
+                    v
+                })
+                .collect();
+        }
+        out.extend(pieces);
+    }
+    out
 }
 
 /// Merges sorted ranges that overlap or touch.
@@ -105,6 +160,7 @@ impl Sets {
         for d in decls {
             let mut data = SetData::default();
             data.set_addrs(d.addrs.iter().copied());
+            data.set_addrs6(d.addrs6.iter().copied());
             data.set_ports(d.ports.iter().copied());
             data.services = d
                 .services
@@ -170,44 +226,39 @@ impl Sets {
             d.set_addrs(all);
         })
     }
-    /// Replaces the content of an address set.
+    /// Replaces the IPv4 content of an address set (its IPv6 content stays).
     pub fn replace_addrs(&self, name: &str, ranges: &[AddrRange]) -> Result<(), SetError> {
         self.update(name, SetKind::Addr, |d| d.set_addrs(ranges.iter().copied()))
     }
     /// Removes addresses from an address set (ranges are cut as needed).
     pub fn remove_addrs(&self, name: &str, ranges: &[AddrRange]) -> Result<(), SetError> {
         self.update(name, SetKind::Addr, |d| {
-            let mut out = Vec::new();
-            for r in &d.addrs {
-                let mut pieces = vec![*r];
-                for cut in ranges {
-                    pieces = pieces
-                        .into_iter()
-                        .flat_map(|p| {
-                            let mut v = Vec::new();
-                            if cut.hi < p.lo || cut.lo > p.hi {
-                                v.push(p);
-                            } else {
-                                if cut.lo > p.lo {
-                                    v.push(AddrRange {
-                                        lo: p.lo,
-                                        hi: cut.lo - 1,
-                                    });
-                                }
-                                if cut.hi < p.hi {
-                                    v.push(AddrRange {
-                                        lo: cut.hi + 1,
-                                        hi: p.hi,
-                                    });
-                                }
-                            }
-                            v
-                        })
-                        .collect();
-                }
-                out.extend(pieces);
-            }
-            d.set_addrs(out);
+            let have: Vec<(u32, u32)> = d.addrs.iter().map(|r| (r.lo, r.hi)).collect();
+            let cut: Vec<(u32, u32)> = ranges.iter().map(|r| (r.lo, r.hi)).collect();
+            let left = cut_ranges(&have, &cut, u32::checked_add, u32::checked_sub);
+            d.set_addrs(left.into_iter().map(|(lo, hi)| AddrRange { lo, hi }));
+        })
+    }
+    /// Adds IPv6 addresses to an address set.
+    pub fn add_addrs6(&self, name: &str, ranges: &[Addr6Range]) -> Result<(), SetError> {
+        self.update(name, SetKind::Addr, |d| {
+            let all: Vec<Addr6Range> = d.addrs6.iter().chain(ranges).copied().collect();
+            d.set_addrs6(all);
+        })
+    }
+    /// Replaces the IPv6 content of an address set (its IPv4 content stays).
+    pub fn replace_addrs6(&self, name: &str, ranges: &[Addr6Range]) -> Result<(), SetError> {
+        self.update(name, SetKind::Addr, |d| {
+            d.set_addrs6(ranges.iter().copied())
+        })
+    }
+    /// Removes IPv6 addresses from an address set (ranges are cut as needed).
+    pub fn remove_addrs6(&self, name: &str, ranges: &[Addr6Range]) -> Result<(), SetError> {
+        self.update(name, SetKind::Addr, |d| {
+            let have: Vec<(u128, u128)> = d.addrs6.iter().map(|r| (r.lo, r.hi)).collect();
+            let cut: Vec<(u128, u128)> = ranges.iter().map(|r| (r.lo, r.hi)).collect();
+            let left = cut_ranges(&have, &cut, u128::checked_add, u128::checked_sub);
+            d.set_addrs6(left.into_iter().map(|(lo, hi)| Addr6Range { lo, hi }));
         })
     }
     /// Replaces the content of a port set.
@@ -258,6 +309,26 @@ mod tests {
                 kind: SetKind::Addr
             })
         );
+        // IPv6 entries live beside the IPv4 ones.
+        let net = |s: &str, l| Addr6Range::prefix(s.parse().unwrap(), l).unwrap();
+        let a6 = |s: &str| u128::from(s.parse::<std::net::Ipv6Addr>().unwrap());
+        sets.add_addrs6("bad", &[net("2001:db8::", 32)]).unwrap();
+        let d = s.data.read().unwrap().clone();
+        assert!(d.contains_addr6(a6("2001:db8:1::5")));
+        assert!(!d.contains_addr6(a6("2001:db9::")));
+        assert!(d.contains_addr(0x0a02_0203), "IPv4 content kept");
+        sets.remove_addrs6("bad", &[net("2001:db8:1::", 48)])
+            .unwrap();
+        let d = s.data.read().unwrap().clone();
+        assert!(!d.contains_addr6(a6("2001:db8:1::5")));
+        assert!(d.contains_addr6(a6("2001:db8:0:ffff::1")));
+        assert!(d.contains_addr6(a6("2001:db8:2::")));
+        // Cutting at the ends of the address space does not wrap.
+        sets.replace_addrs6("bad", &[Addr6Range::ANY]).unwrap();
+        sets.remove_addrs6("bad", &[Addr6Range::host(std::net::Ipv6Addr::UNSPECIFIED)])
+            .unwrap();
+        let d = s.data.read().unwrap().clone();
+        assert!(!d.contains_addr6(0) && d.contains_addr6(1) && d.contains_addr6(u128::MAX));
         assert!(matches!(
             sets.replace_ports("nope", &[]),
             Err(SetError::NoSuchSet(_))

@@ -197,3 +197,20 @@ fn duplicate_ids_and_bad_boxes_are_refused() {
     assert!(Classifier::new([r, r]).is_err());
     assert_eq!(c.len(), 1);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Random rules as a dual-stack chain of the engine (IPv4 rules and IPv6 twins): over
+    /// IPv4 the classified chain and over IPv6 the walked one agree with the linear scan,
+    /// and no rule of one family matches a packet of the other.
+    #[test]
+    fn dual_stack_chain_agrees_with_linear_scan(
+        n in 1u8..24,
+        body in prop::collection::vec(any::<u8>(), 0..900),
+    ) {
+        let mut data = vec![0x40 | n];
+        data.extend(body);
+        gatekit_firewall::fuzz::dual_stack(&data);
+    }
+}

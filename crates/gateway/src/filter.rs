@@ -67,10 +67,17 @@ fn sets_of(cfg: &Config) -> Vec<fw::ir::SetDecl> {
         };
         let mut d = fw::ir::SetDecl::new(&s.name, kind);
         for a in &s.addresses {
-            if let ipnet::IpNet::V4(v4) = a
-                && let Some(r) = fw::ir::AddrRange::prefix(v4.network(), v4.prefix_len())
-            {
-                d.addrs.push(r);
+            match a {
+                ipnet::IpNet::V4(v4) => {
+                    if let Some(r) = fw::ir::AddrRange::prefix(v4.network(), v4.prefix_len()) {
+                        d.addrs.push(r);
+                    }
+                }
+                ipnet::IpNet::V6(v6) => {
+                    if let Some(r) = fw::ir::Addr6Range::prefix(v6.network(), v6.prefix_len()) {
+                        d.addrs6.push(r);
+                    }
+                }
             }
         }
         for p in &s.ports {

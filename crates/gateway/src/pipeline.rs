@@ -762,16 +762,13 @@ impl Gateway {
         };
         let nh = if let Some(engine) = self.firewall.engine_mut() {
             // The firewall runs conntrack, nat and filter around our routing decision, and
-            // may rewrite the packet (DNAT/SNAT) in place. (It filters IPv4 only: with rules
-            // loaded, IPv6 is dropped rather than let through unfiltered.)
+            // may rewrite the packet (DNAT/SNAT, IPv4 only) in place. IPv6 is filtered and
+            // tracked the same way, without NAT.
             let (fib, own) = (&self.fib, &self.own);
-            let mut router = |d: std::net::Ipv4Addr| {
-                let d = IpAddr::V4(d);
-                match fib.lookup(d) {
-                    _ if own.contains(&d) => fw::Route::Local,
-                    Some((_, nh)) => fw::Route::Out(nexthop_port(*nh)),
-                    None => fw::Route::Unreachable,
-                }
+            let mut router = |d: IpAddr| match fib.lookup(d) {
+                _ if own.contains(&d) => fw::Route::Local,
+                Some((_, nh)) => fw::Route::Out(nexthop_port(*nh)),
+                None => fw::Route::Unreachable,
             };
             let source = from.map_or(fw::Source::Local, fw::Source::Port);
             match engine.process(&mut buf, &mut meta, source, &mut router, now) {
@@ -1330,4 +1327,100 @@ fn answer_echo<B: PacketBuf>(buf: &mut B) -> bool {
     let ic = u16::from_be_bytes([d[ihl + 2], d[ihl + 3]]);
     d[ihl + 2..ihl + 4].copy_from_slice(&checksum::update16(ic, old, 0).to_be_bytes());
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatekit_packet::PktBuf;
+
+    /// Collects what the gateway emits.
+    struct Out(Vec<(Egress, PktBuf)>);
+
+    impl Sink<PktBuf> for Out {
+        fn emit(&mut self, to: Egress, buf: PktBuf, _meta: Meta) {
+            self.0.push((to, buf));
+        }
+        fn alloc(&mut self) -> Option<PktBuf> {
+            Some(PktBuf::new(2048, 192))
+        }
+    }
+
+    /// With firewall rules loaded, IPv6 is routed through the firewall like IPv4: forwarded
+    /// when the rules allow it, dropped (and counted) by an IPv6 rule or set.
+    #[test]
+    fn ipv6_is_filtered_and_forwarded() {
+        let cfg = Config::parse(
+            "v6.toml",
+            r#"
+[gateway]
+name = "v6"
+
+[underlay]
+address = "192.0.2.1"
+
+[[interface]]
+name = "lan0"
+kind = "tun"
+address = "2001:db8:1::1/64"
+
+[[interface]]
+name = "lan1"
+kind = "tun"
+address = "2001:db8:2::1/64"
+
+[[firewall.set]]
+name = "blocked"
+addresses = ["2001:db8:2::99/128"]
+
+[firewall]
+rules = """
+FORWARD_CUST -d 2001:db8:2::66 -p udp -j DROP
+FORWARD_CUST -m set --match-set blocked dst -j DROP
+FORWARD_CUST -s 10.0.0.0/8 -j DROP
+"""
+"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut gw = Gateway::new(cfg, Instant::ZERO).unwrap_or_else(|e| panic!("{e}"));
+        let send = |gw: &mut Gateway, dst: &str| {
+            let dst: std::net::Ipv6Addr = dst.parse().unwrap();
+            let mut bytes = Vec::new();
+            etherparse::PacketBuilder::ipv6(
+                "2001:db8:1::5"
+                    .parse::<std::net::Ipv6Addr>()
+                    .unwrap()
+                    .octets(),
+                dst.octets(),
+                64,
+            )
+            .udp(5000, 53)
+            .write(&mut bytes, b"query")
+            .unwrap();
+            let mut out = Out(Vec::new());
+            let buf = PktBuf::from_slice(&bytes, 192, 256);
+            let now = Instant::from_secs(1);
+            gw.process(
+                Ingress::Iface(0),
+                buf,
+                Meta::new(PortId(0), now),
+                now,
+                &mut out,
+            );
+            (out.0, bytes)
+        };
+        let (out, sent) = send(&mut gw, "2001:db8:2::5");
+        assert_eq!(out.len(), 1, "forwarded");
+        assert_eq!(out[0].0, Egress::Iface(1));
+        // Addresses and payload as sent (byte 7, the hop limit, is the router's business).
+        assert_eq!(out[0].1.data()[8..], sent[8..]);
+        let engine = gw.firewall().engine().unwrap();
+        assert_eq!(engine.conntrack6().len(), 1, "tracked");
+        for dst in ["2001:db8:2::66", "2001:db8:2::99"] {
+            let (out, _) = send(&mut gw, dst);
+            assert!(out.is_empty(), "{dst} dropped");
+        }
+        let drops = gw.firewall().drops().get(DropReason::Filtered);
+        assert_eq!(drops, 2);
+    }
 }

@@ -13,16 +13,18 @@
 //!
 //! A segment in the policy stands for itself and the segments nested in it.
 //!
-//! The firewall's rule IR is IPv4: the IPv6 prefixes and addresses of the overlay are left
-//! out of the compiled rules and listed in [`CompiledPolicy::omitted`] (the engine drops
-//! IPv6 as unsupported, so IPv6 overlay traffic is not let through by omission).
+//! The rules are dual-stack: the sets hold the IPv4 and IPv6 prefixes and addresses, the
+//! `FORWARD` jumps cover IPv4-to-IPv4 and IPv6-to-IPv6 pairs of overlay prefixes, and a
+//! policy rule naming a member becomes one rule per address family the member (or both
+//! named members) has. A rule naming a member that does not exist or has no address is
+//! left out and listed in [`CompiledPolicy::omitted`] (the final drop then applies).
 
 use crate::Registry;
 use crate::policy::{Proto, Selector, Verdict};
 use core::net::IpAddr;
 use gatekit_firewall::ir::{
-    Action, AddrMatch, AddrRange, Chain, CtStates, Match, PortMatch, PortRange, Rule, RuleSet,
-    SetDecl, SetKind,
+    Action, Addr6Range, AddrMatch, AddrRange, Chain, CtStates, Match, PortMatch, PortRange, Rule,
+    RuleSet, SetDecl, SetKind,
 };
 use ipnet::IpNet;
 
@@ -40,7 +42,7 @@ pub fn tag_set(tag: &str) -> String {
     format!("overlay-tag-{tag}")
 }
 
-/// A compiled policy: the chains, their sets, and what IPv4 rules could not say.
+/// A compiled policy: the chains, their sets, and what the rules could not say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompiledPolicy {
     /// The [`OVERLAY_CHAIN`] user chain.
@@ -49,8 +51,8 @@ pub struct CompiledPolicy {
     pub forward: Vec<Rule>,
     /// The named sets the chain refers to, with their current content.
     pub sets: Vec<SetDecl>,
-    /// What was left out, one line each (IPv6 prefixes and addresses; rules naming a member
-    /// that does not exist or has no IPv4 address).
+    /// What was left out, one line each (rules naming a member that does not exist or has
+    /// no address).
     pub omitted: Vec<String>,
 }
 
@@ -83,17 +85,28 @@ impl CompiledPolicy {
     }
 }
 
-fn v4_range(net: &IpNet) -> Option<AddrRange> {
+/// A prefix as the firewall's address match of its family.
+fn net_match(net: &IpNet) -> Option<AddrMatch> {
     match net {
-        IpNet::V4(n) => AddrRange::prefix(n.network(), n.prefix_len()),
-        IpNet::V6(_) => None,
+        IpNet::V4(n) => AddrRange::prefix(n.network(), n.prefix_len()).map(AddrMatch::Range),
+        IpNet::V6(n) => Addr6Range::prefix(n.network(), n.prefix_len()).map(AddrMatch::Range6),
     }
 }
 
-fn host(a: &IpAddr) -> Option<AddrRange> {
+/// One address as the firewall's address match of its family.
+fn host(a: &IpAddr) -> AddrMatch {
     match a {
-        IpAddr::V4(v4) => Some(AddrRange::host(*v4)),
-        IpAddr::V6(_) => None,
+        IpAddr::V4(v4) => AddrMatch::Range(AddrRange::host(*v4)),
+        IpAddr::V6(v6) => AddrMatch::Range6(Addr6Range::host(*v6)),
+    }
+}
+
+/// Adds a prefix or address to an address set, in its family's entries.
+fn add_to(set: &mut SetDecl, m: &AddrMatch) {
+    match m {
+        AddrMatch::Range(r) => set.addrs.push(*r),
+        AddrMatch::Range6(r) => set.addrs6.push(*r),
+        _ => {}
     }
 }
 
@@ -113,18 +126,15 @@ impl Registry {
         let mut omitted = Vec::new();
         let mut sets = Vec::new();
 
-        // Segment sets: the segment's IPv4 prefixes (nested segments lie inside them).
+        // Segment sets: the segment's prefixes (nested segments lie inside them).
         for s in plan.segments() {
             let mut set = SetDecl::new(&segment_set(&s.name), SetKind::Addr);
-            for p in &s.prefixes {
-                match v4_range(p) {
-                    Some(r) => set.addrs.push(r),
-                    None => omitted.push(format!("segment {}: IPv6 prefix {p}", s.name)),
-                }
+            for m in s.prefixes.iter().filter_map(net_match) {
+                add_to(&mut set, &m);
             }
             sets.push(set);
         }
-        // Tag sets and the disabled set: members' IPv4 addresses.
+        // Tag sets and the disabled set: members' addresses.
         let mut tags: Vec<&str> = policy
             .rules
             .iter()
@@ -142,14 +152,14 @@ impl Registry {
             .map(|t| SetDecl::new(&tag_set(t), SetKind::Addr))
             .collect();
         for m in self.members() {
-            let v4: Vec<AddrRange> = m.addresses.iter().filter_map(host).collect();
+            let addrs: Vec<AddrMatch> = m.addresses.iter().map(host).collect();
             if !m.enabled {
-                disabled.addrs.extend(v4.iter().copied());
+                addrs.iter().for_each(|a| add_to(&mut disabled, a));
                 continue;
             }
             for (t, set) in tags.iter().zip(tag_sets.iter_mut()) {
                 if m.tags.contains(*t) {
-                    set.addrs.extend(v4.iter().copied());
+                    addrs.iter().for_each(|a| add_to(set, a));
                 }
             }
         }
@@ -183,41 +193,15 @@ impl Registry {
         ));
 
         for (i, r) in policy.rules.iter().enumerate() {
-            let mut matches = Vec::new();
-            let mut ok = true;
-            for (src, sel) in [(true, &r.from), (false, &r.to)] {
-                match sel {
-                    Selector::Any => {}
-                    Selector::Segment(s) => {
-                        matches.push(addr_match(src, AddrMatch::Set(segment_set(s))));
-                    }
-                    Selector::Tag(t) => matches.push(addr_match(src, AddrMatch::Set(tag_set(t)))),
-                    Selector::Member(name) => {
-                        match self
-                            .member_by_name(name)
-                            .and_then(|m| m.addresses.iter().find_map(host))
-                        {
-                            Some(h) => matches.push(addr_match(src, AddrMatch::Range(h))),
-                            None => {
-                                omitted
-                                    .push(format!("rule {i}: member {name} has no IPv4 address"));
-                                ok = false;
-                            }
-                        }
-                    }
-                }
-            }
-            if !ok {
-                continue;
-            }
+            let mut tail = Vec::new();
             if let Some(Proto(p)) = r.proto {
-                matches.push(Match::Proto {
+                tail.push(Match::Proto {
                     proto: p,
                     neg: false,
                 });
             }
             if let Some(ports) = r.ports {
-                matches.push(Match::DstPort {
+                tail.push(Match::DstPort {
                     ports: PortMatch::Ranges(vec![PortRange {
                         lo: ports.lo,
                         hi: ports.hi,
@@ -229,7 +213,57 @@ impl Registry {
                 Verdict::Allow => Action::Accept,
                 Verdict::Deny => Action::Drop,
             };
-            chain.rules.push(Rule::new(matches, action));
+            // A member selector is an address of one family: the rule is written once per
+            // family every named member has an address of (rules that name no member work
+            // for both families as they are).
+            let names_member = [&r.from, &r.to]
+                .iter()
+                .any(|s| matches!(s, Selector::Member(_)));
+            let families: &[Option<bool>] = if names_member {
+                &[Some(false), Some(true)]
+            } else {
+                &[None]
+            };
+            let mut written = 0;
+            let mut missing = None;
+            for &v6 in families {
+                let mut matches = Vec::new();
+                for (src, sel) in [(true, &r.from), (false, &r.to)] {
+                    let m = match sel {
+                        Selector::Any => continue,
+                        Selector::Segment(s) => AddrMatch::Set(segment_set(s)),
+                        Selector::Tag(t) => AddrMatch::Set(tag_set(t)),
+                        Selector::Member(name) => {
+                            let found = self.member_by_name(name).and_then(|m| {
+                                m.addresses
+                                    .iter()
+                                    .find(|a| Some(a.is_ipv6()) == v6)
+                                    .map(host)
+                            });
+                            match found {
+                                Some(h) => h,
+                                None => {
+                                    missing = Some(name.clone());
+                                    matches.clear();
+                                    break;
+                                }
+                            }
+                        }
+                    };
+                    matches.push(addr_match(src, m));
+                }
+                if names_member && matches.is_empty() {
+                    continue;
+                }
+                matches.extend(tail.iter().cloned());
+                chain.rules.push(Rule::new(matches, action.clone()));
+                written += 1;
+            }
+            if written == 0
+                && let Some(name) = missing
+            {
+                omitted.push(format!("rule {i}: member {name} has no address"));
+            }
         }
 
         let between = |a: &str, b: &str| {
@@ -254,18 +288,14 @@ impl Registry {
         }
         chain.rules.push(Rule::new(Vec::new(), Action::Drop));
 
-        let v4: Vec<AddrRange> = plan.prefixes().iter().filter_map(v4_range).collect();
-        for p in plan.prefixes().iter().filter(|p| v4_range(p).is_none()) {
-            omitted.push(format!("overlay: IPv6 prefix {p}"));
-        }
+        // Overlay-to-overlay within a family (a rule mixing families would match nothing).
+        let nets: Vec<AddrMatch> = plan.prefixes().iter().filter_map(net_match).collect();
+        let v6 = |m: &AddrMatch| matches!(m, AddrMatch::Range6(_));
         let mut forward = Vec::new();
-        for a in &v4 {
-            for b in &v4 {
+        for a in &nets {
+            for b in nets.iter().filter(|b| v6(b) == v6(a)) {
                 forward.push(Rule::new(
-                    vec![
-                        addr_match(true, AddrMatch::Range(*a)),
-                        addr_match(false, AddrMatch::Range(*b)),
-                    ],
+                    vec![addr_match(true, a.clone()), addr_match(false, b.clone())],
                     Action::Jump(OVERLAY_CHAIN.into()),
                 ));
             }

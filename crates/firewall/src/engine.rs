@@ -186,7 +186,9 @@ impl Bucket {
 
 #[derive(Debug, Clone)]
 struct Iface {
-    name: String,
+    /// Shared, so that naming the interfaces of a packet for its rule walk is a reference
+    /// count, not an allocation.
+    name: Arc<str>,
     addr: Option<Ipv4Addr>,
 }
 
@@ -316,7 +318,7 @@ impl Firewall {
             self.ifaces.resize(i + 1, None);
         }
         self.ifaces[i] = Some(Iface {
-            name: name.to_owned(),
+            name: Arc::from(name),
             addr,
         });
     }
@@ -438,7 +440,7 @@ impl Firewall {
         }
         let rules = self.rules.clone();
         let iif = match from {
-            Source::Port(p) => self.iface(p).map(|i| i.name.clone()),
+            Source::Port(p) => self.iface(p).map(|i| Arc::clone(&i.name)),
             Source::Local => None,
         };
         let mut new_conn = (conn.is_none() && related.is_none() && ct == CtStates::NEW)
@@ -482,7 +484,9 @@ impl Firewall {
             Route::Out(p) => Some(p),
             _ => None,
         };
-        let oif = oif_port.and_then(|p| self.iface(p)).map(|i| i.name.clone());
+        let oif = oif_port
+            .and_then(|p| self.iface(p))
+            .map(|i| Arc::clone(&i.name));
 
         // Filter.
         let filter_hook = match (from, route) {
@@ -615,11 +619,11 @@ impl Firewall {
             (_, Route::Unreachable) => return self.drop(DropReason::NoRoute),
         };
         let iif = match from {
-            Source::Port(p) => self.iface(p).map(|i| i.name.clone()),
+            Source::Port(p) => self.iface(p).map(|i| Arc::clone(&i.name)),
             Source::Local => None,
         };
         let oif = match route {
-            Route::Out(p) => self.iface(p).map(|i| i.name.clone()),
+            Route::Out(p) => self.iface(p).map(|i| Arc::clone(&i.name)),
             _ => None,
         };
         let rules = self.rules.clone();

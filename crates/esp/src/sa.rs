@@ -10,6 +10,17 @@ use core::net::IpAddr;
 use core::time::Duration;
 use gatekit_packet::{DropCounters, DropReason, Instant, PacketBuf};
 
+/// RFC 4303 §2.4 padding: the bytes 1, 2, 3, ... (as many as the largest boundary needs).
+const PAD_BYTES: [u8; MAX_PAD_TO] = {
+    let mut p = [0u8; MAX_PAD_TO];
+    let mut i = 0;
+    while i < MAX_PAD_TO {
+        p[i] = i as u8 + 1;
+        i += 1;
+    }
+    p
+};
+
 /// Bytes an SA puts in front of the payload: header and IV.
 pub const ESP_PREFIX_LEN: usize = ESP_HEADER_LEN + IV_LEN;
 /// Most bytes an SA puts behind the payload: padding (at most [`MAX_PAD_TO`]` - 1` bytes),
@@ -572,9 +583,7 @@ impl SecurityAssociation {
         let Ok(t) = buf.push_back(trailer) else {
             return Err(self.count_drop(DropReason::NoRoom));
         };
-        for (i, b) in t[..pad].iter_mut().enumerate() {
-            *b = i as u8 + 1;
-        }
+        t[..pad].copy_from_slice(&PAD_BYTES[..pad]);
         t[pad] = pad as u8;
         t[pad + 1] = next_header;
         let iv = seq.to_be_bytes();

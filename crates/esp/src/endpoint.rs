@@ -13,6 +13,9 @@ use core::time::Duration;
 use gatekit_packet::{Batch, DropCounters, DropReason, FlowKey, Instant, PacketBuf};
 use std::collections::{HashMap, VecDeque};
 
+/// TCP's IP protocol number.
+const IPPROTO_TCP: u8 = 6;
+
 /// IKE's own port (RFC 7296 §2): IKE without the non-ESP marker.
 const IKE_PORT: u16 = 500;
 /// IP protocol numbers ESP's next header may name in tunnel mode.
@@ -677,7 +680,8 @@ impl Endpoint {
         if let Decap::Inner(d) = verdict
             && d.mode == Mode::Transport
         {
-            return self.restore_transport_header(buf, &hdr[..hdr_len], outer.ip_len, d);
+            let nat_t = outer.proto == IPPROTO_UDP;
+            return self.restore_transport_header(buf, &hdr[..hdr_len], outer.ip_len, d, nat_t);
         }
         verdict
     }
@@ -688,6 +692,7 @@ impl Endpoint {
         hdr: &[u8],
         ip_len: usize,
         d: Decapped,
+        nat_t: bool,
     ) -> Decap {
         let v4 = hdr.first().is_some_and(|b| b >> 4 == 4);
         if (!v4 && ip_len != IPV6_HDR) || ip_len != hdr.len() {
@@ -707,6 +712,10 @@ impl Endpoint {
         } else {
             h[4..6].copy_from_slice(&(payload_len as u16).to_be_bytes());
             h[6] = d.next_header;
+        }
+        if nat_t {
+            let oa = self.sa_mut(d.sa).and_then(|sa| sa.nat_oa);
+            fix_transport_checksum(buf.data_mut(), ip_len, d.next_header, oa);
         }
         Decap::Inner(d)
     }
@@ -994,6 +1003,100 @@ fn encap_transport<B: PacketBuf + ?Sized>(
         }
     }
     Ok(seq)
+}
+
+/// RFC 3948 §3.1.2: a transport-mode TCP/UDP segment that crossed a NAT inside UDP-
+/// encapsulated ESP carries a checksum over the sender's original addresses, not the ones
+/// `packet` (IP header and segment) now has. With the original addresses known, the checksum
+/// is moved to the new ones (RFC 1624); without, TCP checksums and IPv6 UDP checksums are
+/// recomputed over the segment, which the ICV has just authenticated, and IPv4 UDP checksums
+/// are zeroed. A segment too short to hold its checksum is left alone, for the stack to drop.
+fn fix_transport_checksum(
+    packet: &mut [u8],
+    ip_len: usize,
+    proto: u8,
+    oa: Option<crate::OriginalAddrs>,
+) {
+    use gatekit_packet::checksum;
+    let field = ip_len
+        + match proto {
+            IPPROTO_TCP => 16,
+            IPPROTO_UDP => 6,
+            _ => return,
+        };
+    let min = if proto == IPPROTO_TCP { 20 } else { UDP_HDR };
+    if packet.len() < ip_len + min {
+        return;
+    }
+    let v4 = packet[0] >> 4 == 4;
+    let (src, dst) = if v4 {
+        (12..16, 16..20)
+    } else {
+        (8..24, 24..40)
+    };
+    let old = u16::from_be_bytes([packet[field], packet[field + 1]]);
+    if proto == IPPROTO_UDP && v4 && old == 0 {
+        return; // no checksum to fix
+    }
+    let same_family = |a: IpAddr| a.is_ipv4() == v4;
+    let c = match oa {
+        Some(oa) if same_family(oa.src) && same_family(oa.dst) => {
+            // An address the NAT left alone needs no update (§3.1.2's note): skipping it
+            // also keeps a checksum of all ones from turning into zero.
+            let mut c = old;
+            for (orig, now) in [(oa.src, src), (oa.dst, dst)] {
+                let orig = addr_bytes(orig);
+                let (orig, now) = (&orig[..now.len()], &packet[now]);
+                if orig != now {
+                    c = checksum::update_bytes(c, orig, now).0;
+                }
+            }
+            if c == old {
+                return;
+            }
+            c
+        }
+        _ if proto == IPPROTO_UDP && v4 => {
+            packet[field..field + 2].copy_from_slice(&[0, 0]);
+            return;
+        }
+        _ => {
+            packet[field..field + 2].copy_from_slice(&[0, 0]);
+            let seg = &packet[ip_len..];
+            let acc = if v4 {
+                let mut s = [0u8; 4];
+                let mut d = [0u8; 4];
+                s.copy_from_slice(&packet[src]);
+                d.copy_from_slice(&packet[dst]);
+                checksum::pseudo_v4(s, d, proto, seg.len() as u16)
+            } else {
+                let mut s = [0u8; 16];
+                let mut d = [0u8; 16];
+                s.copy_from_slice(&packet[src]);
+                d.copy_from_slice(&packet[dst]);
+                checksum::pseudo_v6(s, d, proto, seg.len() as u32)
+            };
+            !checksum::fold(checksum::sum(acc, seg))
+        }
+    };
+    // A UDP checksum that comes out as zero is sent as all ones (RFC 768, RFC 8200 §8.1).
+    let c = if proto == IPPROTO_UDP && c == 0 {
+        0xffff
+    } else {
+        c
+    };
+    packet[field..field + 2].copy_from_slice(&c.to_be_bytes());
+}
+
+fn addr_bytes(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V4(a) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&a.octets());
+            b
+        }
+        IpAddr::V6(a) => a.octets(),
+    }
 }
 
 fn push_udp<B: PacketBuf + ?Sized>(buf: &mut B, sport: u16, dport: u16) -> Result<(), DropReason> {

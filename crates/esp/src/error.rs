@@ -58,6 +58,18 @@ pub enum ConfigError {
         /// Peer address.
         peer: IpAddr,
     },
+    /// The original (NAT-OA) addresses are not of the SA's address family.
+    #[error(
+        "SA {spi:#010x}: original addresses {src} and {dst} are not of the SA's address family"
+    )]
+    NatOaFamily {
+        /// The SPI.
+        spi: u32,
+        /// Original source address.
+        src: IpAddr,
+        /// Original destination address.
+        dst: IpAddr,
+    },
     /// The replay window size is out of range.
     #[error("replay window of {size} packets is out of range {min}..={max}")]
     ReplayWindow {

@@ -25,8 +25,12 @@
 //!
 //! What it does not do: IKE (the control plane negotiates SAs and hands them over as
 //! [`SaConfig`]s), sockets (see `gatekit-io`), fragmentation or reassembly of outer packets
-//! (fragments are dropped as `unsupported`), non-AEAD suites (CBC + HMAC), and the RFC 3948
-//! §3.1.2 fix-up of inner TCP/UDP checksums in NAT-T transport mode.
+//! (fragments are dropped as `unsupported`), non-AEAD suites (CBC + HMAC), and IPv6
+//! extension headers in front of ESP in transport mode (refused as `unsupported`).
+//!
+//! In transport mode over UDP the inner TCP/UDP checksums are fixed up on decap (RFC 3948
+//! §3.1.2): moved incrementally to the addresses the packet arrived with when the SA knows
+//! the sender's original addresses ([`SaConfig::nat_oa`]), recomputed otherwise.
 //!
 //! # Example
 //!
@@ -106,7 +110,7 @@ pub use policy::TrafficSelector;
 pub use replay::ReplayWindow;
 pub use sa::{
     DEFAULT_PAD_TO, Direction, ESP_MAX_TRAILER_LEN, ESP_PREFIX_LEN, Encap, Lifetime, MAX_PAD_TO,
-    Mode, SaConfig, SaState, SaStats, SecurityAssociation, TunnelId,
+    Mode, OriginalAddrs, SaConfig, SaState, SaStats, SecurityAssociation, TunnelId,
 };
 pub use stage::{Inbound, Outbound};
 

@@ -149,6 +149,22 @@ pub struct SaConfig {
     /// next header) is padded to, a power of two from 4 to [`MAX_PAD_TO`]; default
     /// [`DEFAULT_PAD_TO`]. The receiver accepts any padding RFC 4303 allows.
     pub pad_to: usize,
+    /// Inbound transport mode over UDP (NAT-T): the addresses the sender put in the
+    /// pseudo-header of its TCP/UDP checksums (the NAT-OA payloads of RFC 3947), so that
+    /// decap can move the checksum to the addresses the packet arrived with (RFC 3948
+    /// §3.1.2). Without them decap recomputes TCP checksums (and IPv6 UDP ones) over the
+    /// decrypted segment and zeroes IPv4 UDP checksums, as §3.1.2 also allows.
+    pub nat_oa: Option<OriginalAddrs>,
+}
+
+/// The original source and destination addresses of a peer behind a NAT (NAT-OA, RFC 3947
+/// §5.2): what the sender of transport-mode traffic computed its TCP/UDP checksums with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OriginalAddrs {
+    /// The sender's own address before the NAT.
+    pub src: IpAddr,
+    /// The destination address the sender used.
+    pub dst: IpAddr,
 }
 
 impl SaConfig {
@@ -180,6 +196,7 @@ impl SaConfig {
             keepalive: None,
             seq_start: 0,
             pad_to: DEFAULT_PAD_TO,
+            nat_oa: None,
         }
     }
     /// Sets transport or tunnel mode.
@@ -232,6 +249,12 @@ impl SaConfig {
         self.pad_to = bytes;
         self
     }
+    /// Sets the original addresses of an inbound NAT-T transport-mode SA (see
+    /// [`nat_oa`](Self::nat_oa)).
+    pub fn nat_oa(mut self, src: IpAddr, dst: IpAddr) -> Self {
+        self.nat_oa = Some(OriginalAddrs { src, dst });
+        self
+    }
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         if self.spi < 256 {
@@ -253,6 +276,16 @@ impl SaConfig {
         }
         if let Encap::Udp { local_port: 0, .. } | Encap::Udp { peer_port: 0, .. } = self.encap {
             return Err(ConfigError::ZeroPort { spi: self.spi });
+        }
+        if let Some(oa) = self.nat_oa
+            && (oa.src.is_ipv4() != self.local.is_ipv4()
+                || oa.dst.is_ipv4() != self.local.is_ipv4())
+        {
+            return Err(ConfigError::NatOaFamily {
+                spi: self.spi,
+                src: oa.src,
+                dst: oa.dst,
+            });
         }
         if !self.pad_to.is_power_of_two() || !(4..=MAX_PAD_TO).contains(&self.pad_to) {
             return Err(ConfigError::PadTo {
@@ -305,6 +338,8 @@ pub struct SecurityAssociation {
     pub(crate) stats: SaStats,
     /// Outbound padding boundary, a power of two.
     pub(crate) pad_to: usize,
+    /// Inbound NAT-T transport mode: the sender's original addresses.
+    pub(crate) nat_oa: Option<OriginalAddrs>,
     /// Below these marks no limit can change the state: the per-packet check.
     recheck: Recheck,
 }
@@ -362,6 +397,7 @@ impl SecurityAssociation {
             retire_at: None,
             stats: SaStats::default(),
             pad_to: cfg.pad_to,
+            nat_oa: cfg.nat_oa,
             recheck: Recheck {
                 bytes: 0,
                 packets: 0,

@@ -101,8 +101,9 @@ proptest! {
         let mut cfg = sa(0x4242, Direction::Outbound, suite, 9, mode, encap, l, p).esn(esn).backend(seal_b);
         cfg.seq_start = if esn { 0xffff_fffe } else { 0 };
         let (mut a, out, mut b, _) = pair(cfg.clone());
-        if esn {
-            // The receiver's window too, as if the first 2^32 - 2 packets had arrived.
+        if esn || (transport && udp) {
+            // The receiver's window too, as if the first 2^32 - 2 packets had arrived (with
+            // no ESN this is the start anyway).
             let mut cin = cfg.clone();
             cin.direction = Direction::Inbound;
             std::mem::swap(&mut cin.local, &mut cin.peer);
@@ -110,6 +111,11 @@ proptest! {
                 cin.encap = Encap::Udp { local_port: peer_port, peer_port: local_port };
             }
             cin.backend = open_b;
+            if transport && udp {
+                // No NAT on the way: the original addresses are the ones the packet has, so
+                // the RFC 3948 §3.1.2 fix-up leaves its checksum as it is.
+                cin = cin.nat_oa(l, p);
+            }
             b = Endpoint::default();
             b.add_sa(&cin, T0).unwrap();
         }
@@ -1082,4 +1088,192 @@ fn config_errors_carry_context() {
         !dbg.contains(&key_hex(Suite::AesGcm128, 1)[..8]),
         "keys never shown: {dbg}"
     );
+}
+
+/// RFC 3948 §3.1.2 in the simplest NAT picture: a transport-mode peer at a private address
+/// (`real`) behind a NAT that rewrites the outer source to `public`, sending to `dst`. The
+/// inner TCP/UDP checksum covers `real`; after decap the packet carries `public`.
+/// Returns the decapsulated packet.
+fn through_nat(inner: &[u8], real: IpAddr, public: IpAddr, dst: IpAddr, nat_oa: bool) -> Vec<u8> {
+    let suite = Suite::AesGcm128;
+    let out_cfg = sa(
+        0x4242,
+        Direction::Outbound,
+        suite,
+        9,
+        Mode::Transport,
+        Encap::Udp {
+            local_port: 4500,
+            peer_port: 4500,
+        },
+        real,
+        dst,
+    );
+    let mut in_cfg = sa(
+        0x4242,
+        Direction::Inbound,
+        suite,
+        9,
+        Mode::Transport,
+        Encap::Udp {
+            local_port: 4500,
+            peer_port: 4500,
+        },
+        dst,
+        public,
+    );
+    if nat_oa {
+        in_cfg = in_cfg.nat_oa(real, dst);
+    }
+    let mut a = Endpoint::default();
+    let out = a.add_sa(&out_cfg, T0).unwrap();
+    let mut b = Endpoint::default();
+    b.add_sa(&in_cfg, T0).unwrap();
+    let mut buf = PktBuf::from_slice(inner, 128, 64);
+    a.encap(Select::Sa(out), &mut buf, Output::Packet, T0)
+        .unwrap();
+    // The NAT: a new outer source (and source port); the IPv4 header checksum follows.
+    let d = buf.data_mut();
+    match public {
+        IpAddr::V4(p) => {
+            d[12..16].copy_from_slice(&p.octets());
+            d[20..22].copy_from_slice(&31000u16.to_be_bytes());
+            d[10..12].copy_from_slice(&[0, 0]);
+            let c = gatekit_packet::checksum::internet(&d[..20]);
+            d[10..12].copy_from_slice(&c.to_be_bytes());
+        }
+        IpAddr::V6(p) => {
+            d[8..24].copy_from_slice(&p.octets());
+            d[40..42].copy_from_slice(&31000u16.to_be_bytes());
+        }
+    }
+    match b.decap_ip(&mut buf, T0) {
+        Decap::Inner(_) => {}
+        other => panic!("decap: {other:?}"),
+    }
+    buf.data().to_vec()
+}
+
+/// The transport checksum of `pkt` as etherparse computes it over the addresses in `pkt`,
+/// next to the one the packet carries; and the payload.
+fn transport_checksums(pkt: &[u8]) -> (u16, u16, Vec<u8>) {
+    let h = etherparse::PacketHeaders::from_ip_slice(pkt).unwrap();
+    let payload = h.payload.slice().to_vec();
+    let (ip4, ip6) = match h.net.unwrap() {
+        etherparse::NetHeaders::Ipv4(ip, _) => (Some(ip), None),
+        etherparse::NetHeaders::Ipv6(ip, _) => (None, Some(ip)),
+        other => panic!("{other:?}"),
+    };
+    match h.transport.unwrap() {
+        etherparse::TransportHeader::Tcp(t) => {
+            let want = match (&ip4, &ip6) {
+                (Some(ip), _) => t.calc_checksum_ipv4(ip, &payload).unwrap(),
+                (_, Some(ip)) => t.calc_checksum_ipv6(ip, &payload).unwrap(),
+                _ => unreachable!(),
+            };
+            (t.checksum, want, payload)
+        }
+        etherparse::TransportHeader::Udp(u) => {
+            let want = match (&ip4, &ip6) {
+                (Some(ip), _) => u.calc_checksum_ipv4(ip, &payload).unwrap(),
+                (_, Some(ip)) => u.calc_checksum_ipv6(ip, &payload).unwrap(),
+                _ => unreachable!(),
+            };
+            (u.checksum, want, payload)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn nat_t_transport_fixes_inner_checksums_rfc3948() {
+    let v4: [IpAddr; 3] = [
+        "10.0.0.2".parse().unwrap(),
+        "203.0.113.7".parse().unwrap(),
+        "198.51.100.2".parse().unwrap(),
+    ];
+    let v6: [IpAddr; 3] = [
+        "fd00::2".parse().unwrap(),
+        "2001:db8:7::2".parse().unwrap(),
+        "2001:db8:1::2".parse().unwrap(),
+    ];
+    for [real, public, dst] in [v4, v6] {
+        for tcp in [true, false] {
+            for len in [0usize, 1, 333, 1200] {
+                let inner = if tcp {
+                    tcp_packet(real, dst, len)
+                } else {
+                    udp_packet(real, dst, 5000, 53, len)
+                };
+                let (_, _, sent_payload) = transport_checksums(&inner);
+                for nat_oa in [true, false] {
+                    let got = through_nat(&inner, real, public, dst, nat_oa);
+                    let what = format!("{real} tcp={tcp} len={len} nat_oa={nat_oa}");
+                    let h = etherparse::PacketHeaders::from_ip_slice(&got).unwrap();
+                    let src = match h.net.unwrap() {
+                        etherparse::NetHeaders::Ipv4(ip, _) => IpAddr::from(ip.source),
+                        etherparse::NetHeaders::Ipv6(ip, _) => IpAddr::from(ip.source),
+                        other => panic!("{other:?}"),
+                    };
+                    assert_eq!(src, public, "{what}");
+                    let (carried, want, payload) = transport_checksums(&got);
+                    assert_eq!(payload, sent_payload, "{what}");
+                    if !tcp && real.is_ipv4() && !nat_oa {
+                        // §3.1.2: an IPv4 UDP checksum that cannot be moved is zeroed.
+                        assert_eq!(carried, 0, "{what}");
+                    } else {
+                        assert_eq!(carried, want, "{what}");
+                        assert_ne!(carried, 0, "{what}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn native_transport_leaves_inner_checksums_alone() {
+    // Without UDP encapsulation there is no NAT to repair: a checksum that does not match
+    // (here one made for other addresses) reaches the stack as it was sent.
+    let (l, p) = v4();
+    let cfg = sa(
+        0x5151,
+        Direction::Outbound,
+        Suite::AesGcm128,
+        3,
+        Mode::Transport,
+        Encap::Native,
+        l,
+        p,
+    );
+    let (mut a, out, mut b, _) = pair(cfg);
+    let mut inner = tcp_packet(l, p, 100);
+    inner[36] ^= 0x55; // spoil the TCP checksum
+    let mut buf = PktBuf::from_slice(&inner, 128, 64);
+    a.encap(Select::Sa(out), &mut buf, Output::Packet, T0)
+        .unwrap();
+    assert!(matches!(b.decap_ip(&mut buf, T0), Decap::Inner(_)));
+    assert_eq!(buf.data()[36..38], inner[36..38]);
+}
+
+#[test]
+fn nat_oa_of_another_family_is_refused() {
+    let (l, p) = v4();
+    let cfg = SaConfig::new(
+        0x6161,
+        Direction::Inbound,
+        Suite::AesGcm128,
+        key(Suite::AesGcm128, 1),
+        l,
+        p,
+    )
+    .mode(Mode::Transport)
+    .udp_encap(4500, 4500)
+    .nat_oa("fd00::1".parse().unwrap(), l);
+    let err = Endpoint::default().add_sa(&cfg, T0).unwrap_err();
+    assert!(
+        matches!(err, ConfigError::NatOaFamily { spi: 0x6161, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("fd00::1"), "{err}");
 }

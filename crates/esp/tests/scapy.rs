@@ -252,6 +252,11 @@ fn gatekit_and_scapy_open_each_others_packets() {
             cfg = cfg.esn(true);
             cfg.seq_start = u64::from(h) << 32;
         }
+        if c.mode == Mode::Transport && matches!(c.encap, Encap::Udp { .. }) {
+            // What IKE would hand over as NAT-OA: no NAT here, the addresses stay, and so
+            // do the inner checksums (RFC 3948 §3.1.2).
+            cfg = cfg.nat_oa(peer, local);
+        }
         let mut ep = Endpoint::default();
         ep.add_sa(&cfg, now).unwrap();
         endpoints.push(ep);

@@ -87,6 +87,12 @@ pub fn status(s: &Snapshot) -> String {
         "routes         {} ({selected} selected)",
         s.routes.len()
     );
+    let _ = writeln!(
+        out,
+        "advertised     {} (tag {})",
+        s.advertised.len(),
+        s.advertise_tag
+    );
     let _ = writeln!(out, "MACs           {}", s.macs.len());
     let _ = writeln!(out, "connections    {}", s.conntrack_total);
     let _ = writeln!(out, "firewall rules {}", s.firewall_rules.len());
@@ -204,6 +210,32 @@ pub fn routes(s: &Snapshot) -> String {
         ],
         &rows,
         "(no routes)",
+    )
+}
+
+/// What the gateway advertises to the mesh, and the tag it carries.
+pub fn advertised(s: &Snapshot) -> String {
+    let rows: Vec<Vec<String>> = s
+        .advertised
+        .iter()
+        .map(|a| {
+            vec![
+                a.prefix.clone(),
+                a.from.clone(),
+                a.metric.to_string(),
+                a.tag.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            ("PREFIX", Left),
+            ("FROM", Left),
+            ("METRIC", Right),
+            ("TAG", Right),
+        ],
+        &rows,
+        "(nothing advertised)",
     )
 }
 
@@ -410,6 +442,28 @@ hq      0x00c0ffee  out  tunnel  aes128gcm16  udp:198.51.100.2:4500        7    
             "   10.2.0.0/16  gre:gre-b     mesh         200      10\n",
         );
         assert_eq!(routes(&s), expected);
+    }
+
+    #[test]
+    fn advertised_lists_prefix_source_metric_tag() {
+        use crate::status::AdvertStatus;
+        let s = Snapshot {
+            advertised: vec![AdvertStatus {
+                prefix: "10.1.0.0/24".into(),
+                from: "connected".into(),
+                metric: 10,
+                tag: 65001,
+            }],
+            advertise_tag: 65001,
+            ..Snapshot::default()
+        };
+        let expected = concat!(
+            "PREFIX       FROM       METRIC    TAG\n",
+            "10.1.0.0/24  connected      10  65001\n",
+        );
+        assert_eq!(advertised(&s), expected);
+        assert!(status(&s).contains("advertised     1 (tag 65001)"));
+        assert!(advertised(&Snapshot::default()).ends_with("(nothing advertised)\n"));
     }
 
     #[test]

@@ -562,7 +562,8 @@ impl Advertise {
     /// The tag this gateway's exports carry.
     pub fn tag_for(&self, gateway_name: &str) -> u32 {
         self.tag.unwrap_or_else(|| {
-            // FNV-1a of the name: stable across restarts and builds, distinct per gateway.
+            // FNV-1a of the name: stable across restarts and builds, and different for
+            // different names but for a (rare) collision; set `tag` to be sure.
             let h = gateway_name.bytes().fold(0x811c_9dc5u32, |h, b| {
                 (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
             });

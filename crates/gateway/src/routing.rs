@@ -75,6 +75,18 @@ pub struct Advertisement {
     pub tag: u32,
 }
 
+impl Advertisement {
+    /// A prefix a peer advertises as its config entry says (`mesh_prefixes`): metric 0, no
+    /// tag.
+    fn configured(prefix: &IpNet) -> Self {
+        Advertisement {
+            prefix: *prefix,
+            metric: 0,
+            tag: 0,
+        }
+    }
+}
+
 /// Why the routing table could not be built or changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -197,24 +209,17 @@ impl Routing {
                     r.add(Route::new(*ts, Source::Tunnel, peer))?;
                 }
             }
-            let mesh = p.mesh_prefixes.iter().map(|&prefix| Advertisement {
-                prefix,
-                metric: 0,
-                tag: 0,
-            });
-            r.import_routes(peer, mesh)?;
+            r.import_routes(peer, p.mesh_prefixes.iter().map(Advertisement::configured))?;
         }
         for (gi, g) in cfg.gre.iter().enumerate() {
             let tunnel = hop(NextHop::Gre(gi));
             for s in &g.subnets {
                 r.add(Route::new(*s, Source::Tunnel, tunnel))?;
             }
-            let mesh = g.mesh_prefixes.iter().map(|&prefix| Advertisement {
-                prefix,
-                metric: 0,
-                tag: 0,
-            });
-            r.import_routes(tunnel, mesh)?;
+            r.import_routes(
+                tunnel,
+                g.mesh_prefixes.iter().map(Advertisement::configured),
+            )?;
         }
         r.commit();
         Ok(r)

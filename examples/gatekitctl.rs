@@ -34,7 +34,7 @@ enum Cmd {
     Status,
     /// IPsec security associations.
     Sas,
-    /// The routing table (RIB; `*` marks selected routes).
+    /// The routing table (RIB; `*` marks selected routes, `-` disabled ones).
     Routes,
     /// What the gateway advertises to the mesh (prefix, source, metric, tag).
     Advertised,

@@ -395,6 +395,7 @@ impl Routing {
                     distance: u32::from(r.distance),
                     metric: r.metric,
                     selected: best.contains(&r),
+                    enabled: c.enabled,
                 });
             }
         }

@@ -101,6 +101,13 @@ pub struct RouteStatus {
     pub metric: u32,
     /// Whether it is the best path (in the FIB).
     pub selected: bool,
+    /// False when the route was disabled (it stays in the RIB, never selected).
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+}
+
+fn enabled() -> bool {
+    true
 }
 
 /// One prefix this gateway advertises to the mesh.

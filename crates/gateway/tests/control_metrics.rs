@@ -57,6 +57,7 @@ fn snapshot() -> Snapshot {
             distance: 1,
             metric: 0,
             selected: true,
+            enabled: true,
         }],
         advertised: vec![gatekit_gateway::status::AdvertStatus {
             prefix: "10.1.0.0/24".into(),

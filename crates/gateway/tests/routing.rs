@@ -249,6 +249,17 @@ fn disabled_withdrawn_or_down_falls_back_to_the_next_best() {
         Went::Underlay(ESP, Ipv4Addr::new(198, 51, 100, 2)),
         "the tunnel-learned route over IPsec takes over"
     );
+    let s = gw.snapshot(Instant::ZERO);
+    let row = |source: &str| {
+        let r = s
+            .routes
+            .iter()
+            .find(|r| r.prefix == "10.2.0.0/24" && r.source == source)
+            .unwrap();
+        (r.selected, r.enabled)
+    };
+    assert_eq!(row("static"), (false, false), "shown disabled");
+    assert_eq!(row("tunnel"), (true, true));
     assert!(
         gw.routing_mut()
             .set_route_enabled(p, Source::Static, NextHop::Gre(0), true)

@@ -183,14 +183,19 @@ pub fn sas(s: &Snapshot) -> String {
     )
 }
 
-/// The RIB; `*` marks the selected routes.
+/// The RIB; `*` marks the selected routes, `-` the disabled ones.
 pub fn routes(s: &Snapshot) -> String {
     let rows: Vec<Vec<String>> = s
         .routes
         .iter()
         .map(|r| {
             vec![
-                if r.selected { "*" } else { "" }.to_string(),
+                match (r.selected, r.enabled) {
+                    (true, _) => "*",
+                    (false, false) => "-",
+                    (false, true) => "",
+                }
+                .to_string(),
                 r.prefix.clone(),
                 r.via.clone(),
                 r.source.clone(),
@@ -424,6 +429,7 @@ hq      0x00c0ffee  out  tunnel  aes128gcm16  udp:198.51.100.2:4500        7    
                     distance: 1,
                     metric: 0,
                     selected: true,
+                    enabled: true,
                 },
                 RouteStatus {
                     prefix: "10.2.0.0/16".into(),
@@ -432,6 +438,16 @@ hq      0x00c0ffee  out  tunnel  aes128gcm16  udp:198.51.100.2:4500        7    
                     distance: 200,
                     metric: 10,
                     selected: false,
+                    enabled: true,
+                },
+                RouteStatus {
+                    prefix: "10.2.0.0/16".into(),
+                    via: "ipsec:site-c".into(),
+                    source: "static".into(),
+                    distance: 1,
+                    metric: 0,
+                    selected: false,
+                    enabled: false,
                 },
             ],
             ..Snapshot::default()
@@ -440,6 +456,7 @@ hq      0x00c0ffee  out  tunnel  aes128gcm16  udp:198.51.100.2:4500        7    
             "   PREFIX       VIA           SOURCE  DISTANCE  METRIC\n",
             "*  10.2.0.0/16  ipsec:site-b  static         1       0\n",
             "   10.2.0.0/16  gre:gre-b     mesh         200      10\n",
+            "-  10.2.0.0/16  ipsec:site-c  static         1       0\n",
         );
         assert_eq!(routes(&s), expected);
     }

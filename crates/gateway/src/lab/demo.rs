@@ -257,7 +257,11 @@ fn routing_story(lab: &mut Lab, out: &mut dyn Write) -> std::io::Result<bool> {
             writeln!(
                 out,
                 "             gw-b {} {} {:<9} via {} (distance {}, metric {})",
-                if r.selected { "*" } else { " " },
+                match (r.selected, r.enabled) {
+                    (true, _) => "*",
+                    (false, false) => "-",
+                    (false, true) => " ",
+                },
                 r.prefix,
                 r.source,
                 r.via,

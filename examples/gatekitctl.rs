@@ -1,7 +1,7 @@
 //! `gatekitctl`: ask a running gatekit gateway what it is doing, and tell it what to do.
 //!
 //! ```text
-//! gatekitctl [-s SOCKET] [--json] status|sas|routes|macs|conntrack|counters|rules
+//! gatekitctl [-s SOCKET] [--json] status|sas|routes|advertised|macs|conntrack|counters|rules
 //! gatekitctl [-s SOCKET] reload|stop
 //! gatekitctl [-s SOCKET] capture start PORT FILE
 //! gatekitctl [-s SOCKET] capture stop PORT
@@ -34,8 +34,10 @@ enum Cmd {
     Status,
     /// IPsec security associations.
     Sas,
-    /// The routing table (RIB; `*` marks selected routes).
+    /// The routing table (RIB; `*` marks selected routes, `-` disabled ones).
     Routes,
+    /// What the gateway advertises to the mesh (prefix, source, metric, tag).
+    Advertised,
     /// The MAC tables of the bridge domains.
     Macs,
     /// Tracked connections.
@@ -75,6 +77,7 @@ fn main() {
         Cmd::Status => Action::Show(View::Status),
         Cmd::Sas => Action::Show(View::Sas),
         Cmd::Routes => Action::Show(View::Routes),
+        Cmd::Advertised => Action::Show(View::Advertised),
         Cmd::Macs => Action::Show(View::Macs),
         Cmd::Conntrack => Action::Show(View::Conntrack),
         Cmd::Counters => Action::Show(View::Counters),

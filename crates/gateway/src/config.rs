@@ -74,9 +74,13 @@ pub struct Config {
     /// Firewall rules and sets.
     #[serde(default)]
     pub firewall: Firewall,
-    /// Overlay network membership advertised by this gateway.
+    /// The overlay network this gateway routes for (gatekit-overlay's address plan).
     #[serde(default)]
     pub overlay: Option<Overlay>,
+    /// What this gateway advertises to the mesh: the redistribution policy of the prefixes
+    /// marked `advertise`.
+    #[serde(default)]
+    pub advertise: Advertise,
 }
 
 /// `[gateway]`
@@ -192,7 +196,7 @@ pub struct Interface {
     /// MTU.
     #[serde(default = "default_mtu")]
     pub mtu: u16,
-    /// Advertise the connected prefix to peers (redistribution into the overlay and mesh).
+    /// Advertise the connected prefix to the mesh (see [`Advertise`]).
     #[serde(default = "yes")]
     pub advertise: bool,
 }
@@ -212,7 +216,12 @@ pub struct Route {
     /// Metric (lower wins among equal distance).
     #[serde(default)]
     pub metric: u32,
-    /// Advertise to peers.
+    /// Administrative distance (lower wins; 1 by default, the static source's). A static
+    /// route with a distance above another source's is a floating route: it takes over when
+    /// that source's route is withdrawn.
+    #[serde(default)]
+    pub distance: Option<u8>,
+    /// Advertise the prefix to the mesh (see [`Advertise`]).
     #[serde(default)]
     pub advertise: bool,
 }
@@ -254,6 +263,14 @@ pub struct IpsecPeer {
     /// Seconds between NAT-T keepalives (RFC 3948 §4), 0 to disable.
     #[serde(default = "default_keepalive")]
     pub keepalive: u64,
+    /// Route the remote traffic selectors of the tunnel-mode SAs into the peer (tunnel-learned
+    /// routes, distance 10), as strongSwan's `install_routes` does.
+    #[serde(default = "yes")]
+    pub install_routes: bool,
+    /// Prefixes this peer gateway advertises to the mesh, written here while no mesh control
+    /// protocol carries them: imported as mesh routes (distance 100) through the peer.
+    #[serde(default)]
+    pub mesh_prefixes: Vec<IpNet>,
     /// Child SAs (one pair each).
     #[serde(default)]
     pub tunnel: Vec<IpsecTunnel>,
@@ -366,6 +383,14 @@ pub struct GreTunnel {
     /// Tunnel MTU (inner packet size).
     #[serde(default = "default_mtu")]
     pub mtu: u16,
+    /// Subnets behind the remote end (`ip` mode): routed into the tunnel as tunnel-learned
+    /// routes (distance 10).
+    #[serde(default)]
+    pub subnets: Vec<IpNet>,
+    /// Prefixes the remote gateway advertises to the mesh (`ip` mode), imported as mesh
+    /// routes (distance 100) through the tunnel.
+    #[serde(default)]
+    pub mesh_prefixes: Vec<IpNet>,
 }
 
 fn default_gre_mode() -> GreMode {
@@ -447,15 +472,113 @@ pub struct FirewallSet {
     pub ports: Vec<u16>,
 }
 
-/// `[overlay]`
+/// `[overlay]`: the overlay network's address plan (gatekit-overlay's [`PlanSpec`]) and the
+/// interface its transport runs on.
+///
+/// The plan is checked as gatekit-overlay checks it: prefixes without host bits, clear of the
+/// underlay networks and of the site subnets (the `sites` listed here, the connected prefixes
+/// of the other interfaces and the static routes marked `advertise`), segments inside the
+/// overlay, gateway and reserved addresses inside it.
+///
+/// [`PlanSpec`]: gatekit_overlay::PlanSpec
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Overlay {
-    /// Overlay prefixes this gateway routes for.
+    /// The overlay's own prefixes (IPv4 and IPv6): routed into `interface` (overlay routes,
+    /// distance 5).
     pub prefixes: Vec<IpNet>,
-    /// Registry file of the overlay's members.
+    /// The TUN interface the overlay's transport (a WireGuard-compatible endpoint) delivers
+    /// overlay packets on and takes them from.
+    pub interface: Spanned<String>,
+    /// Underlay networks (the clouds' VPC/VNet ranges) the overlay must not overlap.
     #[serde(default)]
-    pub registry: Option<PathBuf>,
+    pub underlay: Vec<IpNet>,
+    /// Further site subnets the overlay must not overlap.
+    #[serde(default)]
+    pub sites: Vec<IpNet>,
+    /// The gateway's own overlay addresses; empty means the first host of each prefix. The
+    /// gateway answers on them (echo) like on its interface addresses.
+    #[serde(default)]
+    pub gateway: Vec<IpAddr>,
+    /// Addresses no overlay member may have.
+    #[serde(default)]
+    pub reserved: Vec<IpAddr>,
+    /// Segments: `name`, `prefixes`, optional `parent`.
+    #[serde(default)]
+    pub segment: Vec<gatekit_overlay::SegmentSpec>,
+    /// Advertise the overlay prefixes to the mesh (see [`Advertise`]).
+    #[serde(default = "yes")]
+    pub advertise: bool,
+}
+
+impl Overlay {
+    /// The address plan this section describes, with `sites` (the subnets reached through
+    /// the gateway's other interfaces and routes) added to the ones written here.
+    pub fn plan_spec(&self, sites: impl IntoIterator<Item = IpNet>) -> gatekit_overlay::PlanSpec {
+        let mut all_sites = self.sites.clone();
+        for s in sites {
+            if !all_sites.contains(&s) {
+                all_sites.push(s);
+            }
+        }
+        gatekit_overlay::PlanSpec {
+            prefixes: self.prefixes.clone(),
+            underlay: self.underlay.clone(),
+            sites: all_sites,
+            gateway: self.gateway.clone(),
+            reserved: self.reserved.clone(),
+            segments: self.segment.clone(),
+            ..gatekit_overlay::PlanSpec::default()
+        }
+    }
+}
+
+/// `[advertise]`: the export policy of this gateway's advertised prefixes into the mesh.
+///
+/// The prefixes marked `advertise` (interfaces' connected prefixes, static routes, the overlay
+/// prefixes) form the policy's prefix list, each matched exactly; `prefix_list` filters them
+/// further. A prefix is advertised while the RIB has a selected route for it from a
+/// connected, static or overlay source, with the metric and tag set here. Routes imported from
+/// the mesh that carry `tag` are refused: they are this gateway's own, come back.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Advertise {
+    /// Tag of exported routes (loop prevention). Default: derived from `gateway.name`.
+    #[serde(default)]
+    pub tag: Option<u32>,
+    /// Metric of exported routes (default: the route's own).
+    #[serde(default)]
+    pub metric: Option<u32>,
+    /// Added to the metric of exported routes.
+    #[serde(default)]
+    pub add_metric: u32,
+    /// A prefix list (`permit|deny PREFIX [ge N] [le M]`, one per line, first match decides,
+    /// no match denies) the advertised prefixes must pass. Default: all pass.
+    #[serde(default)]
+    pub prefix_list: Option<Spanned<String>>,
+}
+
+impl Advertise {
+    /// The tag this gateway's exports carry.
+    pub fn tag_for(&self, gateway_name: &str) -> u32 {
+        self.tag.unwrap_or_else(|| {
+            // FNV-1a of the name: stable across restarts and builds, and different for
+            // different names but for a (rare) collision; set `tag` to be sure.
+            let h = gateway_name.bytes().fold(0x811c_9dc5u32, |h, b| {
+                (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+            });
+            h.max(1)
+        })
+    }
+
+    /// The operator's prefix list, parsed (`None` when there is none).
+    pub fn parsed_prefix_list(
+        &self,
+    ) -> Option<Result<gatekit_route::PrefixList, gatekit_route::PolicyError>> {
+        self.prefix_list
+            .as_ref()
+            .map(|t| gatekit_route::PrefixList::parse(t.get_ref()))
+    }
 }
 
 /// Where a route points, resolved.
@@ -719,6 +842,48 @@ impl Config {
                 }
             }
         }
+        for (ri, r) in self.route.iter().enumerate() {
+            if r.distance == Some(0) {
+                return Err(err0(
+                    format!("route[{ri}].distance"),
+                    "0 is the distance of connected routes: expected 1 to 255".into(),
+                ));
+            }
+        }
+        for (gi, g) in self.gre.iter().enumerate() {
+            if g.mode == GreMode::Teb && !(g.subnets.is_empty() && g.mesh_prefixes.is_empty()) {
+                return Err(err0(
+                    format!("gre[{gi}].subnets"),
+                    format!(
+                        "`{}` bridges Ethernet (mode `teb`): only a tunnel in `ip` mode routes subnets",
+                        g.name
+                    ),
+                ));
+            }
+        }
+        self.validate_overlay(file, text)?;
+        if let Some(Err(e)) = self.advertise.parsed_prefix_list() {
+            let (line, reason) = match &e {
+                gatekit_route::PolicyError::Syntax { line, reason } => (*line, reason.clone()),
+                other => (1, other.to_string()),
+            };
+            let span = self
+                .advertise
+                .prefix_list
+                .as_ref()
+                .map_or(0..0, |p| p.span());
+            // A multi-line string's first line is the one after its opening quotes.
+            let opening = text.get(span.clone()).unwrap_or("");
+            let skip = usize::from(opening.starts_with("\"\"\"\n") || opening.starts_with("'''\n"));
+            let (first, _) = line_col(text, span.start);
+            return Err(ConfigError {
+                file: file.into(),
+                line: first + skip + line - 1,
+                column: 1,
+                key: "advertise.prefix_list".into(),
+                message: format!("line {line} of the list: {reason}"),
+            });
+        }
         if let Some(m) = self.gateway.metrics
             && !m.ip().is_loopback()
         {
@@ -728,6 +893,93 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// The subnets reached through the gateway other than the overlay: the connected prefixes
+    /// of the TUN interfaces other than the overlay's, and the static routes marked `advertise`.
+    pub fn site_subnets(&self) -> Vec<IpNet> {
+        let overlay_if = self
+            .overlay
+            .as_ref()
+            .map(|o| o.interface.get_ref().as_str());
+        let mut sites: Vec<IpNet> = self
+            .interface
+            .iter()
+            .filter(|i| i.kind == InterfaceKind::Tun && Some(i.name.as_str()) != overlay_if)
+            .filter_map(|i| i.address.map(|a| a.trunc()))
+            .collect();
+        for r in self.route.iter().filter(|r| r.advertise) {
+            sites.push(r.prefix.trunc());
+        }
+        sites.sort();
+        sites.dedup();
+        sites
+    }
+
+    /// The overlay's address plan, checked (`None` without an `[overlay]` section).
+    pub fn overlay_plan(
+        &self,
+    ) -> Option<Result<gatekit_overlay::AddressPlan, gatekit_overlay::PlanError>> {
+        let o = self.overlay.as_ref()?;
+        Some(gatekit_overlay::AddressPlan::new(
+            o.plan_spec(self.site_subnets()),
+        ))
+    }
+
+    fn validate_overlay(&self, file: &str, text: &str) -> Result<(), ConfigError> {
+        let Some(o) = &self.overlay else {
+            return Ok(());
+        };
+        let name = o.interface.get_ref();
+        if !self
+            .interface
+            .iter()
+            .any(|i| &i.name == name && i.kind == InterfaceKind::Tun)
+        {
+            return Err(at(
+                file,
+                text,
+                o.interface.span(),
+                "overlay.interface",
+                format!("`{name}`: expected the name of a `tun` interface"),
+            ));
+        }
+        let Some(Err(e)) = self.overlay_plan() else {
+            return Ok(());
+        };
+        use gatekit_overlay::PlanError as P;
+        let field = match &e {
+            P::OutsideParent { .. }
+            | P::DuplicateSegment(_)
+            | P::UnknownParent { .. }
+            | P::Cycle(_)
+            | P::EmptySegment(_)
+            | P::BadName { .. } => "segment",
+            P::HostBits { what, .. } | P::Overlap { what, .. } if what.starts_with("segment") => {
+                "segment"
+            }
+            P::AddressOutside { what, .. } if *what == "reserved" => "reserved",
+            P::AddressOutside { .. } => "gateway",
+            _ => "prefixes",
+        };
+        let key = format!("overlay.{field}");
+        // Fields not written on a line of their own (a segment) point at the section.
+        let line = match find_line(text, &key) {
+            0 => text
+                .lines()
+                .position(|l| l.trim() == "[overlay]")
+                .map_or(0, |i| i + 1),
+            n => n,
+        };
+        Err(ConfigError {
+            file: file.into(),
+            line,
+            column: 1,
+            key,
+            message: e.to_string(),
+        })
     }
 }
 
@@ -889,5 +1141,155 @@ key_in = "1102030405060708090a0b0c0d0e0f10 21222324"
         assert_eq!(decode_hex("0x0a:0B ff"), Some(vec![10, 11, 255]));
         assert_eq!(decode_hex("abc"), None);
         assert_eq!(decode_hex("zz"), None);
+    }
+}
+
+#[cfg(test)]
+mod overlay_tests {
+    use super::*;
+
+    const SITE: &str = r#"
+[gateway]
+name = "site-a"
+
+[underlay]
+address = "192.0.2.1"
+
+[[interface]]
+name = "lan0"
+kind = "tun"
+address = "10.1.0.1/24"
+
+[[interface]]
+name = "ovl0"
+kind = "tun"
+address = "169.254.100.1/30"
+advertise = false
+
+[overlay]
+prefixes = ["10.100.0.0/16", "fd00:100::/48"]
+interface = "ovl0"
+underlay = ["172.31.0.0/16"]
+
+[[overlay.segment]]
+name = "eng"
+prefixes = ["10.100.1.0/24"]
+
+[advertise]
+tag = 65001
+metric = 10
+prefix_list = """
+deny 10.1.128.0/17 le 32
+permit 0.0.0.0/0 le 32
+permit ::/0 le 128
+"""
+"#;
+
+    fn err(text: &str) -> ConfigError {
+        Config::parse("site.toml", text).unwrap_err()
+    }
+
+    fn line_of(text: &str, needle: &str) -> usize {
+        text.lines().position(|l| l.contains(needle)).unwrap() + 1
+    }
+
+    #[test]
+    fn overlay_and_advertise_parse() {
+        let c = Config::parse("site.toml", SITE).unwrap();
+        let o = c.overlay.as_ref().unwrap();
+        assert_eq!(o.interface.get_ref(), "ovl0");
+        assert!(o.advertise);
+        let plan = c.overlay_plan().unwrap().unwrap();
+        assert_eq!(plan.segment("eng").unwrap().prefixes.len(), 1);
+        // The first host of each prefix is the gateway's, unless the section says otherwise.
+        assert_eq!(plan.gateway()[0].to_string(), "10.100.0.1");
+        assert_eq!(c.site_subnets(), ["10.1.0.0/24".parse::<IpNet>().unwrap()]);
+        assert_eq!(c.advertise.tag_for(&c.gateway.name), 65001);
+        let pl = c.advertise.parsed_prefix_list().unwrap().unwrap();
+        assert!(!pl.permits(&"10.1.200.0/24".parse().unwrap()));
+        // Without a tag the name decides it: stable, and distinct between gateways.
+        let none = Advertise::default();
+        assert_eq!(none.tag_for("site-a"), none.tag_for("site-a"));
+        assert_ne!(none.tag_for("site-a"), none.tag_for("site-b"));
+    }
+
+    #[test]
+    fn overlay_errors_name_key_and_line() {
+        let e = err(&SITE.replace("interface = \"ovl0\"", "interface = \"ovl0\"\nmtu = 1400"));
+        assert_eq!(e.key, "overlay.mtu");
+        assert!(e.message.contains("unknown field `mtu`"), "{e}");
+        assert_eq!(e.line, line_of(SITE, "interface = \"ovl0\"") + 1);
+
+        let bad = SITE.replace("\"10.100.0.0/16\"", "\"10.100.0.0/33\"");
+        let e = err(&bad);
+        assert_eq!(e.key, "overlay.prefixes[0]", "{e}");
+        assert_eq!(e.line, line_of(&bad, "10.100.0.0/33"));
+
+        let e = err(&SITE.replace("\"10.100.0.0/16\"", "\"10.100.7.0/16\""));
+        assert_eq!(e.key, "overlay.prefixes");
+        assert!(
+            e.message.contains("host bits") && e.message.contains("10.100.0.0/16"),
+            "{e}"
+        );
+
+        // A site subnet inside the overlay: lan0's connected prefix.
+        let e = err(&SITE.replace("10.1.0.1/24", "10.100.9.1/24"));
+        assert_eq!(e.key, "overlay.prefixes");
+        assert!(
+            e.message.contains("overlaps") && e.message.contains("10.100.9.0/24"),
+            "{e}"
+        );
+        let e = err(&SITE.replace("172.31.0.0/16", "10.0.0.0/8"));
+        assert!(e.message.contains("underlay"), "{e}");
+
+        let e = err(&SITE.replace("\"10.100.1.0/24\"", "\"10.200.1.0/24\""));
+        assert_eq!(e.key, "overlay.segment");
+        assert!(e.message.contains("segment eng"), "{e}");
+
+        let bad = SITE.replace("interface = \"ovl0\"", "interface = \"ovl9\"");
+        let e = err(&bad);
+        assert_eq!(e.key, "overlay.interface");
+        assert_eq!(e.line, line_of(&bad, "ovl9"));
+        assert!(
+            e.message.contains("`ovl9`: expected the name of a `tun`"),
+            "{e}"
+        );
+
+        let e = err(&SITE.replace("interface = \"ovl0\"\n", ""));
+        assert!(e.message.contains("missing field `interface`"), "{e}");
+        let e = err(&SITE.replace("\"10.100.0.0/16\", \"fd00:100::/48\"", ""));
+        assert_eq!(e.key, "overlay.prefixes");
+        assert!(e.message.contains("no prefix"), "{e}");
+    }
+
+    #[test]
+    fn advertise_and_route_errors() {
+        let bad = SITE.replace("permit 0.0.0.0/0 le 32", "permit 0.0.0.0/0 le 33");
+        let e = err(&bad);
+        assert_eq!(e.key, "advertise.prefix_list");
+        assert_eq!(e.line, line_of(&bad, "le 33"), "{e}");
+        assert!(e.message.starts_with("line 2 of the list"), "{e}");
+        let bad = SITE.replace("deny 10.1.128.0/17", "refuse 10.1.128.0/17");
+        let e = err(&bad);
+        assert_eq!(e.line, line_of(&bad, "refuse"), "{e}");
+        assert!(e.message.contains("expected `permit` or `deny`"), "{e}");
+
+        let e = err(&SITE.replace("metric = 10", "metric = 10\nmetirc = 3"));
+        assert_eq!(e.key, "advertise.metirc");
+
+        let route =
+            "\n[[route]]\nprefix = \"10.3.0.0/16\"\nvia = \"interface:lan0\"\ndistance = 0\n";
+        let e = err(&format!("{SITE}{route}"));
+        assert_eq!(e.key, "route[0].distance");
+        assert!(e.message.contains("expected 1 to 255"), "{e}");
+        let e = err(&format!("{SITE}{}", route.replace("= 0", "= 256")));
+        assert_eq!(e.key, "route[0].distance");
+
+        let gre = "\n[[gre]]\nname = \"g1\"\nremote = \"192.0.2.9\"\nsubnets = [\"10.5.0.0/16\"]\n";
+        let e = err(&format!("{SITE}{gre}"));
+        assert_eq!(e.key, "gre[0].subnets");
+        assert!(e.message.contains("`teb`"), "{e}");
+        let ok = format!("{SITE}{}", gre.replace("subnets", "mode = \"ip\"\nsubnets"));
+        Config::parse("site.toml", &ok).unwrap();
     }
 }

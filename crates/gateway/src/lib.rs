@@ -8,5 +8,6 @@ pub mod control;
 pub mod filter;
 pub mod lab;
 pub mod pipeline;
+pub mod routing;
 pub mod runtime;
 pub mod status;

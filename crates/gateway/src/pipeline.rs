@@ -15,13 +15,14 @@
 
 use crate::config::{self, Config, Encap as CfgEncap, GreMode as CfgGreMode, InterfaceKind};
 use crate::filter;
+use crate::routing::{self, Routing};
 use gatekit_esp as esp;
 use gatekit_firewall as fw;
 use gatekit_gre as gre;
-use gatekit_packet::{DropCounters, DropReason, Instant, Meta, PacketBuf, PortId, checksum};
-use gatekit_route::IpLpm;
+use gatekit_packet::{
+    DropCounters, DropReason, FlowKey, Instant, Meta, PacketBuf, PortId, checksum,
+};
 use gatekit_switch as switch;
-use ipnet::IpNet;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -142,6 +143,9 @@ pub enum BuildError {
     /// The firewall rules do not load.
     #[error("firewall: {0}")]
     Firewall(String),
+    /// The routing table does not build.
+    #[error("routing: {0}")]
+    Routing(#[from] routing::RoutingError),
 }
 
 /// One gateway's data path.
@@ -150,8 +154,7 @@ pub struct Gateway {
     local: IpAddr,
     esp: esp::Endpoint,
     peers: Vec<Peer>,
-    fib: IpLpm<NextHop>,
-    own: Vec<IpAddr>,
+    routing: Routing,
     gre: gre::GreEndpoint,
     gre_ids: Vec<gre::TunnelId>,
     vtep: Option<gre::Vtep>,
@@ -401,29 +404,7 @@ impl Gateway {
             }
         }
 
-        let mut fib = IpLpm::new();
-        let mut own = Vec::new();
-        for (i, iface) in cfg.interface.iter().enumerate() {
-            if let Some(addr) = iface.address {
-                if iface.kind == InterfaceKind::Tun {
-                    fib.insert(addr.trunc(), NextHop::Iface(i));
-                }
-                own.push(addr.addr());
-                fib.insert(IpNet::from(addr.addr()), NextHop::Local);
-            }
-        }
-        if !local.is_unspecified() {
-            own.push(local);
-        }
-        for r in &cfg.route {
-            let nh = match cfg.resolve_via(r.via.get_ref()) {
-                Some(config::Via::Interface(i)) => NextHop::Iface(i),
-                Some(config::Via::Ipsec(p)) => NextHop::Ipsec(p),
-                Some(config::Via::Gre(g)) => NextHop::Gre(g),
-                None => continue,
-            };
-            fib.insert(r.prefix.trunc(), nh);
-        }
+        let routing = Routing::new(&cfg)?;
         let firewall = filter::Filter::new(&cfg).map_err(BuildError::Firewall)?;
         let n_if = cfg.interface.len();
         Ok(Gateway {
@@ -431,8 +412,7 @@ impl Gateway {
             local,
             esp: endpoint,
             peers,
-            fib,
-            own,
+            routing,
             gre: gre_ep,
             gre_ids,
             vtep,
@@ -472,9 +452,22 @@ impl Gateway {
     pub fn firewall(&self) -> &filter::Filter {
         &self.firewall
     }
-    /// The FIB.
-    pub fn fib(&self) -> &IpLpm<NextHop> {
-        &self.fib
+    /// The routing table: the RIB, its compiled FIB and the advertisements.
+    pub fn routing(&self) -> &Routing {
+        &self.routing
+    }
+    /// The routing table, to withdraw, disable or enable routes and mark next hops down.
+    pub fn routing_mut(&mut self) -> &mut Routing {
+        &mut self.routing
+    }
+    /// Replaces the mesh routes learned from `peer` (an IPsec peer or a GRE tunnel in `ip`
+    /// mode) with `adverts`; see [`Routing::import_mesh`].
+    pub fn import_mesh(
+        &mut self,
+        peer: &str,
+        adverts: &[routing::Advertisement],
+    ) -> Result<usize, routing::RoutingError> {
+        self.routing.import_mesh(&self.cfg, peer, adverts)
     }
     /// Drops of the gateway's own stages (ESP, GRE, switch and firewall count their own).
     pub fn drops(&self) -> &DropCounters {
@@ -760,19 +753,20 @@ impl Gateway {
         let Some(dst) = dst_addr(buf.data()) else {
             return self.drop(DropReason::Malformed);
         };
+        let hash = self.flow_hash(buf.data(), &meta);
         let nh = if let Some(engine) = self.firewall.engine_mut() {
             // The firewall runs conntrack, nat and filter around our routing decision, and
             // may rewrite the packet (DNAT/SNAT, IPv4 only) in place. IPv6 is filtered and
             // tracked the same way, without NAT.
-            let (fib, own) = (&self.fib, &self.own);
-            let mut router = |d: IpAddr| match fib.lookup(d) {
-                _ if own.contains(&d) => fw::Route::Local,
-                Some((_, nh)) => fw::Route::Out(nexthop_port(*nh)),
+            let routing = &self.routing;
+            let mut router = |d: IpAddr| match routing.lookup(d, hash) {
+                Some(NextHop::Local) => fw::Route::Local,
+                Some(nh) => fw::Route::Out(routing::nexthop_port(nh)),
                 None => fw::Route::Unreachable,
             };
             let source = from.map_or(fw::Source::Local, fw::Source::Port);
             match engine.process(&mut buf, &mut meta, source, &mut router, now) {
-                fw::Verdict::Accept(fw::Route::Out(p)) => port_nexthop(p),
+                fw::Verdict::Accept(fw::Route::Out(p)) => routing::port_nexthop(p),
                 fw::Verdict::Accept(fw::Route::Local) => NextHop::Local,
                 fw::Verdict::Accept(fw::Route::Unreachable) => {
                     return self.drop(DropReason::NoRoute);
@@ -785,9 +779,8 @@ impl Gateway {
                 }
             }
         } else {
-            match self.fib.lookup(dst) {
-                _ if self.own.contains(&dst) => NextHop::Local,
-                Some((_, nh)) => *nh,
+            match self.routing.lookup(dst, hash) {
+                Some(nh) => nh,
                 None => return self.drop(DropReason::NoRoute),
             }
         };
@@ -816,13 +809,24 @@ impl Gateway {
         let Some(dst) = dst_addr(buf.data()) else {
             return self.drop(DropReason::Malformed);
         };
-        match self.fib.lookup(dst) {
-            Some((_, NextHop::Local)) | None => self.drop(DropReason::NoRoute),
-            Some((_, nh)) => {
-                let nh = *nh;
-                self.send_ip(nh, buf, meta, now, sink)
-            }
+        let hash = self.flow_hash(buf.data(), &meta);
+        match self.routing.lookup(dst, hash) {
+            Some(NextHop::Local) | None => self.drop(DropReason::NoRoute),
+            Some(nh) => self.send_ip(nh, buf, meta, now, sink),
         }
+    }
+
+    /// The flow hash that picks among equal-cost paths; computed only when some prefix has
+    /// several, so single-path forwarding never parses the transport header for it.
+    #[inline]
+    fn flow_hash(&self, packet: &[u8], meta: &Meta) -> u32 {
+        if !self.routing.needs_flow_hash() {
+            return 0;
+        }
+        if meta.flow_hash != 0 {
+            return meta.flow_hash;
+        }
+        FlowKey::from_ip(packet).map_or(0, |k| k.hash(false))
     }
 
     fn send_ip<B: PacketBuf, S: Sink<B>>(
@@ -1033,12 +1037,13 @@ impl Gateway {
             std::mem::swap(&mut self.fabric, &mut fresh.fabric);
             std::mem::swap(&mut self.l2, &mut fresh.l2);
         }
-        std::mem::swap(&mut self.fib, &mut fresh.fib);
-        std::mem::swap(&mut self.own, &mut fresh.own);
+        // Mesh routes learned at run time stay, for the peers the new config still has.
+        fresh.routing.keep_imports(&cfg, &self.routing);
+        std::mem::swap(&mut self.routing, &mut fresh.routing);
         self.cfg = cfg;
         Ok(format!(
-            "SAs: {kept} kept, {added} added, {removed} removed; {firewall_msg}; {} routes; bridges and tunnels {}",
-            self.fib.len(),
+            "SAs: {kept} kept, {added} added, {removed} removed; {firewall_msg}; {} prefixes routed; bridges and tunnels {}",
+            self.routing.rib().len(),
             if same_l2 {
                 "unchanged (MAC tables kept)"
             } else {
@@ -1110,31 +1115,9 @@ impl Gateway {
                 state: format!("{:?}", sa.state()).to_lowercase(),
             });
         }
-        for (prefix, nh) in self.fib.iter() {
-            let (via, source) = match nh {
-                NextHop::Iface(i) => (
-                    format!("interface:{}", self.cfg.interface[*i].name),
-                    "connected",
-                ),
-                NextHop::Ipsec(p) => (format!("ipsec:{}", self.cfg.ipsec.peer[*p].name), "static"),
-                NextHop::Gre(g) => (format!("gre:{}", self.cfg.gre[*g].name), "static"),
-                NextHop::Local => ("local".into(), "local"),
-            };
-            let metric = self
-                .cfg
-                .route
-                .iter()
-                .find(|r| r.prefix.trunc() == prefix)
-                .map_or(0, |r| r.metric);
-            s.routes.push(RouteStatus {
-                prefix: prefix.to_string(),
-                via,
-                source: source.into(),
-                distance: if source == "static" { 1 } else { 0 },
-                metric,
-                selected: true,
-            });
-        }
+        s.routes = self.routing.status(&self.cfg);
+        s.advertised = self.routing.advert_status();
+        s.advertise_tag = self.routing.tag();
         if let Some(fw) = self.firewall.engine() {
             s.conntrack_total = fw.conntrack().len() as u64;
             for (_, c) in fw.conntrack().iter().take(1000) {
@@ -1213,26 +1196,6 @@ fn copy_into<B: PacketBuf, S: Sink<B>>(data: &[u8], sink: &mut S) -> Option<B> {
     let mut b = sink.alloc()?;
     b.push_back(data.len()).ok()?.copy_from_slice(data);
     Some(b)
-}
-
-/// The firewall port of a next hop.
-fn nexthop_port(nh: NextHop) -> PortId {
-    match nh {
-        NextHop::Iface(i) => PortId(i as u16),
-        NextHop::Ipsec(p) => filter::peer_port(p),
-        NextHop::Gre(g) => filter::gre_port(g),
-        NextHop::Local => PortId(u16::MAX),
-    }
-}
-
-/// The next hop of a firewall port.
-fn port_nexthop(p: PortId) -> NextHop {
-    match p.0 {
-        u16::MAX => NextHop::Local,
-        n @ 0..256 => NextHop::Iface(usize::from(n)),
-        n @ 256..512 => NextHop::Ipsec(usize::from(n - 256)),
-        n => NextHop::Gre(usize::from(n - 512)),
-    }
 }
 
 /// Protocol and destination port (UDP) of an outer IP packet.

@@ -540,10 +540,12 @@ pub fn check(path: &Path) -> Result<String, String> {
     let gw = Gateway::new(cfg, Instant::ZERO).map_err(|e| format!("{}: {e}", path.display()))?;
     let c = gw.config();
     Ok(format!(
-        "{}: ok ({} interfaces, {} routes, {} IPsec peers with {} SAs, {} GRE, {} VXLAN, {} bridges, {} firewall rules)",
+        "{}: ok ({} interfaces, {} static routes, {} prefixes in the RIB, {} advertised, {} IPsec peers with {} SAs, {} GRE, {} VXLAN, {} bridges, {} firewall rules)",
         path.display(),
         c.interface.len(),
         c.route.len(),
+        gw.routing().rib().len(),
+        gw.routing().advertised().len(),
         c.ipsec.peer.len(),
         gw.esp().iter().count(),
         c.gre.len(),

@@ -22,6 +22,12 @@ pub struct Snapshot {
     pub sas: Vec<SaStatus>,
     /// Routes of the RIB (selected or not).
     pub routes: Vec<RouteStatus>,
+    /// What this gateway advertises to the mesh (its export policy applied to the RIB).
+    #[serde(default)]
+    pub advertised: Vec<AdvertStatus>,
+    /// The tag its advertisements carry (routes coming back with it are refused).
+    #[serde(default)]
+    pub advertise_tag: u32,
     /// The MAC tables of the bridge domains.
     pub macs: Vec<MacStatus>,
     /// Tracked connections (possibly truncated to the first entries; see `conntrack_total`).
@@ -95,6 +101,27 @@ pub struct RouteStatus {
     pub metric: u32,
     /// Whether it is the best path (in the FIB).
     pub selected: bool,
+    /// False when the route was disabled (it stays in the RIB, never selected).
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+/// One prefix this gateway advertises to the mesh.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AdvertStatus {
+    /// Prefix in canonical form.
+    pub prefix: String,
+    /// The source of the selected route it was exported from (`connected`, `static`,
+    /// `overlay`).
+    pub from: String,
+    /// The metric advertised.
+    pub metric: u32,
+    /// The tag advertised.
+    pub tag: u32,
 }
 
 /// One learned or static MAC.

@@ -57,6 +57,13 @@ fn snapshot() -> Snapshot {
             distance: 1,
             metric: 0,
             selected: true,
+            enabled: true,
+        }],
+        advertised: vec![gatekit_gateway::status::AdvertStatus {
+            prefix: "10.1.0.0/24".into(),
+            from: "connected".into(),
+            metric: 10,
+            tag: 65001,
         }],
         macs: vec![
             MacStatus {
@@ -207,6 +214,7 @@ fn metrics_parse_with_an_independent_parser() {
     has("gatekit_uptime_seconds{} 12.5");
     has("gatekit_mac_entries{bridge='br0'} 2.0");
     has("gatekit_route_entries{selected='true',source='static'} 1.0");
+    has("gatekit_advertised_routes{} 1.0");
     has("gatekit_captures_active{} 1.0");
     has("gatekit_info{gateway='site-a'} 1.0");
     // The exact integer is in the text (the parser reads it into a float).

@@ -47,3 +47,25 @@ fn broken_config_points_at_the_line() {
     assert!(e.contains("firewall"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn site_a_routes_its_overlay_and_advertises_it() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/configs/site-a.toml");
+    let cfg = gatekit_gateway::config::Config::load(&p).unwrap_or_else(|e| panic!("{e}"));
+    assert!(cfg.overlay.is_some());
+    let gw = gatekit_gateway::pipeline::Gateway::new(cfg, gatekit_packet::Instant::ZERO)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let adv: Vec<String> = gw
+        .routing()
+        .advertisements()
+        .iter()
+        .map(|a| format!("{} {} {}", a.prefix, a.metric, a.tag))
+        .collect();
+    assert_eq!(adv, ["10.1.0.0/24 10 65001", "10.100.0.0/16 10 65001"]);
+    let s = gw.snapshot(gatekit_packet::Instant::ZERO);
+    assert!(
+        s.routes
+            .iter()
+            .any(|r| r.prefix == "10.100.0.0/16" && r.via == "interface:ovl0" && r.selected)
+    );
+}

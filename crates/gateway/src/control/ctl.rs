@@ -36,6 +36,8 @@ pub enum View {
     Sas,
     /// The RIB.
     Routes,
+    /// What the gateway advertises to the mesh.
+    Advertised,
     /// The MAC tables.
     Macs,
     /// Tracked connections.
@@ -201,6 +203,7 @@ pub fn show(s: &Snapshot, view: View, json: bool) -> String {
             View::Status => render::status(s),
             View::Sas => render::sas(s),
             View::Routes => render::routes(s),
+            View::Advertised => render::advertised(s),
             View::Macs => render::macs(s),
             View::Conntrack => render::conntrack(s),
             View::Counters => render::counters(s),
@@ -211,6 +214,10 @@ pub fn show(s: &Snapshot, view: View, json: bool) -> String {
         View::Status => serde_json::to_value(s),
         View::Sas => serde_json::to_value(&s.sas),
         View::Routes => serde_json::to_value(&s.routes),
+        View::Advertised => serde_json::to_value(serde_json::json!({
+            "tag": s.advertise_tag,
+            "routes": s.advertised,
+        })),
         View::Macs => serde_json::to_value(&s.macs),
         View::Conntrack => serde_json::to_value(serde_json::json!({
             "total": s.conntrack_total,

@@ -195,6 +195,13 @@ pub fn render_prometheus(s: &Snapshot) -> String {
     }
 
     out.family(
+        "gatekit_advertised_routes",
+        "gauge",
+        "Prefixes this gateway advertises to the mesh (its export policy applied to the RIB).",
+    );
+    out.sample("gatekit_advertised_routes", &[], s.advertised.len() as u64);
+
+    out.family(
         "gatekit_captures_active",
         "gauge",
         "Ports being captured to pcap.",

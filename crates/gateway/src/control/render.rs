@@ -87,6 +87,12 @@ pub fn status(s: &Snapshot) -> String {
         "routes         {} ({selected} selected)",
         s.routes.len()
     );
+    let _ = writeln!(
+        out,
+        "advertised     {} (tag {})",
+        s.advertised.len(),
+        s.advertise_tag
+    );
     let _ = writeln!(out, "MACs           {}", s.macs.len());
     let _ = writeln!(out, "connections    {}", s.conntrack_total);
     let _ = writeln!(out, "firewall rules {}", s.firewall_rules.len());
@@ -177,14 +183,19 @@ pub fn sas(s: &Snapshot) -> String {
     )
 }
 
-/// The RIB; `*` marks the selected routes.
+/// The RIB; `*` marks the selected routes, `-` the disabled ones.
 pub fn routes(s: &Snapshot) -> String {
     let rows: Vec<Vec<String>> = s
         .routes
         .iter()
         .map(|r| {
             vec![
-                if r.selected { "*" } else { "" }.to_string(),
+                match (r.selected, r.enabled) {
+                    (true, _) => "*",
+                    (false, false) => "-",
+                    (false, true) => "",
+                }
+                .to_string(),
                 r.prefix.clone(),
                 r.via.clone(),
                 r.source.clone(),
@@ -204,6 +215,32 @@ pub fn routes(s: &Snapshot) -> String {
         ],
         &rows,
         "(no routes)",
+    )
+}
+
+/// What the gateway advertises to the mesh, and the tag it carries.
+pub fn advertised(s: &Snapshot) -> String {
+    let rows: Vec<Vec<String>> = s
+        .advertised
+        .iter()
+        .map(|a| {
+            vec![
+                a.prefix.clone(),
+                a.from.clone(),
+                a.metric.to_string(),
+                a.tag.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            ("PREFIX", Left),
+            ("FROM", Left),
+            ("METRIC", Right),
+            ("TAG", Right),
+        ],
+        &rows,
+        "(nothing advertised)",
     )
 }
 
@@ -392,6 +429,7 @@ hq      0x00c0ffee  out  tunnel  aes128gcm16  udp:198.51.100.2:4500        7    
                     distance: 1,
                     metric: 0,
                     selected: true,
+                    enabled: true,
                 },
                 RouteStatus {
                     prefix: "10.2.0.0/16".into(),
@@ -400,6 +438,16 @@ hq      0x00c0ffee  out  tunnel  aes128gcm16  udp:198.51.100.2:4500        7    
                     distance: 200,
                     metric: 10,
                     selected: false,
+                    enabled: true,
+                },
+                RouteStatus {
+                    prefix: "10.2.0.0/16".into(),
+                    via: "ipsec:site-c".into(),
+                    source: "static".into(),
+                    distance: 1,
+                    metric: 0,
+                    selected: false,
+                    enabled: false,
                 },
             ],
             ..Snapshot::default()
@@ -408,8 +456,31 @@ hq      0x00c0ffee  out  tunnel  aes128gcm16  udp:198.51.100.2:4500        7    
             "   PREFIX       VIA           SOURCE  DISTANCE  METRIC\n",
             "*  10.2.0.0/16  ipsec:site-b  static         1       0\n",
             "   10.2.0.0/16  gre:gre-b     mesh         200      10\n",
+            "-  10.2.0.0/16  ipsec:site-c  static         1       0\n",
         );
         assert_eq!(routes(&s), expected);
+    }
+
+    #[test]
+    fn advertised_lists_prefix_source_metric_tag() {
+        use crate::status::AdvertStatus;
+        let s = Snapshot {
+            advertised: vec![AdvertStatus {
+                prefix: "10.1.0.0/24".into(),
+                from: "connected".into(),
+                metric: 10,
+                tag: 65001,
+            }],
+            advertise_tag: 65001,
+            ..Snapshot::default()
+        };
+        let expected = concat!(
+            "PREFIX       FROM       METRIC    TAG\n",
+            "10.1.0.0/24  connected      10  65001\n",
+        );
+        assert_eq!(advertised(&s), expected);
+        assert!(status(&s).contains("advertised     1 (tag 65001)"));
+        assert!(advertised(&Snapshot::default()).ends_with("(nothing advertised)\n"));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The demo the gateway runs with no config: the lab's three stories, told as a transcript.
+//! The demo the gateway runs with no config: the lab's five stories, told as a transcript.
 
 use super::{A1, B1, L2A, L2B, Lab, TcpFailure};
 use std::io::Write;
@@ -14,6 +14,9 @@ pub struct DemoOutcome {
     pub blocked_ok: bool,
     /// ARP resolved and pings answered across the bridged sites.
     pub l2_ok: bool,
+    /// Advertisements crossed, and traffic kept flowing on the next best route when the
+    /// selected ones were disabled.
+    pub routing_ok: bool,
     /// Packets written to the pcap files (internet, site-B L2).
     pub captured: (u64, u64),
 }
@@ -21,7 +24,7 @@ pub struct DemoOutcome {
 impl DemoOutcome {
     /// Whether every story ended as it should.
     pub fn all_ok(&self) -> bool {
-        self.tcp_ok && self.blocked_ok && self.l2_ok
+        self.tcp_ok && self.blocked_ok && self.l2_ok && self.routing_ok
     }
 }
 
@@ -163,6 +166,9 @@ pub fn run(out: &mut dyn Write, pcap_dir: Option<&Path>) -> std::io::Result<Demo
         )?;
     }
 
+    // 5. The RIB and redistribution.
+    outcome.routing_ok = routing_story(&mut lab, out)?;
+
     let drops_a: Vec<String> = lab
         .gw_a
         .all_drops()
@@ -207,10 +213,94 @@ pub fn run(out: &mut dyn Write, pcap_dir: Option<&Path>) -> std::io::Result<Demo
         out,
         "{}",
         if outcome.all_ok() {
-            "demo: all three stories ended as expected"
+            "demo: all five stories ended as expected"
         } else {
             "demo: SOMETHING WENT WRONG"
         }
     )?;
     Ok(outcome)
+}
+
+/// Story 5: what gw-a advertises reaches gw-b as mesh routes; gw-b's RIB falls back to them.
+fn routing_story(lab: &mut Lab, out: &mut dyn Write) -> std::io::Result<bool> {
+    use crate::pipeline::NextHop;
+    use gatekit_route::Source;
+    writeln!(
+        out,
+        "[{:7.3}s] 5. Routing: each gateway's RIB exports its site prefix into the mesh",
+        secs(lab)
+    )?;
+    for (name, gw) in [("gw-a", &lab.gw_a), ("gw-b", &lab.gw_b)] {
+        for a in gw.routing().advert_status() {
+            writeln!(
+                out,
+                "             {name} advertises {} (from {}, metric {}, tag {})",
+                a.prefix, a.from, a.metric, a.tag
+            )?;
+        }
+    }
+    let (into_b, into_a) = match lab.exchange_advertisements() {
+        Ok(n) => n,
+        Err(e) => {
+            writeln!(out, "             FAILED: {e}")?;
+            return Ok(false);
+        }
+    };
+    writeln!(
+        out,
+        "             handed over in memory (no mesh protocol carries them yet): gw-b imported {into_b}, gw-a {into_a} mesh route(s)"
+    )?;
+    let site_a: gatekit_route::IpNet = "10.1.0.0/24".parse().map_err(std::io::Error::other)?;
+    let show = |lab: &Lab, out: &mut dyn Write| -> std::io::Result<()> {
+        let routes = lab.gw_b.snapshot(lab.now).routes;
+        for r in routes.iter().filter(|r| r.prefix == "10.1.0.0/24") {
+            writeln!(
+                out,
+                "             gw-b {} {} {:<9} via {} (distance {}, metric {})",
+                match (r.selected, r.enabled) {
+                    (true, _) => "*",
+                    (false, false) => "-",
+                    (false, true) => " ",
+                },
+                r.prefix,
+                r.source,
+                r.via,
+                r.distance,
+                r.metric
+            )?;
+        }
+        Ok(())
+    };
+    show(lab, out)?;
+    let peer = NextHop::Ipsec(0);
+    for source in [Source::Static, Source::Tunnel] {
+        lab.gw_b
+            .routing_mut()
+            .set_route_enabled(site_a, source, peer, false);
+    }
+    writeln!(
+        out,
+        "             gw-b disables its static and tunnel-learned routes to 10.1.0.0/24:"
+    )?;
+    show(lab, out)?;
+    let on_mesh = lab
+        .gw_b
+        .routing()
+        .rib()
+        .best(&site_a)
+        .first()
+        .is_some_and(|r| r.source == Source::Mesh);
+    let ok = on_mesh && lab.tcp_exchange(8080, b"ping", b"pong") == Ok(b"pong".to_vec());
+    writeln!(
+        out,
+        "[{:7.3}s]    a1 <-> b1 TCP over the mesh-learned route: {}",
+        secs(lab),
+        if ok { "ok" } else { "FAILED" }
+    )?;
+    for source in [Source::Static, Source::Tunnel] {
+        lab.gw_b
+            .routing_mut()
+            .set_route_enabled(site_a, source, peer, true);
+    }
+    Ok(ok && into_a > 0 && into_b > 0)
 }

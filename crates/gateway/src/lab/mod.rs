@@ -49,6 +49,10 @@ kind = "tap"
 prefix = "10.2.0.0/24"
 via = "ipsec:site-b"
 
+# lan0's prefix (10.1.0.0/24) is advertised to the mesh: interfaces advertise by default.
+[advertise]
+metric = 10
+
 [[ipsec.peer]]
 name = "site-b"
 remote = "203.0.113.2"
@@ -430,6 +434,20 @@ impl Lab {
         } else {
             TcpFailure::Timeout
         })
+    }
+
+    /// Hands each gateway's advertisements to the other, as the mesh would carry them (no
+    /// mesh control protocol exists yet); returns how many routes each imported (gw-a's
+    /// into gw-b, gw-b's into gw-a).
+    pub fn exchange_advertisements(
+        &mut self,
+    ) -> Result<(usize, usize), crate::routing::RoutingError> {
+        let a = self.gw_a.routing().advertisements();
+        let b = self.gw_b.routing().advertisements();
+        Ok((
+            self.gw_b.import_mesh("site-a", &a)?,
+            self.gw_a.import_mesh("site-b", &b)?,
+        ))
     }
 
     /// l2a pings l2b across the bridged sites; returns the echo replies received.

@@ -1293,3 +1293,35 @@ permit ::/0 le 128
         Config::parse("site.toml", &ok).unwrap();
     }
 }
+
+/// Entry points shared by the fuzz targets in `fuzz/` and the corpus-replay tests. Not a
+/// stable API.
+#[doc(hidden)]
+pub mod fuzz {
+    use super::Config;
+
+    /// Config text of any bytes: it parses and validates, and then the pipeline builds or
+    /// says why not; or it is refused with an error that points into the text. Never a panic.
+    pub fn config(data: &[u8]) {
+        let Ok(text) = std::str::from_utf8(data) else {
+            return;
+        };
+        match Config::parse("fuzz.toml", text) {
+            Ok(cfg) => {
+                let _ = cfg.site_subnets();
+                let _ = cfg.overlay_plan();
+                for r in &cfg.route {
+                    let _ = cfg.resolve_via(r.via.get_ref());
+                }
+                let _ = crate::routing::Routing::new(&cfg);
+                let _ = crate::pipeline::Gateway::new(cfg, gatekit_packet::Instant::ZERO);
+            }
+            Err(e) => {
+                let lines = text.lines().count();
+                assert!(e.line <= lines + 1, "line {} of {lines}", e.line);
+                assert!(!e.message.is_empty() && !e.key.is_empty());
+                assert!(e.to_string().contains("fuzz.toml"));
+            }
+        }
+    }
+}

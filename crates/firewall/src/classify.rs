@@ -22,7 +22,11 @@
 //!
 //! Updates are incremental: an insert descends to the leaves its box overlaps and splits a
 //! leaf that grows past twice the leaf size; a delete removes the rule from its leaves, and
-//! rebuilds only the subtree where it had shadowed other rules.
+//! rebuilds only the subtree where it had shadowed other rules, from its tree's rule list.
+//! The slot blocks, leaf blocks and node records of replaced subtrees are reused, so an
+//! update allocates nothing in the common case; a tree that updates have left much larger
+//! than a build of its rules would be (leaves split for rules since deleted) is rebuilt,
+//! which keeps memory bounded under churn at an amortised cost.
 
 use std::collections::HashMap;
 
@@ -395,10 +399,23 @@ struct Tree {
     list: Vec<ClassRule>,
     /// A lower bound of the order of every rule in the tree.
     min_order: u64,
-    /// Slots and entries no longer reachable (replaced subtrees, moved leaves): past a
-    /// bound the tree is rebuilt, so that updates do not grow it without end.
+    /// Slots and entries no longer reachable and too large to reuse: past a bound the tree
+    /// is rebuilt, so that updates do not grow it without end.
     dead: usize,
+    /// Blocks of replaced subtrees and moved leaves, for reuse: entry blocks by size, slot
+    /// blocks by cut bits, info records.
+    free_entries: Vec<Vec<u32>>,
+    free_slots: Vec<Vec<u32>>,
+    free_info: Vec<u32>,
+    /// Slots and entries in use, and in use after the last full build: updates that leave
+    /// the tree much larger than a build would (splits of leaves whose rules are deleted
+    /// again) rebuild it.
+    used: usize,
+    built: usize,
 }
+
+/// Entry blocks up to this size are reused; larger ones count as dead.
+const REUSE_MAX: usize = 64;
 
 impl Tree {
     fn new() -> Tree {
@@ -416,6 +433,11 @@ impl Tree {
             list: Vec::new(),
             min_order: u64::MAX,
             dead: 0,
+            free_entries: vec![Vec::new(); REUSE_MAX + 1],
+            free_slots: vec![Vec::new(); 17],
+            free_info: Vec::new(),
+            used: 0,
+            built: 0,
         }
     }
 
@@ -429,12 +451,14 @@ impl Tree {
         self.list = list;
         self.min_order = rules.first().map_or(u64::MAX, ClassRule::order);
         let b = cfg.memory_factor * rules.len() + 1024;
-        self.root = self.build(rules, Region::ROOT, cfg, 0, b);
+        self.root = self.build(rules, Region::ROOT, cfg, 0, b, true);
+        self.built = self.used;
     }
 
     /// Whether replaced subtrees hold enough dead space to rebuild.
     fn bloated(&self) -> bool {
-        self.dead > 65_536 && 2 * self.dead > self.entries.len() + self.slots.len()
+        (self.dead > 65_536 && 2 * self.dead > self.entries.len() + self.slots.len())
+            || self.used > 2 * self.built + 4096
     }
 
     fn get(&self, at: At) -> Node {
@@ -451,7 +475,73 @@ impl Tree {
         }
     }
 
-    /// Builds a subtree for `rules` (in order) over `region`.
+    /// A record in `info`.
+    fn new_info(&mut self, info: NodeInfo) -> u32 {
+        match self.free_info.pop() {
+            Some(i) => {
+                self.info[i as usize] = info;
+                i
+            }
+            None => {
+                self.info.push(info);
+                (self.info.len() - 1) as u32
+            }
+        }
+    }
+
+    /// A block of `1 << k` empty child slots.
+    fn new_slots(&mut self, k: u8) -> usize {
+        let count = 1usize << k;
+        self.used += count;
+        match self.free_slots[usize::from(k)].pop() {
+            Some(first) => {
+                let first = first as usize;
+                self.slots[first..first + count].fill(EMPTY);
+                first
+            }
+            None => {
+                let first = self.slots.len();
+                self.slots.resize(first + count, EMPTY);
+                first
+            }
+        }
+    }
+
+    /// A block of `cap` entries holding `rules` and end markers.
+    fn new_entries(&mut self, rules: impl Iterator<Item = Entry>, cap: usize) -> usize {
+        self.used += cap;
+        match self.free_entries.get_mut(cap).and_then(Vec::pop) {
+            Some(first) => {
+                let first = first as usize;
+                let mut i = first;
+                for e in rules {
+                    self.entries[i] = e;
+                    i += 1;
+                }
+                self.entries[i..first + cap].fill(END);
+                first
+            }
+            None => {
+                let first = self.entries.len();
+                self.entries.extend(rules);
+                self.entries.resize(first + cap, END);
+                first
+            }
+        }
+    }
+
+    fn free_entry_block(&mut self, first: usize, cap: usize) {
+        self.used -= cap;
+        match self.free_entries.get_mut(cap) {
+            Some(list) => list.push(first as u32),
+            None => self.dead += cap,
+        }
+    }
+
+    /// Builds a subtree for `rules` (in order) over `region`. With `truncate`, a rule that
+    /// covers a node's region drops the rules after it below that node (and deleting it
+    /// rebuilds the node); a leaf that splits on insert is built without, so that the rule
+    /// just inserted does not become one whose deletion rebuilds.
     fn build(
         &mut self,
         mut rules: Vec<ClassRule>,
@@ -459,11 +549,13 @@ impl Tree {
         cfg: &TreeConfig,
         depth: u32,
         budget: usize,
+        truncate: bool,
     ) -> Node {
         let mut shadow = NO_SHADOW;
-        if let Some(i) = rules
-            .iter()
-            .position(|r| r.exact && region.covered_by(&r.fields))
+        if truncate
+            && let Some(i) = rules
+                .iter()
+                .position(|r| r.exact && region.covered_by(&r.fields))
             && i + 1 < rules.len()
         {
             shadow = rules[i].order();
@@ -481,17 +573,15 @@ impl Tree {
         let Some((d, k)) = cut else {
             return self.new_leaf(&rules, region, shadow);
         };
-        let info = self.info.len() as u32;
-        self.info.push(NodeInfo {
+        let info = self.new_info(NodeInfo {
             region,
             shadow,
             split_at: 0,
             len: 0,
             cap: 0,
         });
-        let first = self.slots.len();
+        let first = self.new_slots(k);
         let count = 1usize << k;
-        self.slots.resize(first + count, EMPTY);
         let mut parts: Vec<Vec<ClassRule>> = vec![Vec::new(); count];
         for r in &rules {
             let (a, b) = region.span(&r.fields, d, k);
@@ -507,7 +597,8 @@ impl Tree {
         let spare = budget.saturating_sub(count);
         for (i, part) in parts.into_iter().enumerate() {
             let b = spare * part.len() / total;
-            let child = self.build(part, region.child(d, k, i as u32), cfg, depth + 1, b);
+            let r = region.child(d, k, i as u32);
+            let child = self.build(part, r, cfg, depth + 1, b, truncate);
             self.slots[first + i] = child;
         }
         Node {
@@ -521,13 +612,10 @@ impl Tree {
     }
 
     fn new_leaf(&mut self, rules: &[ClassRule], region: Region, shadow: u64) -> Node {
-        let first = self.entries.len();
         // One spare entry, so that the first insert does not move the leaf.
         let cap = rules.len() + 2;
-        self.entries.extend(rules.iter().map(Entry::of));
-        self.entries.resize(first + cap, END);
-        let info = self.info.len() as u32;
-        self.info.push(NodeInfo {
+        let first = self.new_entries(rules.iter().map(Entry::of), cap);
+        let info = self.new_info(NodeInfo {
             region,
             shadow,
             split_at: 2 * rules.len() as u32,
@@ -544,17 +632,20 @@ impl Tree {
         }
     }
 
-    /// Counts a replaced subtree's slots and entries as dead.
+    /// Frees a replaced subtree's slots, entries and info records for reuse.
     fn bury(&mut self, n: Node) {
         if n.is_empty() {
             return;
         }
+        self.free_info.push(n.info);
         if n.dim == LEAF {
-            self.dead += self.info[n.info as usize].cap as usize;
+            let cap = self.info[n.info as usize].cap as usize;
+            self.free_entry_block(n.first as usize, cap);
             return;
         }
         let count = usize::from(n.mask) + 1;
-        self.dead += count;
+        self.free_slots[count.trailing_zeros() as usize].push(n.first);
+        self.used -= count;
         for s in n.first as usize..n.first as usize + count {
             let c = self.slots[s];
             self.bury(c);
@@ -625,14 +716,30 @@ impl Tree {
                     .copy_within(at_pos..start + len + 1, at_pos + 1);
                 self.entries[at_pos] = Entry::of(rule);
             } else {
-                // Move the leaf to the end with room to grow.
-                let new = self.entries.len();
+                // Move the leaf to a block with room to grow.
                 let new_cap = 2 * cap;
-                self.entries.extend_from_within(start..at_pos);
-                self.entries.push(Entry::of(rule));
-                self.entries.extend_from_within(at_pos..start + len);
-                self.entries.resize(new + new_cap, END);
-                self.dead += cap;
+                let mut block = [END; REUSE_MAX];
+                let moved: &[Entry] = if len < REUSE_MAX {
+                    block[..at_pos - start].copy_from_slice(&self.entries[start..at_pos]);
+                    block[at_pos - start] = Entry::of(rule);
+                    block[at_pos - start + 1..=len]
+                        .copy_from_slice(&self.entries[at_pos..start + len]);
+                    &block[..=len]
+                } else {
+                    &[]
+                };
+                let new = if len < REUSE_MAX {
+                    self.new_entries(moved.iter().copied(), new_cap)
+                } else {
+                    let new = self.entries.len();
+                    self.entries.extend_from_within(start..at_pos);
+                    self.entries.push(Entry::of(rule));
+                    self.entries.extend_from_within(at_pos..start + len);
+                    self.entries.resize(new + new_cap, END);
+                    self.used += new_cap;
+                    new
+                };
+                self.free_entry_block(start, cap);
                 self.info[n.info as usize].cap = new_cap as u32;
                 n.first = new as u32;
                 self.set(at, n);
@@ -649,7 +756,7 @@ impl Tree {
                     })
                     .collect();
                 let b = cfg.memory_factor * rules.len() + 64;
-                let mut new = self.build(rules, info.region, cfg, 0, b);
+                let mut new = self.build(rules, info.region, cfg, 0, b, true);
                 if !new.is_empty() && self.info[new.info as usize].shadow == NO_SHADOW {
                     self.info[new.info as usize].shadow = info.shadow;
                 }
@@ -687,7 +794,7 @@ impl Tree {
                 .collect();
             rules.sort_unstable_by_key(ClassRule::order);
             let b = cfg.memory_factor * rules.len() + 64;
-            let new = self.build(rules, region, cfg, 0, b);
+            let new = self.build(rules, region, cfg, 0, b, true);
             self.bury(n);
             self.set(at, new);
             return;

@@ -245,8 +245,8 @@ impl Default for TreeConfig {
             leaf_size: 8,
             space_factor: 4,
             max_cut_bits: 12,
-            memory_factor: 16,
-            wide_bits: 16,
+            memory_factor: 32,
+            wide_bits: 24,
         }
     }
 }

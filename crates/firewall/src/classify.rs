@@ -1131,6 +1131,13 @@ impl Classifier {
                         break;
                     }
                 }
+                // Start every key's leaf loading before scanning any: the scans branch on
+                // what they find, which would otherwise leave one miss in flight at a time.
+                let mut touch = 0u64;
+                for c in &cur[..n] {
+                    touch ^= tree.entries[c.first as usize].order;
+                }
+                std::hint::black_box(touch);
                 for i in 0..n {
                     if cur[i].pruned(best[i]) {
                         continue;

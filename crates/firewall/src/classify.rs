@@ -8,13 +8,25 @@
 //! leaf. Each inner node cuts one field into `2^k` equal parts (a shift and a mask, no
 //! search), each leaf holds at most a handful of rules in priority order, and a node whose
 //! region is wholly covered by one rule drops every lower-priority rule below it. Lookup cost
-//! is a few dependent loads per tree plus a short scan, independent of the number of rules;
-//! tuple-space search (TupleMerge) costs one hash probe per tuple visited, and ClassBench sets
-//! at 10K rules keep tens of tuples. The figures are in the crate README.
+//! is one load per level (a parent's child slot holds the child node itself) plus a short
+//! scan, independent of the number of rules; tuple-space search (TupleMerge) costs one hash
+//! probe per tuple visited, and ClassBench sets at 10K rules keep tens of tuples. The figures
+//! are in the crate README.
+//!
+//! Every node holds the lowest priority of the rules below it, and the trees are searched
+//! in the order in which they most often hold the first match (sampled at build): a lookup
+//! that has found a match stops in the other trees as soon as it reaches a node with no
+//! rule before that match, usually at or next to the root. Without this a set whose headers
+//! mostly hit its first, wide rules (the linear scan's best case) paid the full depth of
+//! every tree.
 //!
 //! Updates are incremental: an insert descends to the leaves its box overlaps and splits a
 //! leaf that grows past twice the leaf size; a delete removes the rule from its leaves, and
-//! rebuilds only the subtree where it had shadowed other rules.
+//! rebuilds only the subtree where it had shadowed other rules, from its tree's rule list.
+//! The slot blocks, leaf blocks and node records of replaced subtrees are reused, so an
+//! update allocates nothing in the common case; a tree that updates have left much larger
+//! than a build of its rules would be (leaves split for rules since deleted) is rebuilt,
+//! which keeps memory bounded under churn at an amortised cost.
 
 use std::collections::HashMap;
 
@@ -233,25 +245,87 @@ impl Default for TreeConfig {
             leaf_size: 8,
             space_factor: 4,
             max_cut_bits: 12,
-            memory_factor: 16,
-            wide_bits: 16,
+            memory_factor: 32,
+            wide_bits: 24,
         }
     }
 }
 
 const LEAF: u8 = u8::MAX;
 const NO_SHADOW: u64 = u64::MAX;
-/// Node 0 of every tree: the shared empty leaf that empty regions point to.
-const EMPTY: u32 = 0;
 
+/// A node as its parent's child slot holds it, so that a lookup takes one load per level.
 #[derive(Debug, Clone, Copy)]
 struct Node {
+    /// Inner node: first child slot in `slots`. Leaf: first entry in `entries`.
+    first: u32,
+    /// A lower bound of the priority of every rule below: a lookup that already holds a
+    /// better match stops here. `u32::MAX` for an empty region.
+    min: u32,
+    /// Index into `info`.
+    info: u32,
+    mask: u16,
     /// The field cut, or [`LEAF`].
     dim: u8,
     shift: u8,
-    mask: u32,
-    /// First child slot in `children`, or the leaf index.
-    first: u32,
+}
+
+/// The empty leaf that empty regions hold: entry 0 (the end marker), info 0.
+const EMPTY: Node = Node {
+    first: 0,
+    min: u32::MAX,
+    info: 0,
+    mask: 0,
+    dim: LEAF,
+    shift: 0,
+};
+
+impl Node {
+    #[inline(always)]
+    fn pruned(&self, best: u64) -> bool {
+        (u64::from(self.min) << 32) >= best
+    }
+    fn is_empty(&self) -> bool {
+        self.info == 0
+    }
+}
+
+/// A leaf entry: the rule's box and order, in 48 bytes.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    lo: Key,
+    hi: Key,
+    order: u64,
+}
+
+/// Ends every leaf: its order stops the scan.
+const END: Entry = Entry {
+    lo: [u32::MAX; DIMS],
+    hi: [0; DIMS],
+    order: u64::MAX,
+};
+
+impl Entry {
+    fn of(r: &ClassRule) -> Entry {
+        Entry {
+            lo: r.fields.lo,
+            hi: r.fields.hi,
+            order: r.order(),
+        }
+    }
+    #[inline(always)]
+    fn contains(&self, k: &Key) -> bool {
+        (self.lo[0] <= k[0])
+            & (k[0] <= self.hi[0])
+            & (self.lo[1] <= k[1])
+            & (k[1] <= self.hi[1])
+            & (self.lo[2] <= k[2])
+            & (k[2] <= self.hi[2])
+            & (self.lo[3] <= k[3])
+            & (k[3] <= self.hi[3])
+            & (self.lo[4] <= k[4])
+            & (k[4] <= self.hi[4])
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -304,47 +378,170 @@ struct NodeInfo {
     shadow: u64,
     /// For a leaf: the size past which an insert splits it (twice its size when built, so
     /// that a leaf no cut could split is not rebuilt on every insert).
-    split_at: usize,
+    split_at: u32,
+    /// For a leaf: rules in it, and entries reserved for it (the end marker included).
+    len: u32,
+    cap: u32,
 }
+
+/// Where a node hangs: a child slot, or the root.
+type At = Option<usize>;
 
 #[derive(Debug, Clone)]
 struct Tree {
-    nodes: Vec<Node>,
+    /// Child slots of the inner nodes, each holding its child node.
+    slots: Vec<Node>,
     info: Vec<NodeInfo>,
-    children: Vec<u32>,
-    leaves: Vec<Vec<ClassRule>>,
-    root: u32,
+    /// Leaf contents, each leaf in priority order and ended by [`END`].
+    entries: Vec<Entry>,
+    root: Node,
+    /// The tree's rules, in no order (`Classifier::index` holds their positions).
+    list: Vec<ClassRule>,
     /// A lower bound of the order of every rule in the tree.
     min_order: u64,
-    rules: usize,
-    /// Ids of rules recorded as a node's shadow (may hold stale ids).
-    shadowers: std::collections::HashSet<u32>,
+    /// Slots and entries no longer reachable and too large to reuse: past a bound the tree
+    /// is rebuilt, so that updates do not grow it without end.
+    dead: usize,
+    /// Blocks of replaced subtrees and moved leaves, for reuse: entry blocks by size, slot
+    /// blocks by cut bits, info records.
+    free_entries: Vec<Vec<u32>>,
+    free_slots: Vec<Vec<u32>>,
+    free_info: Vec<u32>,
+    /// Slots and entries in use, and in use after the last full build: updates that leave
+    /// the tree much larger than a build would (splits of leaves whose rules are deleted
+    /// again) rebuild it.
+    used: usize,
+    built: usize,
 }
+
+/// Entry blocks up to this size are reused; larger ones count as dead.
+const REUSE_MAX: usize = 64;
 
 impl Tree {
     fn new() -> Tree {
-        let empty = Node {
-            dim: LEAF,
-            shift: 0,
-            mask: 0,
-            first: 0,
-        };
         Tree {
-            nodes: vec![empty],
+            slots: Vec::new(),
             info: vec![NodeInfo {
                 region: Region::ROOT,
                 shadow: NO_SHADOW,
                 split_at: 0,
+                len: 0,
+                cap: 1,
             }],
-            children: Vec::new(),
-            leaves: vec![Vec::new()],
+            entries: vec![END],
             root: EMPTY,
+            list: Vec::new(),
             min_order: u64::MAX,
-            rules: 0,
-            shadowers: std::collections::HashSet::new(),
+            dead: 0,
+            free_entries: vec![Vec::new(); REUSE_MAX + 1],
+            free_slots: vec![Vec::new(); 17],
+            free_info: Vec::new(),
+            used: 0,
+            built: 0,
         }
     }
 
+    /// Builds the tree anew from its rule list (whose order is kept: the index holds
+    /// positions in it).
+    fn rebuild(&mut self, cfg: &TreeConfig) {
+        let list = core::mem::take(&mut self.list);
+        let mut rules = list.clone();
+        rules.sort_unstable_by_key(ClassRule::order);
+        *self = Tree::new();
+        self.list = list;
+        self.min_order = rules.first().map_or(u64::MAX, ClassRule::order);
+        let b = cfg.memory_factor * rules.len() + 1024;
+        self.root = self.build(rules, Region::ROOT, cfg, 0, b, true);
+        self.built = self.used;
+    }
+
+    /// Whether replaced subtrees hold enough dead space to rebuild.
+    fn bloated(&self) -> bool {
+        (self.dead > 65_536 && 2 * self.dead > self.entries.len() + self.slots.len())
+            || self.used > 2 * self.built + 4096
+    }
+
+    fn get(&self, at: At) -> Node {
+        match at {
+            Some(s) => self.slots[s],
+            None => self.root,
+        }
+    }
+
+    fn set(&mut self, at: At, node: Node) {
+        match at {
+            Some(s) => self.slots[s] = node,
+            None => self.root = node,
+        }
+    }
+
+    /// A record in `info`.
+    fn new_info(&mut self, info: NodeInfo) -> u32 {
+        match self.free_info.pop() {
+            Some(i) => {
+                self.info[i as usize] = info;
+                i
+            }
+            None => {
+                self.info.push(info);
+                (self.info.len() - 1) as u32
+            }
+        }
+    }
+
+    /// A block of `1 << k` empty child slots.
+    fn new_slots(&mut self, k: u8) -> usize {
+        let count = 1usize << k;
+        self.used += count;
+        match self.free_slots[usize::from(k)].pop() {
+            Some(first) => {
+                let first = first as usize;
+                self.slots[first..first + count].fill(EMPTY);
+                first
+            }
+            None => {
+                let first = self.slots.len();
+                self.slots.resize(first + count, EMPTY);
+                first
+            }
+        }
+    }
+
+    /// A block of `cap` entries holding `rules` and end markers.
+    fn new_entries(&mut self, rules: impl Iterator<Item = Entry>, cap: usize) -> usize {
+        self.used += cap;
+        match self.free_entries.get_mut(cap).and_then(Vec::pop) {
+            Some(first) => {
+                let first = first as usize;
+                let mut i = first;
+                for e in rules {
+                    self.entries[i] = e;
+                    i += 1;
+                }
+                self.entries[i..first + cap].fill(END);
+                first
+            }
+            None => {
+                let first = self.entries.len();
+                self.entries.extend(rules);
+                self.entries.resize(first + cap, END);
+                first
+            }
+        }
+    }
+
+    fn free_entry_block(&mut self, first: usize, cap: usize) {
+        self.used -= cap;
+        match self.free_entries.get_mut(cap) {
+            Some(list) => list.push(first as u32),
+            None => self.dead += cap,
+        }
+    }
+
+    /// Builds a subtree for `rules` (in order) over `region`. With `truncate`, a rule that
+    /// covers a node's region drops the rules after it below that node (and deleting it
+    /// rebuilds the node); a leaf that splits on insert is built without, so that the rule
+    /// just inserted does not become one whose deletion rebuilds.
     fn build(
         &mut self,
         mut rules: Vec<ClassRule>,
@@ -352,15 +549,16 @@ impl Tree {
         cfg: &TreeConfig,
         depth: u32,
         budget: usize,
-    ) -> u32 {
+        truncate: bool,
+    ) -> Node {
         let mut shadow = NO_SHADOW;
-        if let Some(i) = rules
-            .iter()
-            .position(|r| r.exact && region.covered_by(&r.fields))
+        if truncate
+            && let Some(i) = rules
+                .iter()
+                .position(|r| r.exact && region.covered_by(&r.fields))
             && i + 1 < rules.len()
         {
             shadow = rules[i].order();
-            self.shadowers.insert(rules[i].id);
             rules.truncate(i + 1);
         }
         if rules.is_empty() {
@@ -373,23 +571,17 @@ impl Tree {
             choose_cut(&rules, &region, cfg, budget)
         };
         let Some((d, k)) = cut else {
-            return self.new_leaf(rules, region, shadow);
+            return self.new_leaf(&rules, region, shadow);
         };
-        let id = self.nodes.len() as u32;
-        let first = self.children.len() as u32;
-        let count = 1usize << k;
-        self.nodes.push(Node {
-            dim: d as u8,
-            shift: region.bits[d] - k,
-            mask: (1u32 << k) - 1,
-            first,
-        });
-        self.info.push(NodeInfo {
+        let info = self.new_info(NodeInfo {
             region,
             shadow,
             split_at: 0,
+            len: 0,
+            cap: 0,
         });
-        self.children.resize(self.children.len() + count, EMPTY);
+        let first = self.new_slots(k);
+        let count = 1usize << k;
         let mut parts: Vec<Vec<ClassRule>> = vec![Vec::new(); count];
         for r in &rules {
             let (a, b) = region.span(&r.fields, d, k);
@@ -397,6 +589,7 @@ impl Tree {
                 p.push(*r);
             }
         }
+        let min = rules[0].priority;
         drop(rules);
         // Share the subtree's budget among the children by size, so that no subtree can
         // grow the whole tree past its memory bound.
@@ -404,27 +597,59 @@ impl Tree {
         let spare = budget.saturating_sub(count);
         for (i, part) in parts.into_iter().enumerate() {
             let b = spare * part.len() / total;
-            let child = self.build(part, region.child(d, k, i as u32), cfg, depth + 1, b);
-            self.children[first as usize + i] = child;
+            let r = region.child(d, k, i as u32);
+            let child = self.build(part, r, cfg, depth + 1, b, truncate);
+            self.slots[first + i] = child;
         }
-        id
+        Node {
+            first: first as u32,
+            min,
+            info,
+            mask: ((1u32 << k) - 1) as u16,
+            dim: d as u8,
+            shift: region.bits[d] - k,
+        }
     }
 
-    fn new_leaf(&mut self, rules: Vec<ClassRule>, region: Region, shadow: u64) -> u32 {
-        let id = self.nodes.len() as u32;
-        self.nodes.push(Node {
-            dim: LEAF,
-            shift: 0,
-            mask: 0,
-            first: self.leaves.len() as u32,
-        });
-        self.info.push(NodeInfo {
+    fn new_leaf(&mut self, rules: &[ClassRule], region: Region, shadow: u64) -> Node {
+        // One spare entry, so that the first insert does not move the leaf.
+        let cap = rules.len() + 2;
+        let first = self.new_entries(rules.iter().map(Entry::of), cap);
+        let info = self.new_info(NodeInfo {
             region,
             shadow,
-            split_at: 2 * rules.len(),
+            split_at: 2 * rules.len() as u32,
+            len: rules.len() as u32,
+            cap: cap as u32,
         });
-        self.leaves.push(rules);
-        id
+        Node {
+            first: first as u32,
+            min: rules.first().map_or(u32::MAX, |r| r.priority),
+            info,
+            mask: 0,
+            dim: LEAF,
+            shift: 0,
+        }
+    }
+
+    /// Frees a replaced subtree's slots, entries and info records for reuse.
+    fn bury(&mut self, n: Node) {
+        if n.is_empty() {
+            return;
+        }
+        self.free_info.push(n.info);
+        if n.dim == LEAF {
+            let cap = self.info[n.info as usize].cap as usize;
+            self.free_entry_block(n.first as usize, cap);
+            return;
+        }
+        let count = usize::from(n.mask) + 1;
+        self.free_slots[count.trailing_zeros() as usize].push(n.first);
+        self.used -= count;
+        for s in n.first as usize..n.first as usize + count {
+            let c = self.slots[s];
+            self.bury(c);
+        }
     }
 
     /// The first rule (in order, from `min`, before `best`) matching `key` and `pred`.
@@ -436,58 +661,108 @@ impl Tree {
         best: &mut u64,
         pred: &mut F,
     ) -> Option<u32> {
-        let mut n = self.nodes[self.root as usize];
+        let mut n = self.root;
         while n.dim != LEAF {
+            if n.pruned(*best) {
+                return None;
+            }
             let v = key[n.dim as usize];
-            let slot = n.first as usize + ((v >> n.shift) & n.mask) as usize;
-            n = self.nodes[self.children[slot] as usize];
+            n = self.slots[n.first as usize + ((v >> n.shift) & u32::from(n.mask)) as usize];
         }
-        for r in &self.leaves[n.first as usize] {
-            let o = r.order();
+        for e in &self.entries[n.first as usize..] {
+            let o = e.order;
             if o >= *best {
                 break;
             }
-            if o >= min && r.fields.contains(key) && pred(r.id) {
+            if o >= min && e.contains(key) && pred(o as u32) {
                 *best = o;
-                return Some(r.id);
+                return Some(o as u32);
             }
         }
         None
     }
 
-    /// Adds `rule` under `node` (reached through child slot `slot`, or the root if `None`).
+    /// Adds `rule` under the node at `at`, whose region is `region`. `index` finds the
+    /// tree's rules by id (a leaf that splits is rebuilt from them).
     fn insert(
         &mut self,
-        node: u32,
-        slot: Option<usize>,
+        at: At,
         region: Region,
-        rule: ClassRule,
+        rule: &ClassRule,
+        index: &HashMap<u32, (u8, u32)>,
         cfg: &TreeConfig,
     ) {
-        if node == EMPTY {
-            let leaf = self.new_leaf(vec![rule], region, NO_SHADOW);
-            self.set_slot(slot, leaf);
+        let mut n = self.get(at);
+        if n.is_empty() {
+            let leaf = self.new_leaf(core::slice::from_ref(rule), region, NO_SHADOW);
+            self.set(at, leaf);
             return;
         }
-        let info = self.info[node as usize];
+        let info = self.info[n.info as usize];
         if info.shadow < rule.order() {
             // A rule covering this whole region comes first: `rule` can never win here.
             return;
         }
-        let n = self.nodes[node as usize];
+        if rule.priority < n.min {
+            n.min = rule.priority;
+            self.set(at, n);
+        }
         if n.dim == LEAF {
-            let leaf = &mut self.leaves[n.first as usize];
-            let at = leaf.partition_point(|r| r.order() < rule.order());
-            leaf.insert(at, rule);
-            if leaf.len() > info.split_at.max(2 * cfg.leaf_size) {
-                let rules = core::mem::take(leaf);
-                let shadow = info.shadow;
+            let (start, len, cap) = (n.first as usize, info.len as usize, info.cap as usize);
+            let o = rule.order();
+            let at_pos = start + self.entries[start..start + len].partition_point(|e| e.order < o);
+            if len + 1 < cap {
+                self.entries
+                    .copy_within(at_pos..start + len + 1, at_pos + 1);
+                self.entries[at_pos] = Entry::of(rule);
+            } else {
+                // Move the leaf to a block with room to grow.
+                let new_cap = 2 * cap;
+                let mut block = [END; REUSE_MAX];
+                let moved: &[Entry] = if len < REUSE_MAX {
+                    block[..at_pos - start].copy_from_slice(&self.entries[start..at_pos]);
+                    block[at_pos - start] = Entry::of(rule);
+                    block[at_pos - start + 1..=len]
+                        .copy_from_slice(&self.entries[at_pos..start + len]);
+                    &block[..=len]
+                } else {
+                    &[]
+                };
+                let new = if len < REUSE_MAX {
+                    self.new_entries(moved.iter().copied(), new_cap)
+                } else {
+                    let new = self.entries.len();
+                    self.entries.extend_from_within(start..at_pos);
+                    self.entries.push(Entry::of(rule));
+                    self.entries.extend_from_within(at_pos..start + len);
+                    self.entries.resize(new + new_cap, END);
+                    self.used += new_cap;
+                    new
+                };
+                self.free_entry_block(start, cap);
+                self.info[n.info as usize].cap = new_cap as u32;
+                n.first = new as u32;
+                self.set(at, n);
+            }
+            let li = &mut self.info[n.info as usize];
+            li.len += 1;
+            if li.len as usize > (li.split_at as usize).max(2 * cfg.leaf_size) {
+                let s = n.first as usize;
+                let rules: Vec<ClassRule> = self.entries[s..s + li.len as usize]
+                    .iter()
+                    .map(|e| {
+                        let pos = index.get(&(e.order as u32)).map_or(0, |x| x.1);
+                        self.list[pos as usize]
+                    })
+                    .collect();
                 let b = cfg.memory_factor * rules.len() + 64;
-                let new = self.build(rules, info.region, cfg, 0, b);
-                if new != EMPTY && self.info[new as usize].shadow == NO_SHADOW {
-                    self.info[new as usize].shadow = shadow;
+                let mut new = self.build(rules, info.region, cfg, 0, b, true);
+                if !new.is_empty() && self.info[new.info as usize].shadow == NO_SHADOW {
+                    self.info[new.info as usize].shadow = info.shadow;
                 }
-                self.set_slot(slot, new);
+                new.min = new.min.min(n.min);
+                self.bury(n);
+                self.set(at, new);
             }
             return;
         }
@@ -496,47 +771,44 @@ impl Tree {
         let (a, b) = info.region.span(&rule.fields, d, k);
         for i in a..=b {
             let s = n.first as usize + i as usize;
-            let child = self.children[s];
-            self.insert(child, Some(s), info.region.child(d, k, i), rule, cfg);
+            self.insert(Some(s), info.region.child(d, k, i), rule, index, cfg);
         }
     }
 
-    fn set_slot(&mut self, slot: Option<usize>, node: u32) {
-        match slot {
-            Some(s) => self.children[s] = node,
-            None => self.root = node,
-        }
-    }
-
-    /// Removes `rule` under `node`. Where it shadowed other rules, rebuilds that subtree
-    /// from `all` (every rule of the tree).
-    fn remove(
-        &mut self,
-        node: u32,
-        slot: Option<usize>,
-        rule: &ClassRule,
-        all: &[ClassRule],
-        cfg: &TreeConfig,
-    ) {
-        if node == EMPTY {
+    /// Removes `rule` under the node at `at`. Where it shadowed other rules, rebuilds that
+    /// subtree from the tree's rule list (from which `rule` is already gone).
+    fn remove(&mut self, at: At, rule: &ClassRule, cfg: &TreeConfig) {
+        let n = self.get(at);
+        if n.is_empty() {
             return;
         }
-        let info = self.info[node as usize];
-        if info.shadow == rule.order() {
+        let info = self.info[n.info as usize];
+        let o = rule.order();
+        if info.shadow == o {
             let region = info.region;
-            let rules: Vec<ClassRule> = all
+            let mut rules: Vec<ClassRule> = self
+                .list
                 .iter()
-                .filter(|r| r.id != rule.id && region.overlaps(&r.fields))
+                .filter(|r| region.overlaps(&r.fields))
                 .copied()
                 .collect();
+            rules.sort_unstable_by_key(ClassRule::order);
             let b = cfg.memory_factor * rules.len() + 64;
-            let new = self.build(rules, region, cfg, 0, b);
-            self.set_slot(slot, new);
+            let new = self.build(rules, region, cfg, 0, b, true);
+            self.bury(n);
+            self.set(at, new);
             return;
         }
-        let n = self.nodes[node as usize];
         if n.dim == LEAF {
-            self.leaves[n.first as usize].retain(|r| r.id != rule.id);
+            let (start, len) = (n.first as usize, info.len as usize);
+            if let Some(p) = self.entries[start..start + len]
+                .iter()
+                .position(|e| e.order == o)
+            {
+                self.entries
+                    .copy_within(start + p + 1..start + len + 1, start + p);
+                self.info[n.info as usize].len -= 1;
+            }
             return;
         }
         let d = n.dim as usize;
@@ -544,21 +816,31 @@ impl Tree {
         let (a, b) = info.region.span(&rule.fields, d, k);
         for i in a..=b {
             let s = n.first as usize + i as usize;
-            let child = self.children[s];
-            self.remove(child, Some(s), rule, all, cfg);
+            self.remove(Some(s), rule, cfg);
         }
     }
 
     fn memory(&self) -> usize {
-        self.nodes.capacity() * core::mem::size_of::<Node>()
+        self.slots.capacity() * core::mem::size_of::<Node>()
             + self.info.capacity() * core::mem::size_of::<NodeInfo>()
-            + self.children.capacity() * 4
-            + self.leaves.capacity() * core::mem::size_of::<Vec<ClassRule>>()
-            + self
-                .leaves
-                .iter()
-                .map(|l| l.capacity() * core::mem::size_of::<ClassRule>())
-                .sum::<usize>()
+            + self.entries.capacity() * core::mem::size_of::<Entry>()
+            + self.list.capacity() * core::mem::size_of::<ClassRule>()
+    }
+
+    /// (inner nodes + leaves, leaves, leaf entries) reachable from `n`.
+    fn shape(&self, n: Node) -> (usize, usize, usize) {
+        if n.is_empty() {
+            return (0, 0, 0);
+        }
+        if n.dim == LEAF {
+            return (1, 1, self.info[n.info as usize].len as usize);
+        }
+        let mut s = (1, 0, 0);
+        for i in 0..=usize::from(n.mask) {
+            let c = self.shape(self.slots[n.first as usize + i]);
+            s = (s.0 + c.0, s.1 + c.1, s.2 + c.2);
+        }
+        s
     }
 }
 
@@ -577,7 +859,7 @@ fn choose_cut(
     let mut best: Option<(usize, u8, usize, usize)> = None;
     let mut diff: Vec<i32> = Vec::new();
     for d in 0..DIMS {
-        let max_k = region.bits[d].min(cfg.max_cut_bits);
+        let max_k = region.bits[d].min(cfg.max_cut_bits).min(16);
         let mut pick: Option<(u8, usize, usize)> = None;
         for k in 1..=max_k {
             let parts = 1usize << k;
@@ -620,7 +902,10 @@ fn choose_cut(
 pub struct Classifier {
     cfg: TreeConfig,
     trees: Vec<Tree>,
-    rules: HashMap<u32, (u8, ClassRule)>,
+    /// Each rule's tree and position in that tree's rule list.
+    index: HashMap<u32, (u8, u32)>,
+    /// The order trees are searched in (see [`Classifier::order_trees`]).
+    search: [usize; 4],
 }
 
 impl Default for Classifier {
@@ -635,7 +920,8 @@ impl Classifier {
         Classifier {
             cfg,
             trees: (0..4).map(|_| Tree::new()).collect(),
-            rules: HashMap::new(),
+            index: HashMap::new(),
+            search: [0, 1, 2, 3],
         }
     }
 
@@ -650,26 +936,72 @@ impl Classifier {
         cfg: TreeConfig,
     ) -> Result<Classifier, ClassifyError> {
         let mut c = Classifier::with_config(cfg);
-        let mut parts: Vec<Vec<ClassRule>> = vec![Vec::new(); 4];
         for r in rules {
             if !r.fields.is_valid() {
                 return Err(ClassifyError::BadBox(r.id));
             }
             let t = c.tree_of(&r.fields);
-            if c.rules.insert(r.id, (t, r)).is_some() {
+            let list = &mut c.trees[t as usize].list;
+            if c.index.insert(r.id, (t, list.len() as u32)).is_some() {
                 return Err(ClassifyError::DuplicateId(r.id));
             }
-            parts[t as usize].push(r);
+            list.push(r);
         }
-        for (t, mut part) in parts.into_iter().enumerate() {
-            part.sort_unstable_by_key(|r| r.order());
-            let tree = &mut c.trees[t];
-            tree.min_order = part.first().map_or(u64::MAX, |r| r.order());
-            tree.rules = part.len();
-            let b = cfg.memory_factor * part.len() + 1024;
-            tree.root = tree.build(part, Region::ROOT, &cfg, 0, b);
+        for tree in &mut c.trees {
+            tree.rebuild(&cfg);
         }
+        c.order_trees();
         Ok(c)
+    }
+
+    /// Orders the trees by how often each holds the first match of headers drawn inside
+    /// the rules' boxes (the way ClassBench traces are made). A lookup that finds its match
+    /// in the first tree it searches stops near the roots of the others: every node holds
+    /// the lowest priority below it.
+    fn order_trees(&mut self) {
+        let total: usize = self.trees.iter().map(|t| t.list.len()).sum();
+        let mut wins = [0usize; 4];
+        if total > 0 {
+            let mut x = 0x9e37_79b9_7f4a_7c15u64;
+            let mut next = move || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            };
+            for _ in 0..512 {
+                let mut i = (next() % total as u64) as usize;
+                let mut t = 0;
+                while i >= self.trees[t].list.len() {
+                    i -= self.trees[t].list.len();
+                    t += 1;
+                }
+                let b = self.trees[t].list[i].fields;
+                let mut key = [0u32; DIMS];
+                for (d, v) in key.iter_mut().enumerate() {
+                    let span = u64::from(b.hi[d] - b.lo[d]) + 1;
+                    *v = b.lo[d] + (next() % span) as u32;
+                }
+                let mut best = u64::MAX;
+                let mut winner = None;
+                for (t, tree) in self.trees.iter().enumerate() {
+                    if tree.lookup(&key, 0, &mut best, &mut |_| true).is_some() {
+                        winner = Some(t);
+                    }
+                }
+                if let Some(t) = winner {
+                    wins[t] += 1;
+                }
+            }
+        }
+        let mut search = [0, 1, 2, 3];
+        search.sort_by_key(|&t| {
+            (
+                core::cmp::Reverse(wins[t]),
+                core::cmp::Reverse(self.trees[t].list.len()),
+            )
+        });
+        self.search = search;
     }
 
     fn tree_of(&self, b: &FieldBox) -> u8 {
@@ -682,44 +1014,41 @@ impl Classifier {
         if !rule.fields.is_valid() {
             return Err(ClassifyError::BadBox(rule.id));
         }
-        if self.rules.contains_key(&rule.id) {
-            return Err(ClassifyError::DuplicateId(rule.id));
-        }
         let t = self.tree_of(&rule.fields);
-        self.rules.insert(rule.id, (t, rule));
-        let cfg = self.cfg;
         let tree = &mut self.trees[t as usize];
+        match self.index.entry(rule.id) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                return Err(ClassifyError::DuplicateId(rule.id));
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert((t, tree.list.len() as u32));
+            }
+        }
+        tree.list.push(rule);
         tree.min_order = tree.min_order.min(rule.order());
-        tree.rules += 1;
-        let root = tree.root;
-        tree.insert(root, None, Region::ROOT, rule, &cfg);
+        tree.insert(None, Region::ROOT, &rule, &self.index, &self.cfg);
+        if tree.bloated() {
+            tree.rebuild(&self.cfg);
+        }
         Ok(())
     }
 
     /// Removes the rule with this id; false if there was none.
     pub fn remove(&mut self, id: u32) -> bool {
-        let Some((t, rule)) = self.rules.remove(&id) else {
+        let Some((t, pos)) = self.index.remove(&id) else {
             return false;
         };
-        let cfg = self.cfg;
         let tree = &mut self.trees[t as usize];
-        tree.rules -= 1;
-        let root = tree.root;
-        let shadows = tree.shadowers.remove(&id);
-        let all: Vec<ClassRule> = if shadows {
-            let mut v: Vec<ClassRule> = self
-                .rules
-                .values()
-                .filter(|(tt, _)| *tt == t)
-                .map(|(_, r)| *r)
-                .collect();
-            v.sort_unstable_by_key(|r| r.order());
-            v
-        } else {
-            Vec::new()
-        };
-        let tree = &mut self.trees[t as usize];
-        tree.remove(root, None, &rule, &all, &cfg);
+        let rule = tree.list.swap_remove(pos as usize);
+        if let Some(moved) = tree.list.get(pos as usize)
+            && let Some(x) = self.index.get_mut(&moved.id)
+        {
+            x.1 = pos;
+        }
+        tree.remove(None, &rule, &self.cfg);
+        if tree.bloated() {
+            tree.rebuild(&self.cfg);
+        }
         true
     }
 
@@ -746,15 +1075,16 @@ impl Classifier {
     ) -> Option<u32> {
         let min = match after {
             None => 0,
-            Some(id) => match self.rules.get(&id) {
-                Some((_, r)) => r.order() + 1,
+            Some(id) => match self.get(id) {
+                Some(r) => r.order() + 1,
                 None => return None,
             },
         };
         let mut best = u64::MAX;
         let mut found = None;
-        for tree in &self.trees {
-            if tree.min_order >= best || tree.rules == 0 {
+        for &t in &self.search {
+            let tree = &self.trees[t];
+            if tree.min_order >= best {
                 continue;
             }
             if let Some(id) = tree.lookup(key, min, &mut best, &mut pred) {
@@ -768,26 +1098,32 @@ impl Classifier {
     /// longer slice are left alone.
     ///
     /// Keys go down each tree a level at a time in groups, so that the memory loads of
-    /// different keys overlap instead of waiting on one another.
+    /// different keys overlap instead of waiting on one another; a key stops as soon as
+    /// the node it reached holds no rule before its best match so far.
     pub fn lookup_batch(&self, keys: &[Key], out: &mut [Option<u32>]) {
         const G: usize = 16;
         for (kc, oc) in keys.chunks(G).zip(out.chunks_mut(G)) {
             let n = kc.len().min(oc.len());
             let mut best = [u64::MAX; G];
-            let mut found = [None; G];
-            for tree in &self.trees {
-                if tree.rules == 0 {
+            for &t in &self.search {
+                let tree = &self.trees[t];
+                if tree.min_order == u64::MAX {
                     continue;
                 }
-                let mut cur = [tree.nodes[tree.root as usize]; G];
+                let mut cur = [tree.root; G];
                 loop {
                     let mut more = false;
                     for i in 0..n {
                         let c = cur[i];
                         if c.dim != LEAF {
+                            if c.pruned(best[i]) {
+                                cur[i] = EMPTY;
+                                continue;
+                            }
                             let v = kc[i][c.dim as usize];
-                            let slot = c.first as usize + ((v >> c.shift) & c.mask) as usize;
-                            cur[i] = tree.nodes[tree.children[slot] as usize];
+                            let slot =
+                                c.first as usize + ((v >> c.shift) & u32::from(c.mask)) as usize;
+                            cur[i] = tree.slots[slot];
                             more = true;
                         }
                     }
@@ -795,45 +1131,53 @@ impl Classifier {
                         break;
                     }
                 }
+                // Start every key's leaf loading before scanning any: the scans branch on
+                // what they find, which would otherwise leave one miss in flight at a time.
+                let mut touch = 0u64;
+                for c in &cur[..n] {
+                    touch ^= tree.entries[c.first as usize].order;
+                }
+                std::hint::black_box(touch);
                 for i in 0..n {
-                    if tree.min_order >= best[i] {
+                    if cur[i].pruned(best[i]) {
                         continue;
                     }
-                    for r in &tree.leaves[cur[i].first as usize] {
-                        let o = r.order();
-                        if o >= best[i] {
+                    for e in &tree.entries[cur[i].first as usize..] {
+                        if e.order >= best[i] {
                             break;
                         }
-                        if r.fields.contains(&kc[i]) {
-                            best[i] = o;
-                            found[i] = Some(r.id);
+                        if e.contains(&kc[i]) {
+                            best[i] = e.order;
                             break;
                         }
                     }
                 }
             }
-            oc[..n].copy_from_slice(&found[..n]);
+            for (o, b) in oc[..n].iter_mut().zip(&best[..n]) {
+                *o = (*b != u64::MAX).then_some(*b as u32);
+            }
         }
     }
 
     /// Number of rules.
     pub fn len(&self) -> usize {
-        self.rules.len()
+        self.index.len()
     }
     /// Whether there are no rules.
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
+        self.index.is_empty()
     }
 
     /// The rule with this id.
     pub fn get(&self, id: u32) -> Option<&ClassRule> {
-        self.rules.get(&id).map(|(_, r)| r)
+        let (t, pos) = self.index.get(&id)?;
+        self.trees[*t as usize].list.get(*pos as usize)
     }
 
     /// Approximate heap bytes used by the trees and the rule index.
     pub fn memory_bytes(&self) -> usize {
         self.trees.iter().map(Tree::memory).sum::<usize>()
-            + self.rules.capacity() * (core::mem::size_of::<(u32, (u8, ClassRule))>() + 1)
+            + self.index.capacity() * (core::mem::size_of::<(u32, (u8, u32))>() + 1)
     }
 
     /// Shape of the trees, for tuning: (rules, nodes, leaves, leaf entries) per tree.
@@ -841,12 +1185,8 @@ impl Classifier {
         self.trees
             .iter()
             .map(|t| {
-                (
-                    t.rules,
-                    t.nodes.len(),
-                    t.leaves.len(),
-                    t.leaves.iter().map(Vec::len).sum(),
-                )
+                let (nodes, leaves, entries) = t.shape(t.root);
+                (t.list.len(), nodes, leaves, entries)
             })
             .collect()
     }

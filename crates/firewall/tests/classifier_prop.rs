@@ -214,3 +214,83 @@ proptest! {
         gatekit_firewall::fuzz::dual_stack(&data);
     }
 }
+
+/// Rounds of inserting and deleting the same rules (which split leaves, shadow regions and
+/// rebuild subtrees and whole trees) keep results equal to the linear scan, and memory near
+/// what a fresh build takes.
+#[test]
+fn churn_matches_linear_scan_and_stays_bounded() {
+    use gatekit_firewall::classbench::generate;
+    let rules = generate(3_000, 5);
+    let mut tree = Classifier::new(rules.iter().copied()).unwrap();
+    let mut lin = LinearClassifier::new(rules.iter().copied()).unwrap();
+    let built = tree.memory_bytes();
+    let fresh: Vec<ClassRule> = generate(256, 6)
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| ClassRule {
+            id: 100_000 + i as u32,
+            priority: (i as u32 * 7919) % 3_000,
+            ..r
+        })
+        .collect();
+    let keys: Vec<Key> = (0..2_000u32)
+        .map(|i| {
+            let b = &rules[(i as usize * 7) % rules.len()].fields;
+            let f = &fresh[i as usize % fresh.len()].fields;
+            let src = if i % 2 == 0 { b } else { f };
+            let mut k = [0; 5];
+            for (d, v) in k.iter_mut().enumerate() {
+                let span = u64::from(src.hi[d] - src.lo[d]) + 1;
+                let x = u64::from(i.wrapping_mul(0x9e37_79b9).rotate_left(d as u32 * 5));
+                *v = src.lo[d] + (x % span) as u32;
+            }
+            k
+        })
+        .collect();
+    let check = |tree: &Classifier, lin: &LinearClassifier, when: &str| {
+        let mut out = vec![None; keys.len()];
+        tree.lookup_batch(&keys, &mut out);
+        for (k, o) in keys.iter().zip(&out) {
+            let want = lin.lookup(k);
+            assert_eq!(*o, want, "{when}: batch, key {k:?}");
+            assert_eq!(tree.lookup(k), want, "{when}: key {k:?}");
+        }
+    };
+    for round in 0..40 {
+        for r in &fresh {
+            tree.insert(*r).unwrap();
+            lin.insert(*r).unwrap();
+        }
+        if round % 8 == 0 {
+            check(&tree, &lin, "after inserts");
+        }
+        for (i, r) in fresh.iter().enumerate() {
+            assert!(tree.remove(r.id));
+            assert!(lin.remove(r.id));
+            if round % 8 == 1 && i == fresh.len() / 2 {
+                check(&tree, &lin, "halfway through deletes");
+            }
+        }
+        // Early rules of the set cover regions of the trees; deleting one rebuilds them.
+        let base: Vec<ClassRule> = (0..32).map(|j| rules[(round * 32 + j) % 400]).collect();
+        for r in &base {
+            assert!(tree.remove(r.id));
+            assert!(lin.remove(r.id));
+        }
+        if round % 4 == 2 {
+            check(&tree, &lin, "without some early rules");
+        }
+        for r in &base {
+            tree.insert(*r).unwrap();
+            lin.insert(*r).unwrap();
+        }
+    }
+    check(&tree, &lin, "after all rounds");
+    assert_eq!(tree.len(), rules.len());
+    assert!(
+        tree.memory_bytes() < 3 * built,
+        "{} bytes after churn, {built} built",
+        tree.memory_bytes()
+    );
+}

@@ -1,7 +1,7 @@
 //! The switch fabric: bridge domains, ports, learning, forwarding, flooding, aging.
 
 use crate::arp::{self, Arp, ETHERTYPE_ARP};
-use crate::port::{MAX_VLAN, PortConfig, PortStats, VlanMode};
+use crate::port::{HorizonGroup, MAX_VLAN, PortConfig, PortStats, VlanMode};
 use crate::table::{EntryKind, FastMap, MacEntry, MacTable, hash, key};
 use crate::{ConfigError, L2Header, MacAddr};
 use core::net::Ipv4Addr;
@@ -142,10 +142,47 @@ pub enum Verdict {
     Drop(DropReason),
 }
 
+/// A port: what the data path reads of its configuration and the counters it bumps for
+/// every frame share the first cache line; the rest of the configuration (the VLAN bitmap of a
+/// trunk is 512 bytes) lives behind a pointer, read only for tagged frames and learning.
 #[derive(Debug)]
+#[repr(C, align(64))]
 struct PortState {
-    cfg: PortConfig,
+    fast: PortFast,
     stats: PortStats,
+    cfg: Box<PortConfig>,
+}
+
+/// The per-frame part of a port's configuration.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+struct PortFast {
+    mtu: usize,
+    /// The VLAN of untagged and priority-tagged frames: an access port's, a trunk's native.
+    untagged: Option<u16>,
+    horizon: Option<HorizonGroup>,
+    trunk: bool,
+}
+
+impl PortFast {
+    fn new(cfg: &PortConfig) -> Self {
+        let (untagged, trunk) = match cfg.vlan {
+            VlanMode::Access(v) => (Some(v), false),
+            VlanMode::Trunk { native, .. } => (native, true),
+        };
+        PortFast {
+            mtu: cfg.mtu,
+            untagged,
+            horizon: cfg.horizon,
+            trunk,
+        }
+    }
+
+    /// [`PortConfig::egress_tag`].
+    #[inline]
+    fn egress_tag(&self, vlan: u16) -> Option<u16> {
+        (self.trunk && self.untagged != Some(vlan)).then_some(vlan)
+    }
 }
 
 #[derive(Debug)]
@@ -262,8 +299,9 @@ impl Switch {
             }
         }
         self.ports[i] = Some(PortState {
-            cfg,
+            fast: PortFast::new(&cfg),
             stats: PortStats::default(),
+            cfg: Box::new(cfg),
         });
         Ok(())
     }
@@ -291,7 +329,7 @@ impl Switch {
 
     /// A port's configuration.
     pub fn port(&self, id: PortId) -> Option<&PortConfig> {
-        self.port_state(id).map(|p| &p.cfg)
+        self.port_state(id).map(|p| &*p.cfg)
     }
 
     fn port_state(&self, id: PortId) -> Option<&PortState> {
@@ -482,7 +520,7 @@ impl Switch {
             // flight at once, and the decisions below find them in the cache.
             let mut lines = 0u64;
             for p in pre.iter().take(frames.len()).flatten() {
-                lines ^= self.table.touch(p.src_hash) ^ self.table.touch(p.dst_hash);
+                lines ^= self.table.touch(hash(p.src_key)) ^ self.table.touch(hash(p.dst_key));
             }
             std::hint::black_box(lines);
             let each = pre.iter().zip(frames.iter_mut()).zip(out.iter_mut());
@@ -507,28 +545,22 @@ impl Switch {
             return Err(DropReason::Malformed);
         }
         // IEEE 802.1Q ingress classification.
-        let vlan = match (&port.cfg.vlan, h.tag) {
-            (VlanMode::Access(v), None | Some(0)) => *v,
-            (
-                VlanMode::Trunk {
-                    native: Some(v), ..
-                },
-                None | Some(0),
-            ) => *v,
-            (VlanMode::Trunk { allowed, .. }, Some(t)) if t != 0 && allowed.contains(t) => t,
-            _ => return Err(DropReason::VlanMismatch),
+        let vlan = match h.tag {
+            None | Some(0) => port.fast.untagged,
+            Some(t) if port.fast.trunk => match &port.cfg.vlan {
+                VlanMode::Trunk { allowed, .. } if allowed.contains(t) => Some(t),
+                _ => None,
+            },
+            Some(_) => None,
         };
+        let vlan = vlan.ok_or(DropReason::VlanMismatch)?;
         let d = self.domain_index(vlan).ok_or(DropReason::VlanMismatch)?;
-        let src_key = key(d, h.src);
-        let dst_key = key(d, h.dst);
         Ok(Pre {
-            h,
+            src_key: key(d, h.src),
+            dst_key: key(d, h.dst),
             vlan,
-            d,
-            src_key,
-            src_hash: hash(src_key),
-            dst_key,
-            dst_hash: hash(dst_key),
+            ethertype: h.ethertype,
+            payload: h.payload as u8,
         })
     }
 
@@ -548,7 +580,7 @@ impl Switch {
             Some(Some(port)) => {
                 port.stats.rx_frames += 1;
                 port.stats.rx_bytes += frame.len() as u64;
-                port.cfg.horizon
+                port.fast.horizon
             }
             _ => None,
         };
@@ -556,10 +588,10 @@ impl Switch {
             Ok(p) => p,
             Err(r) => return self.drop_on(ingress, r),
         };
-        let (h, vlan, d) = (p.h, p.vlan, p.d);
+        let (vlan, d, payload) = (p.vlan, p.domain(), usize::from(p.payload));
         out.vlan = vlan;
 
-        if let Some(v) = self.learn(d, vlan, ingress, h.src, p.src_key, p.src_hash, secs) {
+        if let Some(v) = self.learn(d, vlan, ingress, p.src_key, secs) {
             return v;
         }
 
@@ -567,37 +599,37 @@ impl Switch {
             return self.drop_on(ingress, DropReason::VlanMismatch);
         };
         if dom.cfg.arp_suppression
-            && h.ethertype == ETHERTYPE_ARP
-            && let Some(v) = self.arp(d, ingress, frame, &h, secs, out)
+            && p.ethertype == ETHERTYPE_ARP
+            && let Some(v) = self.arp(d, ingress, frame, p, secs, out)
         {
             return v;
         }
 
-        if !h.dst.is_multicast()
-            && let Some(e) = self.table.get_h(p.dst_key, p.dst_hash)
+        if !p.dst().is_multicast()
+            && let Some(e) = self.table.get_h(p.dst_key, hash(p.dst_key))
         {
             let to = e.port;
-            let payload = frame.len() - h.payload;
+            let payload = frame.len().saturating_sub(payload);
             let Some(Some(p)) = self.ports.get_mut(usize::from(to.0)) else {
                 return self.drop_on(ingress, DropReason::NoRoute);
             };
-            if to == ingress || (ingress_horizon.is_some() && p.cfg.horizon == ingress_horizon) {
+            if to == ingress || (ingress_horizon.is_some() && p.fast.horizon == ingress_horizon) {
                 return self.drop_on(ingress, DropReason::SplitHorizon);
             }
-            if payload > p.cfg.mtu {
+            if payload > p.fast.mtu {
                 p.stats.drops.add(DropReason::TooBig, 1);
                 return Verdict::Drop(DropReason::TooBig);
             }
             p.stats.tx_unicast += 1;
             out.ports.push(EgressPort {
                 port: to,
-                tag: p.cfg.egress_tag(vlan),
+                tag: p.fast.egress_tag(vlan),
             });
             return Verdict::Forward;
         }
 
         // Flood: broadcast, multicast, unknown unicast.
-        let payload = frame.len() - h.payload;
+        let payload = frame.len().saturating_sub(payload);
         let Some(dom) = self.domains.get_mut(usize::from(d)) else {
             return Verdict::Flood;
         };
@@ -609,36 +641,28 @@ impl Switch {
             let Some(Some(p)) = self.ports.get_mut(usize::from(m.0)) else {
                 continue;
             };
-            if ingress_horizon.is_some() && p.cfg.horizon == ingress_horizon {
+            if ingress_horizon.is_some() && p.fast.horizon == ingress_horizon {
                 continue;
             }
-            if payload > p.cfg.mtu {
+            if payload > p.fast.mtu {
                 p.stats.drops.add(DropReason::TooBig, 1);
                 continue;
             }
             p.stats.tx_flooded += 1;
             out.ports.push(EgressPort {
                 port: m,
-                tag: p.cfg.egress_tag(vlan),
+                tag: p.fast.egress_tag(vlan),
             });
         }
         Verdict::Flood
     }
 
-    /// Learns `src` (key `k`, hashed to `h`) behind `ingress` in domain `d`; returns a
-    /// verdict when the frame must be dropped (MAC limit).
-    #[allow(clippy::too_many_arguments)]
+    /// Learns the source of key `k` behind `ingress` in domain `d`; returns a verdict when
+    /// the frame must be dropped (MAC limit).
     #[inline]
-    fn learn(
-        &mut self,
-        d: u16,
-        vlan: u16,
-        ingress: PortId,
-        src: MacAddr,
-        k: u64,
-        h: u64,
-        secs: u32,
-    ) -> Option<Verdict> {
+    fn learn(&mut self, d: u16, vlan: u16, ingress: PortId, k: u64, secs: u32) -> Option<Verdict> {
+        let h = hash(k);
+        let src = MacAddr::from_u64(k);
         if let Some(mut e) = self.table.get_mut_h(k, h) {
             if e.port() == ingress {
                 e.touch_secs(secs);
@@ -713,12 +737,13 @@ impl Switch {
         d: u16,
         ingress: PortId,
         frame: &mut [u8],
-        h: &L2Header,
+        p: Pre,
         secs: u32,
         out: &mut Egress,
     ) -> Option<Verdict> {
-        let a = Arp::parse(frame.get(h.payload..)?)?;
-        if a.sha != h.src {
+        let payload = usize::from(p.payload);
+        let a = Arp::parse(frame.get(payload..)?)?;
+        if a.sha != MacAddr::from_u64(p.src_key) {
             return None;
         }
         if !a.spa.is_unspecified() {
@@ -738,7 +763,7 @@ impl Switch {
             return None;
         }
         let answer = self.bindings.get(&(d, a.tpa))?.mac;
-        if answer == a.sha || !arp::reply_in_place(frame, h.payload, &a, answer) {
+        if answer == a.sha || !arp::reply_in_place(frame, payload, &a, answer) {
             return None;
         }
         let tag = self.port_state(ingress)?.cfg.egress_tag(out.vlan);
@@ -806,16 +831,28 @@ impl Switch {
 }
 
 /// What a frame's classification found: everything the decision needs from the frame and
-/// the configuration.
+/// the configuration, in 24 bytes (a batch keeps one per frame).
 #[derive(Debug, Clone, Copy)]
 struct Pre {
-    h: L2Header,
-    vlan: u16,
-    d: u16,
+    /// Table key of the source: domain index and MAC.
     src_key: u64,
-    src_hash: u64,
+    /// Table key of the destination.
     dst_key: u64,
-    dst_hash: u64,
+    vlan: u16,
+    ethertype: u16,
+    /// Offset of the payload (14 or 18).
+    payload: u8,
+}
+
+impl Pre {
+    #[inline]
+    fn domain(&self) -> u16 {
+        (self.src_key >> 48) as u16
+    }
+    #[inline]
+    fn dst(&self) -> MacAddr {
+        MacAddr::from_u64(self.dst_key)
+    }
 }
 
 /// `now` in whole seconds, as the table keeps time.

@@ -70,89 +70,145 @@ pub(crate) fn hash(k: u64) -> u64 {
     (m as u64) ^ ((m >> 64) as u64)
 }
 
-const EMPTY: u8 = 0;
+const EMPTY: u64 = 0;
 /// A removed entry: lookups go on past it, inserts reuse it.
-const TOMB: u8 = 1;
-const LEARNED: u8 = 2;
-const STATIC: u8 = 3;
+const TOMB: u64 = 1;
+const LEARNED: u64 = 2;
+const STATIC: u64 = 3;
 
 const SLOTS: usize = 4;
+/// Words of a bucket: a key and a word of port, kind and time per slot.
+const WORDS: usize = 2 * SLOTS;
 const MIN_BUCKETS: usize = 4;
+/// Tables from this size on ask for transparent huge pages: 2 MiB pages, so that the TLB
+/// covers a 1M-entry table and a lookup is no TLB miss.
+const HUGE: usize = 2 << 20;
 
+/// A slot: the key, and a word holding state (bits 0..8), port (16..32) and the second the
+/// address was last seen (32..64). All zero is an empty slot, so fresh memory is an empty table.
 #[derive(Debug, Clone, Copy, Default)]
 struct Slot {
     key: u64,
-    secs: u32,
-    port: u16,
-    state: u8,
+    meta: u64,
 }
 
 impl Slot {
+    fn new(key: u64, e: MacEntry) -> Self {
+        Slot {
+            key,
+            meta: meta(state_of(e.kind), e.port, e.last_seen_secs),
+        }
+    }
+    #[inline]
+    fn state(&self) -> u64 {
+        self.meta & 0xff
+    }
     #[inline]
     fn entry(&self) -> MacEntry {
         MacEntry {
-            port: PortId(self.port),
-            kind: if self.state == STATIC {
+            port: PortId((self.meta >> 16) as u16),
+            kind: if self.state() == STATIC {
                 EntryKind::Static
             } else {
                 EntryKind::Learned
             },
-            last_seen_secs: self.secs,
+            last_seen_secs: (self.meta >> 32) as u32,
         }
     }
     #[inline]
     fn live(&self) -> bool {
-        self.state >= LEARNED
+        self.state() >= LEARNED
     }
 }
 
-fn state_of(kind: EntryKind) -> u8 {
+#[inline]
+fn meta(state: u64, port: PortId, secs: u32) -> u64 {
+    state | (u64::from(port.0) << 16) | (u64::from(secs) << 32)
+}
+
+fn state_of(kind: EntryKind) -> u64 {
     match kind {
         EntryKind::Learned => LEARNED,
         EntryKind::Static => STATIC,
     }
 }
 
-/// One cache line of slots.
-#[derive(Debug, Clone, Copy, Default)]
-#[repr(C, align(64))]
-struct Bucket([Slot; SLOTS]);
+/// The table's memory: zeroed words, each bucket one 64-byte line. An anonymous mapping (page
+/// aligned, so are the buckets; huge pages asked for when large), or the heap if mapping
+/// fails.
+#[derive(Debug)]
+enum Store {
+    Map(memmap2::MmapMut),
+    Heap(Box<[u64]>),
+}
 
-/// Where a key's slot is: bucket and slot index.
+impl Store {
+    fn zeroed(words: usize) -> Self {
+        let bytes = words * 8;
+        if let Ok(m) = memmap2::MmapMut::map_anon(bytes) {
+            #[cfg(target_os = "linux")]
+            if bytes >= HUGE {
+                // A hint: without THP the table works the same, only slower.
+                let _ = m.advise(memmap2::Advice::HugePage);
+            }
+            if bytemuck::try_cast_slice::<u8, u64>(&m).is_ok_and(|w| w.len() == words) {
+                return Store::Map(m);
+            }
+        }
+        Store::Heap(vec![0; words].into_boxed_slice())
+    }
+    #[inline]
+    fn words(&self) -> &[u64] {
+        match self {
+            Store::Map(m) => bytemuck::try_cast_slice(m).unwrap_or(&[]),
+            Store::Heap(h) => h,
+        }
+    }
+    #[inline]
+    fn words_mut(&mut self) -> &mut [u64] {
+        match self {
+            Store::Map(m) => bytemuck::try_cast_slice_mut(m).unwrap_or(&mut []),
+            Store::Heap(h) => h,
+        }
+    }
+}
+
+/// Where a key's slot is: the index of its key word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct SlotRef(usize, usize);
+pub(crate) struct SlotRef(usize);
 
 /// A live entry, with in-place access to what learning updates.
-pub(crate) struct EntryMut<'a>(&'a mut Slot);
+pub(crate) struct EntryMut<'a>(&'a mut u64);
 
 impl EntryMut<'_> {
     #[inline]
     pub(crate) fn port(&self) -> PortId {
-        PortId(self.0.port)
+        PortId((*self.0 >> 16) as u16)
     }
     #[inline]
     pub(crate) fn is_static(&self) -> bool {
-        self.0.state == STATIC
+        *self.0 & 0xff == STATIC
     }
     /// Marks the entry seen at `secs`, writing only if that changes it (most frames come
     /// within the second of the last one: the line stays clean).
     #[inline]
     pub(crate) fn touch_secs(&mut self, secs: u32) {
-        if self.0.secs != secs {
-            self.0.secs = secs;
+        let m = (*self.0 & 0xffff_ffff) | (u64::from(secs) << 32);
+        if *self.0 != m {
+            *self.0 = m;
         }
     }
     #[inline]
     pub(crate) fn set_port(&mut self, port: PortId) {
-        self.0.port = port.0;
+        *self.0 = (*self.0 & !0xffff_0000) | (u64::from(port.0) << 16);
     }
 }
 
 /// The MAC table.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct MacTable {
-    buckets: Box<[Bucket]>,
-    /// `buckets.len() - 1` (a power of two minus one).
+    store: Store,
+    /// Number of buckets - 1 (a power of two minus one).
     mask: usize,
     len: usize,
     tombs: usize,
@@ -168,7 +224,7 @@ impl MacTable {
     fn with_buckets(n: usize) -> Self {
         let n = n.max(MIN_BUCKETS).next_power_of_two();
         MacTable {
-            buckets: vec![Bucket::default(); n].into_boxed_slice(),
+            store: Store::zeroed(n * WORDS),
             mask: n - 1,
             len: 0,
             tombs: 0,
@@ -180,9 +236,13 @@ impl MacTable {
         self.len
     }
 
+    fn buckets(&self) -> usize {
+        self.mask + 1
+    }
+
     /// Most live entries plus tombstones before the table grows or is rebuilt: half the slots.
     fn limit(&self) -> usize {
-        self.buckets.len() * SLOTS / 2
+        self.buckets() * SLOTS / 2
     }
 
     /// Makes room for `n` more entries without rebuilding.
@@ -198,29 +258,45 @@ impl MacTable {
         self.rehash(n.saturating_mul(2).div_ceil(SLOTS));
     }
 
+    /// Every live slot.
+    fn slots(&self) -> impl Iterator<Item = Slot> + '_ {
+        self.store
+            .words()
+            .chunks_exact(2)
+            .map(|w| Slot {
+                key: w[0],
+                meta: w[1],
+            })
+            .filter(Slot::live)
+    }
+
     /// Moves the live entries into a fresh table of `buckets` buckets.
     fn rehash(&mut self, buckets: usize) {
         let old = core::mem::replace(self, Self::with_buckets(buckets));
-        for b in old.buckets.iter() {
-            for s in b.0.iter().filter(|s| s.live()) {
-                self.place(*s);
-            }
+        for s in old.slots() {
+            self.place(s);
         }
     }
 
     /// Puts a slot of a key known to be absent in the first free place of its probe sequence.
     fn place(&mut self, s: Slot) {
-        let mut b = hash(s.key) as usize & self.mask;
+        let mut b = self.home(hash(s.key));
+        let mask = self.mask;
+        let words = self.store.words_mut();
         loop {
-            if let Some(free) = self.buckets[b].0.iter_mut().find(|x| !x.live()) {
-                if free.state == TOMB {
+            let Some(bucket) = words.get_mut(b * WORDS..(b + 1) * WORDS) else {
+                return;
+            };
+            if let Some(free) = bucket.chunks_exact_mut(2).find(|w| w[1] & 0xff < LEARNED) {
+                if free[1] & 0xff == TOMB {
                     self.tombs -= 1;
                 }
-                *free = s;
+                free[0] = s.key;
+                free[1] = s.meta;
                 self.len += 1;
                 return;
             }
-            b = (b + 1) & self.mask;
+            b = (b + 1) & mask;
         }
     }
 
@@ -234,27 +310,33 @@ impl MacTable {
     /// memory accesses of several lookups before it needs any of them.
     #[inline]
     pub(crate) fn touch(&self, h: u64) -> u64 {
-        self.buckets.get(self.home(h)).map_or(0, |b| b.0[0].key)
+        self.store
+            .words()
+            .get(self.home(h) * WORDS)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Finds `k`, hashed to `h`.
     #[inline]
     pub(crate) fn find(&self, k: u64, h: u64) -> Option<SlotRef> {
         let mut b = self.home(h);
+        let words = self.store.words();
         // Half full at most: there is always an empty slot, so this ends.
         loop {
-            let bucket = self.buckets.get(b)?;
+            let bucket: &[u64; WORDS] = words.get(b * WORDS..(b + 1) * WORDS)?.try_into().ok()?;
             // The four slots compared at once, without a branch per slot (where in its
             // bucket a key sits is random: a branch on it would be mispredicted). No empty
             // slot comes before a key in its probe sequence (slots only ever empty all at
             // once, in a rebuild), so a match anywhere in the bucket is the key.
             let (mut hit, mut empty) = (0u32, 0u32);
-            for (i, s) in bucket.0.iter().enumerate() {
-                hit |= u32::from(s.key == k && s.live()) << i;
-                empty |= u32::from(s.state == EMPTY) << i;
+            for i in 0..SLOTS {
+                let state = bucket[2 * i + 1] & 0xff;
+                hit |= u32::from(bucket[2 * i] == k && state >= LEARNED) << i;
+                empty |= u32::from(state == EMPTY) << i;
             }
             if hit != 0 {
-                return Some(SlotRef(b, hit.trailing_zeros() as usize));
+                return Some(SlotRef(b * WORDS + 2 * hit.trailing_zeros() as usize));
             }
             if empty != 0 {
                 return None;
@@ -263,15 +345,12 @@ impl MacTable {
         }
     }
 
-    #[inline]
-    fn slot(&self, r: SlotRef) -> Option<&Slot> {
-        self.buckets.get(r.0).and_then(|b| b.0.get(r.1))
-    }
-
     /// The entry for `k`, hashed to `h`.
     #[inline]
     pub(crate) fn get_h(&self, k: u64, h: u64) -> Option<MacEntry> {
-        self.find(k, h).and_then(|r| self.slot(r)).map(Slot::entry)
+        let r = self.find(k, h)?;
+        let meta = *self.store.words().get(r.0 + 1)?;
+        Some(Slot { key: k, meta }.entry())
     }
 
     /// The entry for `k`.
@@ -283,10 +362,7 @@ impl MacTable {
     #[inline]
     pub(crate) fn get_mut_h(&mut self, k: u64, h: u64) -> Option<EntryMut<'_>> {
         let r = self.find(k, h)?;
-        self.buckets
-            .get_mut(r.0)
-            .and_then(|b| b.0.get_mut(r.1))
-            .map(EntryMut)
+        self.store.words_mut().get_mut(r.0 + 1).map(EntryMut)
     }
 
     /// Inserts a key known to be absent (hashed to `h`).
@@ -296,24 +372,17 @@ impl MacTable {
             self.rebuild((self.len + 1).max(self.len.saturating_mul(2)));
         }
         debug_assert_eq!(hash(k), h);
-        self.place(Slot {
-            key: k,
-            secs: e.last_seen_secs,
-            port: e.port.0,
-            state: state_of(e.kind),
-        });
+        self.place(Slot::new(k, e));
     }
 
     /// Inserts or replaces the entry for `k`; returns the old one.
     pub(crate) fn insert(&mut self, k: u64, e: MacEntry) -> Option<MacEntry> {
         let h = hash(k);
         if let Some(r) = self.find(k, h)
-            && let Some(s) = self.buckets.get_mut(r.0).and_then(|b| b.0.get_mut(r.1))
+            && let Some(m) = self.store.words_mut().get_mut(r.0 + 1)
         {
-            let old = s.entry();
-            s.port = e.port.0;
-            s.secs = e.last_seen_secs;
-            s.state = state_of(e.kind);
+            let old = Slot { key: k, meta: *m }.entry();
+            *m = Slot::new(k, e).meta;
             return Some(old);
         }
         self.insert_new_h(k, h, e);
@@ -322,31 +391,29 @@ impl MacTable {
 
     /// Keeps the entries for which `f` says so.
     pub(crate) fn retain(&mut self, mut f: impl FnMut(u64, &MacEntry) -> bool) {
-        let mut removed = false;
-        for b in self.buckets.iter_mut() {
-            for s in b.0.iter_mut().filter(|s| s.live()) {
-                if !f(s.key, &s.entry()) {
-                    s.state = TOMB;
-                    self.len -= 1;
-                    self.tombs += 1;
-                    removed = true;
-                }
+        let mut removed = 0;
+        for w in self.store.words_mut().chunks_exact_mut(2) {
+            let s = Slot {
+                key: w[0],
+                meta: w[1],
+            };
+            if s.live() && !f(s.key, &s.entry()) {
+                w[1] = TOMB;
+                removed += 1;
             }
         }
+        self.len -= removed;
+        self.tombs += removed;
         // A bucket whose slots are all tombstones or live makes lookups go on; when many
         // went, start afresh (keeping the capacity for the entries to come back).
-        if removed && self.tombs > self.limit() / 4 {
-            self.rehash(self.buckets.len());
+        if removed > 0 && self.tombs > self.limit() / 4 {
+            self.rehash(self.buckets());
         }
     }
 
     /// Every entry, in no particular order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, MacEntry)> + '_ {
-        self.buckets
-            .iter()
-            .flat_map(|b| b.0.iter())
-            .filter(|s| s.live())
-            .map(|s| (s.key, s.entry()))
+        self.slots().map(|s| (s.key, s.entry()))
     }
 }
 

@@ -33,6 +33,7 @@ impl MacAddr {
         u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]])
     }
     /// The address from the low 48 bits of a u64.
+    #[inline]
     pub const fn from_u64(v: u64) -> Self {
         let b = v.to_be_bytes();
         MacAddr([b[2], b[3], b[4], b[5], b[6], b[7]])

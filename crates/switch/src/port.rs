@@ -167,7 +167,10 @@ impl PortConfig {
 }
 
 /// Counters of one port.
+// In declaration order: the fabric keeps the ones it bumps for every frame in one cache line
+// with the port's configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[repr(C)]
 pub struct PortStats {
     /// Frames received.
     pub rx_frames: u64,

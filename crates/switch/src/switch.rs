@@ -1,8 +1,8 @@
 //! The switch fabric: bridge domains, ports, learning, forwarding, flooding, aging.
 
 use crate::arp::{self, Arp, ETHERTYPE_ARP};
-use crate::port::{MAX_VLAN, PortConfig, PortStats, VlanMode};
-use crate::table::{EntryKind, FastMap, MacEntry, key};
+use crate::port::{HorizonGroup, MAX_VLAN, PortConfig, PortStats, VlanMode};
+use crate::table::{EntryKind, FastMap, MacEntry, MacTable, hash, key};
 use crate::{ConfigError, L2Header, MacAddr};
 use core::net::Ipv4Addr;
 use core::time::Duration;
@@ -142,10 +142,47 @@ pub enum Verdict {
     Drop(DropReason),
 }
 
+/// A port: what the data path reads of its configuration and the counters it bumps for
+/// every frame share the first cache line; the rest of the configuration (the VLAN bitmap of a
+/// trunk is 512 bytes) lives behind a pointer, read only for tagged frames and learning.
 #[derive(Debug)]
+#[repr(C, align(64))]
 struct PortState {
-    cfg: PortConfig,
+    fast: PortFast,
     stats: PortStats,
+    cfg: Box<PortConfig>,
+}
+
+/// The per-frame part of a port's configuration.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+struct PortFast {
+    mtu: usize,
+    /// The VLAN of untagged and priority-tagged frames: an access port's, a trunk's native.
+    untagged: Option<u16>,
+    horizon: Option<HorizonGroup>,
+    trunk: bool,
+}
+
+impl PortFast {
+    fn new(cfg: &PortConfig) -> Self {
+        let (untagged, trunk) = match cfg.vlan {
+            VlanMode::Access(v) => (Some(v), false),
+            VlanMode::Trunk { native, .. } => (native, true),
+        };
+        PortFast {
+            mtu: cfg.mtu,
+            untagged,
+            horizon: cfg.horizon,
+            trunk,
+        }
+    }
+
+    /// [`PortConfig::egress_tag`].
+    #[inline]
+    fn egress_tag(&self, vlan: u16) -> Option<u16> {
+        (self.trunk && self.untagged != Some(vlan)).then_some(vlan)
+    }
 }
 
 #[derive(Debug)]
@@ -174,7 +211,7 @@ pub struct Switch {
     ports: Vec<Option<PortState>>,
     domains: Vec<Domain>,
     vlan_domain: Box<[u16]>,
-    table: FastMap<u64, MacEntry>,
+    table: MacTable,
     bindings: FastMap<(u16, Ipv4Addr), Binding>,
     events: VecDeque<SwitchEvent>,
     events_lost: u64,
@@ -195,7 +232,7 @@ impl Switch {
             ports: Vec::new(),
             domains: Vec::new(),
             vlan_domain: vec![NO_DOMAIN; 4096].into_boxed_slice(),
-            table: FastMap::default(),
+            table: MacTable::default(),
             bindings: FastMap::default(),
             events: VecDeque::with_capacity(EVENT_QUEUE),
             events_lost: 0,
@@ -262,8 +299,9 @@ impl Switch {
             }
         }
         self.ports[i] = Some(PortState {
-            cfg,
+            fast: PortFast::new(&cfg),
             stats: PortStats::default(),
+            cfg: Box::new(cfg),
         });
         Ok(())
     }
@@ -291,7 +329,7 @@ impl Switch {
 
     /// A port's configuration.
     pub fn port(&self, id: PortId) -> Option<&PortConfig> {
-        self.port_state(id).map(|p| &p.cfg)
+        self.port_state(id).map(|p| &*p.cfg)
     }
 
     fn port_state(&self, id: PortId) -> Option<&PortState> {
@@ -376,7 +414,7 @@ impl Switch {
     /// The entry for `mac` in `vlan`'s domain.
     pub fn lookup(&self, vlan: u16, mac: MacAddr) -> Option<MacEntry> {
         let d = self.domain_index(vlan)?;
-        self.table.get(&key(d, mac)).copied()
+        self.table.get(key(d, mac))
     }
 
     /// Entries in the MAC table, static ones included.
@@ -390,7 +428,7 @@ impl Switch {
         self.table.iter().filter_map(|(k, e)| {
             let d = usize::from((k >> 48) as u16);
             let vlan = self.domains.get(d)?.cfg.vlan;
-            Some((vlan, MacAddr::from_u64(*k), *e))
+            Some((vlan, MacAddr::from_u64(k), e))
         })
     }
 
@@ -441,38 +479,119 @@ impl Switch {
         now: Instant,
         out: &mut Egress,
     ) -> Verdict {
-        out.ports.clear();
-        let secs = u32::try_from(now.as_secs()).unwrap_or(u32::MAX);
-        let Some(Some(port)) = self.ports.get_mut(usize::from(ingress.0)) else {
-            return self.drop_on(ingress, DropReason::PortDown);
+        let pre = self.classify(ingress, frame);
+        self.decide(ingress, frame, pre, secs_of(now), out)
+    }
+
+    /// [`forward`](Self::forward) for many frames received at `now`: frame `i` of `frames`
+    /// (its ingress port and bytes) gets its verdict in `verdicts[i]` and its egress ports in
+    /// `out[i]`. Processes as many frames as all three slices have room for and returns that
+    /// number.
+    ///
+    /// The verdicts, egress lists, counters, events and table afterwards are exactly those of
+    /// calling `forward` on each frame in order. It is faster with a large MAC table: the
+    /// frames are taken [`BATCH`](Self::BATCH) at a time, their headers read and their table
+    /// slots looked up all together first, so that the memory accesses of the lookups overlap
+    /// instead of following one another, and then the frames are decided in order.
+    pub fn forward_batch<F: AsMut<[u8]>>(
+        &mut self,
+        frames: &mut [(PortId, F)],
+        now: Instant,
+        out: &mut [Egress],
+        verdicts: &mut [Verdict],
+    ) -> usize {
+        let n = frames.len().min(out.len()).min(verdicts.len());
+        let secs = secs_of(now);
+        let (Some(frames), Some(out), Some(verdicts)) =
+            (frames.get_mut(..n), out.get_mut(..n), verdicts.get_mut(..n))
+        else {
+            return 0;
         };
-        port.stats.rx_frames += 1;
-        port.stats.rx_bytes += frame.len() as u64;
-        let Some(h) = L2Header::parse(frame) else {
-            return self.drop_on(ingress, DropReason::Truncated);
+        let chunks = frames
+            .chunks_mut(Self::BATCH)
+            .zip(out.chunks_mut(Self::BATCH))
+            .zip(verdicts.chunks_mut(Self::BATCH));
+        for ((frames, out), verdicts) in chunks {
+            let mut pre = [Err(DropReason::PortDown); Self::BATCH];
+            for (p, (ingress, f)) in pre.iter_mut().zip(frames.iter_mut()) {
+                *p = self.classify(*ingress, f.as_mut());
+            }
+            // Independent loads of every slot the chunk will need: the CPU has them all in
+            // flight at once, and the decisions below find them in the cache.
+            let mut lines = 0u64;
+            for p in pre.iter().take(frames.len()).flatten() {
+                lines ^= self.table.touch(hash(p.src_key)) ^ self.table.touch(hash(p.dst_key));
+            }
+            std::hint::black_box(lines);
+            let each = pre.iter().zip(frames.iter_mut()).zip(out.iter_mut());
+            for (((p, (ingress, f)), o), v) in each.zip(verdicts.iter_mut()) {
+                *v = self.decide(*ingress, f.as_mut(), *p, secs, o);
+            }
+        }
+        n
+    }
+
+    /// How many frames [`forward_batch`](Self::forward_batch) reads ahead.
+    pub const BATCH: usize = 16;
+
+    /// Reads what the decision needs from the frame and the configuration, changing nothing.
+    #[inline]
+    fn classify(&self, ingress: PortId, frame: &[u8]) -> Result<Pre, DropReason> {
+        let Some(Some(port)) = self.ports.get(usize::from(ingress.0)) else {
+            return Err(DropReason::PortDown);
         };
+        let h = L2Header::parse(frame).ok_or(DropReason::Truncated)?;
         if h.src.is_multicast() || h.src.is_zero() {
-            return self.drop_on(ingress, DropReason::Malformed);
+            return Err(DropReason::Malformed);
         }
         // IEEE 802.1Q ingress classification.
-        let vlan = match (&port.cfg.vlan, h.tag) {
-            (VlanMode::Access(v), None | Some(0)) => *v,
-            (
-                VlanMode::Trunk {
-                    native: Some(v), ..
-                },
-                None | Some(0),
-            ) => *v,
-            (VlanMode::Trunk { allowed, .. }, Some(t)) if t != 0 && allowed.contains(t) => t,
-            _ => return self.drop_on(ingress, DropReason::VlanMismatch),
+        let vlan = match h.tag {
+            None | Some(0) => port.fast.untagged,
+            Some(t) if port.fast.trunk => match &port.cfg.vlan {
+                VlanMode::Trunk { allowed, .. } if allowed.contains(t) => Some(t),
+                _ => None,
+            },
+            Some(_) => None,
         };
-        let ingress_horizon = port.cfg.horizon;
-        let Some(d) = self.domain_index(vlan) else {
-            return self.drop_on(ingress, DropReason::VlanMismatch);
+        let vlan = vlan.ok_or(DropReason::VlanMismatch)?;
+        let d = self.domain_index(vlan).ok_or(DropReason::VlanMismatch)?;
+        Ok(Pre {
+            src_key: key(d, h.src),
+            dst_key: key(d, h.dst),
+            vlan,
+            ethertype: h.ethertype,
+            payload: h.payload as u8,
+        })
+    }
+
+    /// Counts the frame, learns its source and decides where it goes.
+    #[inline]
+    fn decide(
+        &mut self,
+        ingress: PortId,
+        frame: &mut [u8],
+        pre: Result<Pre, DropReason>,
+        secs: u32,
+        out: &mut Egress,
+    ) -> Verdict {
+        out.ports.clear();
+        out.vlan = 0;
+        let ingress_horizon = match self.ports.get_mut(usize::from(ingress.0)) {
+            Some(Some(port)) => {
+                port.stats.rx_frames += 1;
+                port.stats.rx_bytes += frame.len() as u64;
+                port.fast.horizon
+            }
+            _ => None,
         };
+        let p = match pre {
+            Ok(p) => p,
+            Err(r) => return self.drop_on(ingress, r),
+        };
+        let (vlan, d, payload) = (p.vlan, p.domain(), usize::from(p.payload));
         out.vlan = vlan;
 
-        if let Some(v) = self.learn(d, vlan, ingress, h.src, secs) {
+        if let Some(v) = self.learn(d, vlan, ingress, p.src_key, secs) {
             return v;
         }
 
@@ -480,35 +599,37 @@ impl Switch {
             return self.drop_on(ingress, DropReason::VlanMismatch);
         };
         if dom.cfg.arp_suppression
-            && h.ethertype == ETHERTYPE_ARP
-            && let Some(v) = self.arp(d, ingress, frame, &h, secs, out)
+            && p.ethertype == ETHERTYPE_ARP
+            && let Some(v) = self.arp(d, ingress, frame, p, secs, out)
         {
             return v;
         }
 
-        if !h.dst.is_multicast()
-            && let Some(e) = self.table.get(&key(d, h.dst))
+        if !p.dst().is_multicast()
+            && let Some(e) = self.table.get_h(p.dst_key, hash(p.dst_key))
         {
             let to = e.port;
-            let Some(p) = self.port_state(to) else {
+            let payload = frame.len().saturating_sub(payload);
+            let Some(Some(p)) = self.ports.get_mut(usize::from(to.0)) else {
                 return self.drop_on(ingress, DropReason::NoRoute);
             };
-            if to == ingress || (ingress_horizon.is_some() && p.cfg.horizon == ingress_horizon) {
+            if to == ingress || (ingress_horizon.is_some() && p.fast.horizon == ingress_horizon) {
                 return self.drop_on(ingress, DropReason::SplitHorizon);
             }
-            let tag = p.cfg.egress_tag(vlan);
-            if frame.len() - h.payload > p.cfg.mtu {
-                return self.drop_on(to, DropReason::TooBig);
+            if payload > p.fast.mtu {
+                p.stats.drops.add(DropReason::TooBig, 1);
+                return Verdict::Drop(DropReason::TooBig);
             }
-            out.ports.push(EgressPort { port: to, tag });
-            if let Some(Some(p)) = self.ports.get_mut(usize::from(to.0)) {
-                p.stats.tx_unicast += 1;
-            }
+            p.stats.tx_unicast += 1;
+            out.ports.push(EgressPort {
+                port: to,
+                tag: p.fast.egress_tag(vlan),
+            });
             return Verdict::Forward;
         }
 
         // Flood: broadcast, multicast, unknown unicast.
-        let payload = frame.len() - h.payload;
+        let payload = frame.len().saturating_sub(payload);
         let Some(dom) = self.domains.get_mut(usize::from(d)) else {
             return Verdict::Flood;
         };
@@ -520,52 +641,43 @@ impl Switch {
             let Some(Some(p)) = self.ports.get_mut(usize::from(m.0)) else {
                 continue;
             };
-            if ingress_horizon.is_some() && p.cfg.horizon == ingress_horizon {
+            if ingress_horizon.is_some() && p.fast.horizon == ingress_horizon {
                 continue;
             }
-            if payload > p.cfg.mtu {
+            if payload > p.fast.mtu {
                 p.stats.drops.add(DropReason::TooBig, 1);
                 continue;
             }
             p.stats.tx_flooded += 1;
             out.ports.push(EgressPort {
                 port: m,
-                tag: p.cfg.egress_tag(vlan),
+                tag: p.fast.egress_tag(vlan),
             });
         }
         Verdict::Flood
     }
 
-    /// Learns `src` behind `ingress` in domain `d`; returns a verdict when the frame must be
-    /// dropped (MAC limit).
+    /// Learns the source of key `k` behind `ingress` in domain `d`; returns a verdict when
+    /// the frame must be dropped (MAC limit).
     #[inline]
-    fn learn(
-        &mut self,
-        d: u16,
-        vlan: u16,
-        ingress: PortId,
-        src: MacAddr,
-        secs: u32,
-    ) -> Option<Verdict> {
-        let k = key(d, src);
-        if let Some(e) = self.table.get_mut(&k) {
-            if e.port == ingress {
-                // Most frames come within the second of the last one: leave the line clean.
-                if e.last_seen_secs != secs {
-                    e.last_seen_secs = secs;
-                }
+    fn learn(&mut self, d: u16, vlan: u16, ingress: PortId, k: u64, secs: u32) -> Option<Verdict> {
+        let h = hash(k);
+        let src = MacAddr::from_u64(k);
+        if let Some(mut e) = self.table.get_mut_h(k, h) {
+            if e.port() == ingress {
+                e.touch_secs(secs);
                 return None;
             }
-            if e.kind == EntryKind::Static {
+            if e.is_static() {
                 if let Some(dom) = self.domains.get_mut(usize::from(d)) {
                     dom.stats.static_conflicts += 1;
                 }
                 return None;
             }
             // A move: the address now lives behind the ingress port.
-            let from = e.port;
-            e.port = ingress;
-            e.last_seen_secs = secs;
+            let from = e.port();
+            e.set_port(ingress);
+            e.touch_secs(secs);
             if let Some(Some(p)) = self.ports.get_mut(usize::from(from.0)) {
                 p.stats.learned = p.stats.learned.saturating_sub(1);
             }
@@ -607,8 +719,9 @@ impl Switch {
         if self.next_sweep == Instant::MAX {
             self.next_sweep = Instant::from_secs(u64::from(secs)) + sweep_interval(dom.cfg.aging);
         }
-        self.table.insert(
+        self.table.insert_new_h(
             k,
+            h,
             MacEntry {
                 port: ingress,
                 kind: EntryKind::Learned,
@@ -624,12 +737,13 @@ impl Switch {
         d: u16,
         ingress: PortId,
         frame: &mut [u8],
-        h: &L2Header,
+        p: Pre,
         secs: u32,
         out: &mut Egress,
     ) -> Option<Verdict> {
-        let a = Arp::parse(frame.get(h.payload..)?)?;
-        if a.sha != h.src {
+        let payload = usize::from(p.payload);
+        let a = Arp::parse(frame.get(payload..)?)?;
+        if a.sha != MacAddr::from_u64(p.src_key) {
             return None;
         }
         if !a.spa.is_unspecified() {
@@ -649,7 +763,7 @@ impl Switch {
             return None;
         }
         let answer = self.bindings.get(&(d, a.tpa))?.mac;
-        if answer == a.sha || !arp::reply_in_place(frame, h.payload, &a, answer) {
+        if answer == a.sha || !arp::reply_in_place(frame, payload, &a, answer) {
             return None;
         }
         let tag = self.port_state(ingress)?.cfg.egress_tag(out.vlan);
@@ -714,6 +828,37 @@ impl Switch {
             Instant::MAX
         };
     }
+}
+
+/// What a frame's classification found: everything the decision needs from the frame and
+/// the configuration, in 24 bytes (a batch keeps one per frame).
+#[derive(Debug, Clone, Copy)]
+struct Pre {
+    /// Table key of the source: domain index and MAC.
+    src_key: u64,
+    /// Table key of the destination.
+    dst_key: u64,
+    vlan: u16,
+    ethertype: u16,
+    /// Offset of the payload (14 or 18).
+    payload: u8,
+}
+
+impl Pre {
+    #[inline]
+    fn domain(&self) -> u16 {
+        (self.src_key >> 48) as u16
+    }
+    #[inline]
+    fn dst(&self) -> MacAddr {
+        MacAddr::from_u64(self.dst_key)
+    }
+}
+
+/// `now` in whole seconds, as the table keeps time.
+#[inline]
+fn secs_of(now: Instant) -> u32 {
+    u32::try_from(now.as_secs()).unwrap_or(u32::MAX)
 }
 
 fn sweep_interval(aging: Duration) -> Duration {

@@ -497,6 +497,152 @@ proptest! {
     }
 }
 
+/// A fabric with everything that changes state or counters on the data path: learning
+/// limits, ARP suppression, a static entry, a small MTU, short aging.
+fn busy_fabric() -> Switch {
+    let mut sw = Switch::new();
+    sw.add_domain(DomainConfig {
+        max_macs: Some(6),
+        arp_suppression: true,
+        aging: Duration::from_secs(8),
+        ..DomainConfig::new(10)
+    })
+    .unwrap();
+    sw.add_domain(DomainConfig::new(20)).unwrap();
+    let mesh = HorizonGroup(7);
+    sw.set_port(PortId(0), PortConfig::access(10)).unwrap();
+    sw.set_port(PortId(1), PortConfig::access(10)).unwrap();
+    sw.set_port(
+        PortId(2),
+        PortConfig::trunk(Some(10), [10, 20].into_iter().collect()),
+    )
+    .unwrap();
+    sw.set_port(
+        PortId(3),
+        PortConfig {
+            max_macs: Some(2),
+            mtu: 60,
+            ..PortConfig::access(20)
+        },
+    )
+    .unwrap();
+    sw.set_port(PortId(4), PortConfig::tunnel(PortKind::GreTeb, 10, mesh))
+        .unwrap();
+    sw.set_port(PortId(5), PortConfig::tunnel(PortKind::Vxlan, 10, mesh))
+        .unwrap();
+    sw.add_static(10, mac(7), PortId(1)).unwrap();
+    sw.add_binding(10, Ipv4Addr::new(10, 0, 0, 7), mac(7))
+        .unwrap();
+    sw
+}
+
+/// A frame from a few hosts to a few hosts (broadcast, multicast and zero addresses among
+/// them), untagged or tagged, sometimes an ARP request, sometimes cut short.
+fn some_frame() -> impl Strategy<Value = Vec<u8>> {
+    let addr = prop_oneof![
+        8 => (1u8..10).prop_map(mac),
+        1 => Just(MacAddr::BROADCAST),
+        1 => Just(MacAddr([1, 0, 0x5e, 0, 0, 1])),
+        1 => Just(MacAddr([0; 6])),
+    ];
+    let tag = prop_oneof![
+        4 => Just(None),
+        1 => Just(Some(0u16)),
+        2 => Just(Some(10u16)),
+        2 => Just(Some(20u16)),
+        1 => Just(Some(30u16)),
+    ];
+    (
+        addr.clone(),
+        addr,
+        tag,
+        0usize..80,
+        0u8..4,
+        1u8..10,
+        (1u8..9, 1u8..9),
+        0usize..100,
+    )
+        .prop_map(|(dst, src, tag, len, kind, sha, (spa, tpa), cut)| {
+            let mut f = match kind {
+                0 => arp_request(mac(sha), [10, 0, 0, spa], [10, 0, 0, tpa]),
+                _ => frame(dst, src, tag, len),
+            };
+            if cut < 5 {
+                f.truncate(cut * 4);
+            }
+            f
+        })
+}
+
+fn snapshot(sw: &mut Switch) -> String {
+    let mut entries: Vec<_> = sw.entries().collect();
+    entries.sort_by_key(|(v, m, _)| (*v, *m));
+    let ports: Vec<_> = (0..8).map(|p| sw.port_stats(PortId(p)).cloned()).collect();
+    let domains = [sw.domain_stats(10).copied(), sw.domain_stats(20).copied()];
+    let events: Vec<_> = std::iter::from_fn(|| sw.poll_event()).collect();
+    format!(
+        "{entries:?}\n{ports:?}\n{domains:?}\n{events:?}\n{:?}\n{}\n{:?}",
+        sw.drops(),
+        sw.events_lost(),
+        sw.poll_timeout()
+    )
+}
+
+proptest! {
+    /// `forward_batch` decides, counts and learns exactly as `forward` frame by frame does,
+    /// over batches of any size arriving at any times.
+    #[test]
+    fn batch_is_frame_by_frame(
+        batches in proptest::collection::vec(
+            (0u64..6, proptest::collection::vec((0u16..7, some_frame()), 0..40)),
+            1..8,
+        ),
+    ) {
+        let (mut one, mut many) = (busy_fabric(), busy_fabric());
+        let mut out = Egress::with_capacity(8);
+        let mut outs = vec![Egress::default(); 40];
+        let mut verdicts = vec![Verdict::Flood; 40];
+        let mut now = T;
+        for (step, frames) in batches {
+            now += Duration::from_secs(step);
+            one.handle_timeout(now);
+            many.handle_timeout(now);
+            let mut batch: Vec<(PortId, Vec<u8>)> =
+                frames.iter().map(|(p, f)| (PortId(*p), f.clone())).collect();
+            let n = many.forward_batch(&mut batch, now, &mut outs, &mut verdicts);
+            prop_assert_eq!(n, frames.len());
+            for (i, (p, f)) in frames.into_iter().enumerate() {
+                let mut f = f;
+                let v = one.forward(PortId(p), &mut f, now, &mut out);
+                prop_assert_eq!(v, verdicts[i], "frame {}", i);
+                prop_assert_eq!(out.ports(), outs[i].ports(), "frame {}", i);
+                prop_assert_eq!(out.vlan(), outs[i].vlan(), "frame {}", i);
+                prop_assert_eq!(&f, &batch[i].1, "frame {} rewritten alike", i);
+            }
+            prop_assert_eq!(snapshot(&mut one), snapshot(&mut many));
+        }
+    }
+}
+
+#[test]
+fn batch_stops_at_the_shortest_slice() {
+    let mut sw = fabric();
+    let mut frames = vec![(PortId(0), frame(mac(2), mac(1), None, 46)); 5];
+    let mut outs = vec![Egress::default(); 3];
+    let mut verdicts = [Verdict::Forward; 4];
+    assert_eq!(
+        sw.forward_batch(&mut frames, T, &mut outs, &mut verdicts),
+        3
+    );
+    assert_eq!(
+        verdicts[..3],
+        [Verdict::Flood, Verdict::Flood, Verdict::Flood]
+    );
+    assert_eq!(verdicts[3], Verdict::Forward, "untouched");
+    assert_eq!(sw.port_stats(PortId(0)).unwrap().rx_frames, 3);
+    assert_eq!(sw.forward_batch(&mut frames, T, &mut [], &mut verdicts), 0);
+}
+
 #[test]
 fn vlan_set() {
     let s: VlanSet = [1, 100, 4094].into_iter().collect();

@@ -36,6 +36,10 @@ pub enum Change<P> {
     Remove(P),
 }
 
+/// A batch merges its changes into a slot's list (instead of inserting them one by one)
+/// when the list is longer than this.
+const MERGE_MIN: usize = 64;
+
 /// Sorts `v` by the `bits` bits above its low 32, stably (a least-significant-digit radix
 /// sort): the low 32 bits, an index in increasing order, keep their order within a key.
 fn radix_sort(v: &mut Vec<u64>, bits: u32) {
@@ -491,17 +495,97 @@ impl<A: Address> Fib<A> {
         // a prefetch).
         const AHEAD: usize = 12;
         let mut touched = 0u8;
-        for (k, &o) in order.iter().enumerate() {
-            if let Some(&ahead) = order.get(k + AHEAD)
-                && let Some(list) = self.long.get((ahead >> 32) as usize)
-            {
-                touched ^= list.first().map_or(0, |e| e.1) ^ list.last().map_or(0, |e| e.1);
+        let mut k = 0;
+        while k < order.len() {
+            let slot = (order[k] >> 32) as usize;
+            let end = k + order[k..].partition_point(|&o| (o >> 32) as usize == slot);
+            for &ahead in order.get(k + AHEAD..end + AHEAD).unwrap_or_default() {
+                if let Some(list) = self.long.get((ahead >> 32) as usize) {
+                    touched ^= list.first().map_or(0, |e| e.1) ^ list.last().map_or(0, |e| e.1);
+                }
             }
-            if let Some(c) = changes.get(o as u32 as usize) {
-                changed += usize::from(self.apply_one(c));
+            let group = order.get(k..end).unwrap_or_default();
+            if group.len() > 1 && self.long.get(slot).is_some_and(|l| l.len() > MERGE_MIN) {
+                changed += self.merge_slot(slot, group, changes);
+            } else {
+                for &o in group {
+                    if let Some(c) = changes.get(o as u32 as usize) {
+                        changed += usize::from(self.apply_one(c));
+                    }
+                }
             }
+            k = end;
         }
         core::hint::black_box(touched);
+        changed
+    }
+
+    /// Applies the changes of one slot (`group`: sorted (slot, index) keys into `changes`)
+    /// by merging them into the slot's list in one pass, instead of one insertion or removal
+    /// each (which moves half a long list every time). Returns how many changed a route.
+    fn merge_slot(&mut self, slot: usize, group: &[u64], changes: &[Change<A::Prefix>]) -> usize {
+        let mut ops: Vec<(u128, u8, Option<NextHopId>)> = group
+            .iter()
+            .filter_map(|&o| match *changes.get(o as u32 as usize)? {
+                Change::Insert(p, nh) => {
+                    let (k, l) = A::prefix_parts(&p);
+                    Some((k, l, Some(nh)))
+                }
+                Change::Remove(p) => {
+                    let (k, l) = A::prefix_parts(&p);
+                    Some((k, l, None))
+                }
+            })
+            .collect();
+        // Stable: the changes to one prefix stay in their order.
+        ops.sort_by_key(|o| (o.0, o.1));
+        let Some(list) = self.long.get_mut(slot) else {
+            return 0;
+        };
+        let old = core::mem::take(list);
+        let mut merged = Vec::with_capacity(old.len() + ops.len());
+        let (mut changed, mut added, mut removed) = (0, 0, 0);
+        let mut marks = Vec::new();
+        let mut rest = &old[..];
+        let mut ops = &ops[..];
+        while let Some(&(key, len, _)) = ops.first() {
+            let before = rest.partition_point(|e| (e.0, e.1) < (key, len));
+            merged.extend_from_slice(rest.get(..before).unwrap_or_default());
+            rest = rest.get(before..).unwrap_or_default();
+            let orig = match rest.first() {
+                Some(e) if (e.0, e.1) == (key, len) => {
+                    rest = rest.get(1..).unwrap_or_default();
+                    Some(e.2)
+                }
+                _ => None,
+            };
+            let same = ops.partition_point(|o| (o.0, o.1) == (key, len));
+            let mut state = orig;
+            for &(_, _, new) in ops.get(..same).unwrap_or_default() {
+                if let Some(nh) = new {
+                    self.max_nh = self.max_nh.max(nh);
+                }
+                changed += usize::from(state != new);
+                state = new;
+            }
+            ops = ops.get(same..).unwrap_or_default();
+            if let Some(nh) = state {
+                merged.push((key, len, nh));
+            }
+            if state != orig {
+                marks.push((key, len));
+                added += usize::from(state.is_some() && orig.is_none());
+                removed += usize::from(state.is_none() && orig.is_some());
+            }
+        }
+        merged.extend_from_slice(rest);
+        if let Some(list) = self.long.get_mut(slot) {
+            *list = merged;
+        }
+        self.long_count = self.long_count + added - removed;
+        for (key, len) in marks {
+            self.mark_long(key, len);
+        }
         changed
     }
 
@@ -782,8 +866,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_large_batch_matches_single_changes() {
+    /// `spread` masks the address bits that vary: few per slot (one change at a time) or all
+    /// in one slot (the changes merged into its list).
+    fn batch_matches_single_changes(spread: u32) {
         // Enough changes for the radix sort, with repeated prefixes whose order matters.
         let mut rng = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = || {
@@ -796,34 +881,56 @@ mod tests {
         for _ in 0..5000 {
             let r = next();
             let len = 8 + (r % 25) as u8;
-            let a = Ipv4Addr::from_bits(0x0a00_0000 | ((r >> 8) as u32 & 0x00ff_f000));
+            let a = Ipv4Addr::from_bits(0x0a00_0000 | ((r >> 8) as u32 & spread));
             let p = ipnet::Ipv4Net::new(a, len).unwrap().trunc();
-            changes.push(if r >> 60 == 0 {
+            changes.push(if r >> 61 == 0 {
                 Change::Remove(p)
             } else {
                 Change::Insert(p, (r >> 40) as u32 % 4)
             });
         }
         let mut one = Fib::<Ipv4Addr>::new();
-        let mut changed = 0;
-        for c in &changes {
-            changed += usize::from(match *c {
-                Change::Insert(p, nh) => one.insert(p, nh).unwrap() != Some(nh),
-                Change::Remove(p) => one.remove(&p).is_some(),
-            });
-        }
         let mut batch = Fib::<Ipv4Addr>::new();
-        assert_eq!(batch.apply(&changes), Ok(changed));
+        for chunk in changes.chunks(2000) {
+            let mut changed = 0;
+            for c in chunk {
+                changed += usize::from(match *c {
+                    Change::Insert(p, nh) => one.insert(p, nh).unwrap() != Some(nh),
+                    Change::Remove(p) => one.remove(&p).is_some(),
+                });
+            }
+            assert_eq!(batch.apply(chunk), Ok(changed));
+            one.commit();
+            batch.commit();
+        }
+        assert_eq!(one.len(), batch.len());
         let mut a: Vec<_> = one.iter().collect();
         let mut b: Vec<_> = batch.iter().collect();
         a.sort_unstable();
         b.sort_unstable();
         assert_eq!(a, b);
+        let (t, u) = (one.table(), batch.table());
+        for c in &changes {
+            let (Change::Insert(p, _) | Change::Remove(p)) = *c;
+            for a in [p.network(), p.broadcast()] {
+                assert_eq!(t.lookup(a), u.lookup(a), "{a}");
+            }
+        }
         assert_eq!(
             batch.apply(&[Change::Insert(p("10.0.0.0/8"), MAX_NEXT_HOP + 1)]),
             Err(FibError::NextHopTooLarge {
                 id: MAX_NEXT_HOP + 1
             })
         );
+    }
+
+    #[test]
+    fn a_large_batch_matches_single_changes() {
+        batch_matches_single_changes(0x00ff_f000);
+    }
+
+    #[test]
+    fn a_batch_into_a_long_slot_list_matches_single_changes() {
+        batch_matches_single_changes(0x0000_3fff);
     }
 }

@@ -210,10 +210,12 @@ impl<L: Leaf> Poptrie<L> {
         let i = w.chunk6(depth);
         let bit = 1u64 << i;
         let child = node.base1 + (node.vector & (bit - 1)).count_ones();
-        let idx = node.base0 as usize + (node.leafvec & upto(i)).count_ones() as usize;
-        // Both are computed and one is selected: which one is taken is data-dependent and
-        // would be mispredicted often.
         let m = u32::from(node.vector & bit != 0).wrapping_neg();
+        // Which way a lookup goes is data-dependent and would be mispredicted often, so both
+        // are computed and one is selected. A lookup that descends reads its leaf from the
+        // start of the leaf array instead (always cached), not from a line it does not need.
+        let idx = node.base0 as usize + (node.leafvec & upto(i)).count_ones() as usize;
+        let idx = idx & !(m as usize) | (1 & m as usize);
         (child & m) | ((LEAF | self.leaf(idx.wrapping_sub(1))) & !m)
     }
 

@@ -5,8 +5,8 @@
 //!   returns the matched prefix (cryptokey routing, policy tables, anything small or busy).
 //! - [`Fib`]: prefix → [`NextHopId`], compiled into a [`FibTable`] (a Poptrie with a direct
 //!   array, popcount-compressed 64-ary nodes and 16-bit leaves) for single and batched
-//!   lookups; updates are compiled per dirty slot and published atomically, so readers never
-//!   stall. A full IPv4 table (1.04M prefixes) fits in under 4 MiB.
+//!   lookups; updates ([`Fib::apply`] for batches) are compiled per dirty node or slot and
+//!   published atomically, so readers never stall. A full IPv4 table (1.04M prefixes) fits in under 4 MiB.
 //! - [`Rib`]: candidate routes from [`Source`]s (connected, static, overlay, tunnel, mesh,
 //!   BGP) with administrative distance and metric; best path per prefix, ECMP groups picked
 //!   by flow hash ([`Forwarding::select`]), enable/disable per route, source and port; the

@@ -493,7 +493,7 @@ impl<A: Address> Fib<A> {
         // the routes of the slot a few changes ahead so that its cache misses overlap with
         // the work on the current one (a load whose value is folded into `touched` serves as
         // a prefetch).
-        const AHEAD: usize = 12;
+        const AHEAD: usize = 16;
         let mut touched = 0u8;
         let mut k = 0;
         while k < order.len() {
@@ -501,7 +501,16 @@ impl<A: Address> Fib<A> {
             let end = k + order[k..].partition_point(|&o| (o >> 32) as usize == slot);
             for &ahead in order.get(k + AHEAD..end + AHEAD).unwrap_or_default() {
                 if let Some(list) = self.long.get((ahead >> 32) as usize) {
-                    touched ^= list.first().map_or(0, |e| e.1) ^ list.last().map_or(0, |e| e.1);
+                    // Every cache line of a short list (two entries a line), else the
+                    // lines the binary search reads first.
+                    if list.len() <= 32 {
+                        for e in list.iter().step_by(2) {
+                            touched ^= e.1;
+                        }
+                    } else {
+                        let mid = list.get(list.len() / 2).map_or(0, |e| e.1);
+                        touched ^= mid ^ list.first().map_or(0, |e| e.1);
+                    }
                 }
             }
             let group = order.get(k..end).unwrap_or_default();

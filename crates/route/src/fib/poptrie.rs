@@ -209,13 +209,17 @@ impl<L: Leaf> Poptrie<L> {
         };
         let i = w.chunk6(depth);
         let bit = 1u64 << i;
-        let child = node.base1 + (node.vector & (bit - 1)).count_ones();
         let m = u32::from(node.vector & bit != 0).wrapping_neg();
-        // Which way a lookup goes is data-dependent and would be mispredicted often, so both
-        // are computed and one is selected. A lookup that descends reads its leaf from the
-        // start of the leaf array instead (always cached), not from a line it does not need.
-        let idx = node.base0 as usize + (node.leafvec & upto(i)).count_ones() as usize;
-        let idx = idx & !(m as usize) | (1 & m as usize);
+        let m64 = u64::from(m) | (u64::from(m) << 32);
+        // Which way a lookup goes is data-dependent and would be mispredicted often, so the
+        // way is selected without a branch, and one popcount serves both: the children
+        // before slot `i` when it descends, the leaf runs up to it when it ends here.
+        let map = (node.vector & (bit - 1) & m64) | (node.leafvec & upto(i) & !m64);
+        let rank = map.count_ones();
+        let child = node.base1.wrapping_add(rank);
+        // A lookup that descends reads its leaf from the start of the leaf array instead
+        // (always cached), not from a line it does not need.
+        let idx = ((node.base0.wrapping_add(rank) & !m) | (1 & m)) as usize;
         (child & m) | ((LEAF | self.leaf(idx.wrapping_sub(1))) & !m)
     }
 

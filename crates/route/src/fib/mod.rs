@@ -99,15 +99,8 @@ impl<A: Address> FibTable<A> {
     /// Only `min(addrs.len(), out.len())` addresses are looked up.
     #[inline]
     pub fn lookup_batch(&self, addrs: &[A], out: &mut [NextHopId]) {
-        const CHUNK: usize = 64;
         let n = addrs.len().min(out.len());
-        let mut words = [A::to_word(addrs.first().copied().unwrap_or(A::from_key(0))); CHUNK];
-        for (a, o) in addrs[..n].chunks(CHUNK).zip(out[..n].chunks_mut(CHUNK)) {
-            for (w, x) in words.iter_mut().zip(a) {
-                *w = x.to_word();
-            }
-            each!(&self.trie, t => t.lookup_batch(&words[..a.len()], o));
-        }
+        each!(&self.trie, t => t.lookup_batch(&addrs[..n], &mut out[..n]));
     }
 
     /// The value [`lookup_batch`](Self::lookup_batch) writes for an address without a route.

@@ -17,7 +17,7 @@
 //! slot's subtree is laid out contiguously at the end of the arrays when it is built, so a
 //! slot can be rebuilt on its own (the old subtree is garbage until the next full build).
 
-use crate::addr::Word;
+use crate::addr::{Address, Word};
 
 /// Direct entries with this bit set are leaves; the other 31 bits are the next hop.
 pub(crate) const LEAF: u32 = 1 << 31;
@@ -229,16 +229,23 @@ impl<L: Leaf> Poptrie<L> {
     /// The lanes still descending are kept in a list rebuilt without branches at each level,
     /// so finished lanes cost nothing and no step depends on a hard-to-predict branch.
     #[inline]
-    pub(crate) fn lookup_batch<W: Word>(&self, words: &[W], out: &mut [u32]) {
+    pub(crate) fn lookup_batch<A: Address>(&self, addrs: &[A], out: &mut [u32]) {
         const M: usize = LANES - 1;
-        let mut wc = words.chunks_exact(LANES);
+        let mut ac = addrs.chunks_exact(LANES);
         let mut oc = out.chunks_exact_mut(LANES);
         let mask = self.direct.len().wrapping_sub(1);
-        for (w, o) in (&mut wc).zip(&mut oc) {
+        for (a, o) in (&mut ac).zip(&mut oc) {
+            let mut w = [A::Word::default(); LANES];
             let mut e = [0u32; LANES];
             let mut todo = [0u8; LANES];
             let mut n = 0;
-            for (j, (e, w)) in e.iter_mut().zip(w).enumerate() {
+            for (j, ((w, e), (a, o))) in w
+                .iter_mut()
+                .zip(&mut e)
+                .zip(a.iter().zip(o.iter_mut()))
+                .enumerate()
+            {
+                *w = a.to_word();
                 // `top` is below the direct length, a power of two: the mask keeps the
                 // bounds check out of the loop.
                 *e = self
@@ -246,6 +253,8 @@ impl<L: Leaf> Poptrie<L> {
                     .get(w.top(self.s) & mask)
                     .copied()
                     .unwrap_or(LEAF | NONE);
+                // Written for every lane, overwritten by the lanes that go on.
+                *o = *e & !LEAF;
                 todo[n & M] = j as u8;
                 n += usize::from(*e & LEAF == 0);
             }
@@ -253,6 +262,7 @@ impl<L: Leaf> Poptrie<L> {
             for k in 0..n {
                 let j = usize::from(todo[k & M]) & M;
                 e[j] = self.first_flat(e[j], w[j]);
+                o[j] = e[j] & !LEAF;
                 todo[left & M] = j as u8;
                 left += usize::from(e[j] & LEAF == 0);
             }
@@ -262,17 +272,15 @@ impl<L: Leaf> Poptrie<L> {
                 for k in 0..n {
                     let j = usize::from(todo[k & M]) & M;
                     e[j] = self.step(e[j], w[j], depth);
+                    o[j] = e[j] & !LEAF;
                     todo[left & M] = j as u8;
                     left += usize::from(e[j] & LEAF == 0);
                 }
                 depth += 6;
             }
-            for (o, e) in o.iter_mut().zip(e) {
-                *o = e & !LEAF;
-            }
         }
-        for (w, o) in wc.remainder().iter().zip(oc.into_remainder()) {
-            *o = self.lookup(*w);
+        for (a, o) in ac.remainder().iter().zip(oc.into_remainder()) {
+            *o = self.lookup(a.to_word());
         }
     }
 

@@ -174,12 +174,11 @@ impl<L: Leaf> Poptrie<L> {
         LEAF | self.leaf(idx.wrapping_sub(1))
     }
 
-    /// [`first`](Self::first) without branches, for an entry that is no leaf: a full-node
-    /// entry reads the empty map at the start of the leaf array (always cached) and is
-    /// selected back.
+    /// [`first`](Self::first) without branches: an entry that is no compact node reads the
+    /// empty map at the start of the leaf array (always cached) and is selected back.
     #[inline(always)]
     fn first_flat<W: Word>(&self, e: u32, w: W) -> u32 {
-        let m = u32::from(e & COMPACT != 0).wrapping_neg();
+        let m = u32::from(e & (LEAF | COMPACT) == COMPACT).wrapping_neg();
         let hit = self.compact(e & !COMPACT & m, w);
         (hit & m) | (e & !m)
     }
@@ -259,12 +258,23 @@ impl<L: Leaf> Poptrie<L> {
                 n += usize::from(*e & LEAF == 0);
             }
             let mut left = 0;
-            for k in 0..n {
-                let j = usize::from(todo[k & M]) & M;
-                e[j] = self.first_flat(e[j], w[j]);
-                o[j] = e[j] & !LEAF;
-                todo[left & M] = j as u8;
-                left += usize::from(e[j] & LEAF == 0);
+            if n > LANES / 2 {
+                // Most lanes go on (IPv4: compact nodes): resolving every lane costs less
+                // than picking them.
+                for j in 0..LANES {
+                    e[j] = self.first_flat(e[j], w[j]);
+                    o[j] = e[j] & !LEAF;
+                    todo[left & M] = j as u8;
+                    left += usize::from(e[j] & LEAF == 0);
+                }
+            } else {
+                for k in 0..n {
+                    let j = usize::from(todo[k & M]) & M;
+                    e[j] = self.first_flat(e[j], w[j]);
+                    o[j] = e[j] & !LEAF;
+                    todo[left & M] = j as u8;
+                    left += usize::from(e[j] & LEAF == 0);
+                }
             }
             let mut depth = self.s;
             while left != 0 {

@@ -13,7 +13,7 @@ use criterion::{BatchSize, Throughput, criterion_group, criterion_main};
 #[path = "common/mod.rs"]
 mod common;
 use common::Bench;
-use gatekit_route::{Address, Fib};
+use gatekit_route::{Address, Change, Fib};
 use ip_network_table::IpNetworkTable;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use prefix_trie::PrefixMap;
@@ -250,7 +250,26 @@ fn bench_family<A: Address>(
     // Updates: the whole stream on a fresh copy of the table each iteration.
     let mut g = c.benchmark_group(format!("{}/updates", d.name));
     g.throughput(Throughput::Elements(d.updates.len() as u64));
-    g.bench_function("gatekit-commit-every-65536", |b| {
+    g.bench_function("gatekit-apply-commit-every-65536", |b| {
+        b.iter_batched(
+            || fib.clone(),
+            |mut f| {
+                let mut changes = Vec::with_capacity(65536);
+                for chunk in d.updates.chunks(65536) {
+                    changes.clear();
+                    changes.extend(chunk.iter().map(|op| match *op {
+                        Op::Announce(p) => Change::Insert(p, value(&p)),
+                        Op::Withdraw(p) => Change::Remove(p),
+                    }));
+                    f.apply(&changes).unwrap();
+                    f.commit();
+                }
+                f
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("gatekit-single-commit-every-65536", |b| {
         b.iter_batched(
             || fib.clone(),
             |mut f| {

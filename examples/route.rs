@@ -17,7 +17,7 @@
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use gatekit_route::text::{Update, parse_table, parse_updates};
-use gatekit_route::{Address, Fib, FibTable, IpNet, Lpm, NextHopId};
+use gatekit_route::{Address, Change, Fib, FibTable, IpNet, Lpm, NextHopId};
 use std::collections::HashMap;
 use std::io::{BufWriter, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -275,24 +275,26 @@ fn apply(table: &Path, updates: &Path, batch: usize, no_reader: bool) -> Result<
     let start = Instant::now();
     let cpu0 = cpu_ns(start);
     let (mut commits, mut slots) = (0, 0);
+    let (mut c4, mut c6) = (Vec::new(), Vec::new());
     for chunk in ups.chunks(batch.max(1)) {
+        // Each commit's changes go in as one batch per family (`Fib::apply`).
+        c4.clear();
+        c6.clear();
         for u in chunk {
             match *u {
                 Update::Announce { prefix, next_hop } => {
                     let nh = hops.id(&prefix, next_hop);
                     match prefix {
-                        IpNet::V4(p) => l.v4.insert(p, nh)?,
-                        IpNet::V6(p) => l.v6.insert(p, nh)?,
-                    };
+                        IpNet::V4(p) => c4.push(Change::Insert(p, nh)),
+                        IpNet::V6(p) => c6.push(Change::Insert(p, nh)),
+                    }
                 }
-                Update::Withdraw(IpNet::V4(p)) => {
-                    l.v4.remove(&p);
-                }
-                Update::Withdraw(IpNet::V6(p)) => {
-                    l.v6.remove(&p);
-                }
+                Update::Withdraw(IpNet::V4(p)) => c4.push(Change::Remove(p)),
+                Update::Withdraw(IpNet::V6(p)) => c6.push(Change::Remove(p)),
             }
         }
+        l.v4.apply(&c4)?;
+        l.v6.apply(&c6)?;
         slots += l.v4.commit().slots_rebuilt + l.v6.commit().slots_rebuilt;
         commits += 1;
     }

@@ -49,7 +49,7 @@ pub trait Address:
 }
 
 /// The integer an address is looked up as: slices of its bits index the FIB's arrays. Sealed.
-pub trait Word: sealed::Sealed + Copy + Send + Sync + 'static {
+pub trait Word: sealed::Sealed + Copy + Default + Send + Sync + 'static {
     /// The top `s` bits (`1 <= s <= 24`), as an index.
     fn top(self, s: u32) -> usize;
     /// The 6 bits starting at bit `depth` (from the most significant), zero-padded past the end.

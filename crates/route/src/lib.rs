@@ -5,8 +5,8 @@
 //!   returns the matched prefix (cryptokey routing, policy tables, anything small or busy).
 //! - [`Fib`]: prefix → [`NextHopId`], compiled into a [`FibTable`] (a Poptrie with a direct
 //!   array, popcount-compressed 64-ary nodes and 16-bit leaves) for single and batched
-//!   lookups; updates are compiled per dirty slot and published atomically, so readers never
-//!   stall. A full IPv4 table (1.04M prefixes) fits in under 4 MiB.
+//!   lookups; updates ([`Fib::apply`] for batches) are compiled per dirty node or slot and
+//!   published atomically, so readers never stall. A full IPv4 table (1.04M prefixes) fits in under 4 MiB.
 //! - [`Rib`]: candidate routes from [`Source`]s (connected, static, overlay, tunnel, mesh,
 //!   BGP) with administrative distance and metric; best path per prefix, ECMP groups picked
 //!   by flow hash ([`Forwarding::select`]), enable/disable per route, source and port; the
@@ -53,7 +53,7 @@ pub mod text;
 
 pub use addr::{Address, Word};
 pub use fib::{
-    CommitStats, Fib, FibError, FibReader, FibTable, MAX_NEXT_HOP, NextHopId, TableShape,
+    Change, CommitStats, Fib, FibError, FibReader, FibTable, MAX_NEXT_HOP, NextHopId, TableShape,
 };
 pub use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 pub use lpm::{IpLpm, Lpm};
@@ -68,7 +68,7 @@ pub use rib::{
 /// what is fuzzed on nightly is also replayed on stable. Not a stable API.
 #[doc(hidden)]
 pub mod fuzz {
-    use crate::{Address, Fib, Lpm, PrefixList, text};
+    use crate::{Address, Change, Fib, Lpm, PrefixList, text};
     use core::net::{Ipv4Addr, Ipv6Addr};
     use std::collections::HashMap;
 
@@ -80,10 +80,14 @@ pub mod fuzz {
 
     /// Decodes `data` as insert / remove / lookup / commit operations on a [`Fib`] and an
     /// [`Lpm`], and checks every lookup against a naive oracle (every length, longest first).
+    /// The first byte picks the family and whether changes go to the FIB one by one or in
+    /// batches ([`Fib::apply`], before each commit).
     pub fn ops(data: &[u8]) {
         match data.split_first() {
-            Some((&b, rest)) if b & 1 == 0 => run::<Ipv4Addr>(rest, |w| u128::from(w) << 96),
-            Some((_, rest)) => run::<Ipv6Addr>(rest, |w| {
+            Some((&b, rest)) if b & 1 == 0 => {
+                run::<Ipv4Addr>(rest, b & 2 != 0, |w| u128::from(w) << 96)
+            }
+            Some((&b, rest)) => run::<Ipv6Addr>(rest, b & 2 != 0, |w| {
                 // Spread 32 fuzzed bits over the interesting part of an IPv6 address.
                 (0x2001u128 << 112) | (u128::from(w) << 72) | u128::from(w & 0xff)
             }),
@@ -91,11 +95,13 @@ pub mod fuzz {
         }
     }
 
-    fn run<A: Address>(data: &[u8], key_of: fn(u32) -> u128) {
+    fn run<A: Address>(data: &[u8], batched: bool, key_of: fn(u32) -> u128) {
         let mut fib = Fib::<A>::new();
         let mut lpm = Lpm::<A, u32>::new();
         let mut model: HashMap<A::Prefix, u32> = HashMap::new();
         let mut committed = model.clone();
+        let mut pending = Vec::new();
+        let mut pending_changed = 0;
         for op in data.chunks_exact(6) {
             let w = u32::from_be_bytes([op[1], op[2], op[3], op[4]]);
             let key = key_of(w);
@@ -105,12 +111,22 @@ pub mod fuzz {
                 0 => {
                     let v = u32::from(op[0] >> 2);
                     let prev = model.insert(p, v);
-                    assert_eq!(fib.insert(p, v).ok().flatten(), prev);
+                    if batched {
+                        pending.push(Change::Insert(p, v));
+                        pending_changed += usize::from(prev != Some(v));
+                    } else {
+                        assert_eq!(fib.insert(p, v).ok().flatten(), prev);
+                    }
                     assert_eq!(lpm.insert(p, v), prev);
                 }
                 1 => {
                     let prev = model.remove(&p);
-                    assert_eq!(fib.remove(&p), prev);
+                    if batched {
+                        pending.push(Change::Remove(p));
+                        pending_changed += usize::from(prev.is_some());
+                    } else {
+                        assert_eq!(fib.remove(&p), prev);
+                    }
                     assert_eq!(lpm.remove(&p), prev);
                 }
                 2 => {
@@ -119,11 +135,15 @@ pub mod fuzz {
                     assert_eq!(lpm.lookup(a).map(|(_, v)| *v), oracle(&model, a));
                 }
                 _ => {
+                    assert_eq!(fib.apply(&pending).ok(), Some(pending_changed));
+                    pending.clear();
+                    pending_changed = 0;
                     fib.commit();
                     committed = model.clone();
                 }
             }
         }
+        assert_eq!(fib.apply(&pending).ok(), Some(pending_changed));
         fib.commit();
         let t = fib.table();
         let addrs: Vec<A> = model

@@ -2,7 +2,7 @@
 //! tried, longest first, over a plain map of the routes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-use gatekit_route::{Address, Fib, FibTable, Lpm};
+use gatekit_route::{Address, Change, Fib, FibTable, Lpm};
 use ipnet::{Ipv4Net, Ipv6Net};
 use proptest::prelude::*;
 use std::collections::HashMap;
@@ -95,14 +95,21 @@ fn probes<A: Address>(prefixes: &[A::Prefix]) -> Vec<A> {
     out
 }
 
-/// `wide` moves every next hop above 65535, so the table needs 32-bit leaves.
-fn check<A: Address>(ops: Vec<Op<A::Prefix>>, wide: bool) -> Result<(), TestCaseError> {
+/// `wide` moves every next hop above 65535, so the table needs 32-bit leaves. `batched`
+/// collects the changes between commits and hands them to [`Fib::apply`] at once.
+fn check<A: Address>(
+    ops: Vec<Op<A::Prefix>>,
+    wide: bool,
+    batched: bool,
+) -> Result<(), TestCaseError> {
     let mut fib = Fib::<A>::new();
     let mut lpm = Lpm::<A, u32>::new();
     let mut model: HashMap<A::Prefix, u32> = HashMap::new();
     let mut committed = model.clone();
     let reader = fib.reader();
     let mut used = Vec::new();
+    let mut pending: Vec<Change<A::Prefix>> = Vec::new();
+    let mut pending_changed = 0;
     for op in ops {
         let op_kind = match op {
             Op::Commit => Kind::Commit,
@@ -113,16 +120,29 @@ fn check<A: Address>(ops: Vec<Op<A::Prefix>>, wide: bool) -> Result<(), TestCase
                 let v = if wide { v + 0x7000_0000 } else { v };
                 used.push(p);
                 let prev = model.insert(p, v);
-                prop_assert_eq!(fib.insert(p, v).unwrap(), prev);
+                if batched {
+                    pending.push(Change::Insert(p, v));
+                    pending_changed += usize::from(prev != Some(v));
+                } else {
+                    prop_assert_eq!(fib.insert(p, v).unwrap(), prev);
+                }
                 prop_assert_eq!(lpm.insert(p, v), prev);
             }
             Op::Remove(p) => {
                 used.push(p);
                 let prev = model.remove(&p);
-                prop_assert_eq!(fib.remove(&p), prev);
+                if batched {
+                    pending.push(Change::Remove(p));
+                    pending_changed += usize::from(prev.is_some());
+                } else {
+                    prop_assert_eq!(fib.remove(&p), prev);
+                }
                 prop_assert_eq!(lpm.remove(&p), prev);
             }
             Op::Commit => {
+                prop_assert_eq!(fib.apply(&pending).unwrap(), pending_changed);
+                pending.clear();
+                pending_changed = 0;
                 fib.commit();
                 committed = model.clone();
             }
@@ -143,6 +163,7 @@ fn check<A: Address>(ops: Vec<Op<A::Prefix>>, wide: bool) -> Result<(), TestCase
             );
         }
     }
+    prop_assert_eq!(fib.apply(&pending).unwrap(), pending_changed);
     fib.commit();
     let table = reader.load();
     prop_assert_eq!(table.len(), model.len());
@@ -172,12 +193,12 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
-    fn fib_v4_matches_oracle(ops in ops(prefix4()), wide in any::<bool>()) {
-        check::<Ipv4Addr>(ops, wide)?;
+    fn fib_v4_matches_oracle(ops in ops(prefix4()), wide in any::<bool>(), batched in any::<bool>()) {
+        check::<Ipv4Addr>(ops, wide, batched)?;
     }
 
     #[test]
-    fn fib_v6_matches_oracle(ops in ops(prefix6()), wide in any::<bool>()) {
-        check::<Ipv6Addr>(ops, wide)?;
+    fn fib_v6_matches_oracle(ops in ops(prefix6()), wide in any::<bool>(), batched in any::<bool>()) {
+        check::<Ipv6Addr>(ops, wide, batched)?;
     }
 }

@@ -27,6 +27,53 @@ pub enum FibError {
     },
 }
 
+/// One change of a batch for [`Fib::apply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Change<P> {
+    /// Set the next hop of a prefix (as [`Fib::insert`]).
+    Insert(P, NextHopId),
+    /// Remove a prefix (as [`Fib::remove`]).
+    Remove(P),
+}
+
+/// A batch merges its changes into a slot's list (instead of inserting them one by one)
+/// when the list is longer than this.
+const MERGE_MIN: usize = 64;
+
+/// Sorts `v` by the `bits` bits above its low 32, stably (a least-significant-digit radix
+/// sort): the low 32 bits, an index in increasing order, keep their order within a key.
+fn radix_sort(v: &mut Vec<u64>, bits: u32) {
+    const DIGIT: u32 = 9;
+    if v.len() < 256 {
+        v.sort_unstable();
+        return;
+    }
+    let mut tmp = vec![0u64; v.len()];
+    let mut shift = 32;
+    while shift < 32 + bits {
+        let mut count = [0usize; 1 << DIGIT];
+        let digit = |x: u64| (x >> shift) as usize & ((1 << DIGIT) - 1);
+        for &x in v.iter() {
+            count[digit(x)] += 1;
+        }
+        let mut sum = 0;
+        for c in &mut count {
+            let n = *c;
+            *c = sum;
+            sum += n;
+        }
+        for &x in v.iter() {
+            let d = &mut count[digit(x)];
+            if let Some(t) = tmp.get_mut(*d) {
+                *t = x;
+            }
+            *d += 1;
+        }
+        core::mem::swap(v, &mut tmp);
+        shift += DIGIT;
+    }
+}
+
 /// A compiled, immutable forwarding table for one family: what the data path looks up.
 ///
 /// Get one from [`Fib::table`] or a [`FibReader`]; it never changes, so any number of threads
@@ -52,15 +99,8 @@ impl<A: Address> FibTable<A> {
     /// Only `min(addrs.len(), out.len())` addresses are looked up.
     #[inline]
     pub fn lookup_batch(&self, addrs: &[A], out: &mut [NextHopId]) {
-        const CHUNK: usize = 64;
         let n = addrs.len().min(out.len());
-        let mut words = [A::to_word(addrs.first().copied().unwrap_or(A::from_key(0))); CHUNK];
-        for (a, o) in addrs[..n].chunks(CHUNK).zip(out[..n].chunks_mut(CHUNK)) {
-            for (w, x) in words.iter_mut().zip(a) {
-                *w = x.to_word();
-            }
-            each!(&self.trie, t => t.lookup_batch(&words[..a.len()], o));
-        }
+        each!(&self.trie, t => t.lookup_batch(&addrs[..n], &mut out[..n]));
     }
 
     /// The value [`lookup_batch`](Self::lookup_batch) writes for an address without a route.
@@ -166,11 +206,15 @@ pub struct CommitStats {
 pub struct Fib<A: Address> {
     /// Prefixes of at most `DIRECT_BITS` bits: they set the defaults of direct slots.
     short: Lpm<A, NextHopId>,
-    /// Longer prefixes, per direct slot, sorted by (key, length).
-    long: SlotMap,
+    /// Longer prefixes, per direct slot (indexed by slot), sorted by (key, length).
+    long: Vec<Vec<Entry>>,
     long_count: usize,
     dirty: Vec<u32>,
     dirty_mark: Vec<u64>,
+    /// Full nodes below the direct array whose subtree is to be rebuilt, as (key, depth):
+    /// a change to a long prefix rebuilds only the deepest existing node above it, not its
+    /// whole slot (an IPv6 slot can hold tens of thousands of prefixes).
+    dirty_units: Vec<(u128, u32)>,
     full_pending: bool,
     /// The largest next hop ever inserted (it decides the leaf width).
     max_nh: NextHopId,
@@ -199,6 +243,7 @@ impl<A: Address> Clone for Fib<A> {
             long_count: self.long_count,
             dirty: self.dirty.clone(),
             dirty_mark: self.dirty_mark.clone(),
+            dirty_units: self.dirty_units.clone(),
             full_pending: self.full_pending,
             max_nh: self.max_nh,
             garbage: self.garbage,
@@ -213,12 +258,6 @@ impl<A: Address> Default for Fib<A> {
         Self::new()
     }
 }
-
-type SlotMap = std::collections::HashMap<
-    usize,
-    Vec<Entry>,
-    core::hash::BuildHasherDefault<crate::addr::KeyHasher>,
->;
 
 const fn s_of<A: Address>() -> u32 {
     A::DIRECT_BITS as u32
@@ -235,10 +274,11 @@ impl<A: Address> Fib<A> {
         });
         Fib {
             short: Lpm::new(),
-            long: SlotMap::default(),
+            long: vec![Vec::new(); 1 << s],
             long_count: 0,
             dirty: Vec::new(),
             dirty_mark: vec![0; (1 << s) / 64],
+            dirty_units: Vec::new(),
             full_pending: false,
             max_nh: 0,
             garbage: (0, 0),
@@ -323,8 +363,13 @@ impl<A: Address> Fib<A> {
             }
             return Ok(old);
         }
+        Ok(self.insert_long(key, len, next_hop))
+    }
+
+    /// Sets a prefix longer than the direct bits (`key` left-aligned, host bits clear).
+    fn insert_long(&mut self, key: u128, len: u8, next_hop: NextHopId) -> Option<NextHopId> {
         let slot = Self::slot_of(key);
-        let list = self.long.entry(slot).or_default();
+        let list = self.long.get_mut(slot)?;
         let old = match list.binary_search_by(|e| (e.0, e.1).cmp(&(key, len))) {
             Ok(i) => Some(core::mem::replace(&mut list[i].2, next_hop)),
             Err(i) => {
@@ -334,9 +379,238 @@ impl<A: Address> Fib<A> {
             }
         };
         if old != Some(next_hop) {
-            self.mark(slot);
+            self.mark_long(key, len);
         }
-        Ok(old)
+        old
+    }
+
+    /// Marks what a change of a prefix longer than the direct bits rebuilds: the full node
+    /// whose 6 bits the prefix ends in or below (or the slot, for a prefix that ends in the
+    /// slot's first node).
+    fn mark_long(&mut self, key: u128, len: u8) {
+        let s = s_of::<A>();
+        let depth = s + 6 * ((u32::from(len) - s - 1) / 6);
+        if depth == s {
+            self.mark(Self::slot_of(key));
+        } else {
+            self.dirty_units.push((key & mask(depth as u8), depth));
+        }
+    }
+
+    fn is_marked(&self, slot: usize) -> bool {
+        self.dirty_mark
+            .get(slot / 64)
+            .is_some_and(|m| m & (1 << (slot % 64)) != 0)
+    }
+
+    /// The routes of the node at (`key`, `depth`) in `slot`: the next hop of the longest
+    /// prefix of at most `depth` bits covering it, and the longer prefixes under it.
+    fn unit_routes(&self, slot: usize, key: u128, depth: u32) -> (u32, &[Entry]) {
+        let list = self.long.get(slot).map_or(&[][..], |l| &l[..]);
+        let s = s_of::<A>();
+        let default = (s + 1..=depth)
+            .rev()
+            .find_map(|len| {
+                let len = len as u8;
+                let k = key & mask(len);
+                let i = list.binary_search_by(|e| (e.0, e.1).cmp(&(k, len))).ok()?;
+                list.get(i).map(|e| e.2)
+            })
+            .unwrap_or_else(|| self.default_of(slot));
+        let lo = list.partition_point(|e| (e.0, e.1) <= (key, depth as u8));
+        let hi = match key.checked_add(1u128 << (128 - depth)) {
+            Some(end) => list.partition_point(|e| e.0 < end),
+            None => list.len(),
+        };
+        (default, list.get(lo..hi).unwrap_or_default())
+    }
+
+    /// Removes a prefix longer than the direct bits.
+    fn remove_long(&mut self, key: u128, len: u8) -> Option<NextHopId> {
+        let slot = Self::slot_of(key);
+        let list = self.long.get_mut(slot)?;
+        let i = list
+            .binary_search_by(|e| (e.0, e.1).cmp(&(key, len)))
+            .ok()?;
+        let old = list.remove(i).2;
+        if list.is_empty() {
+            // Give the memory back: a slot that empties rarely fills again soon.
+            *list = Vec::new();
+        }
+        self.long_count -= 1;
+        self.mark_long(key, len);
+        Some(old)
+    }
+
+    /// Applies a batch of changes in order, as the same sequence of [`insert`](Self::insert)
+    /// and [`remove`](Self::remove) calls would, and returns how many of them changed a route.
+    /// Takes effect for readers at the next [`commit`](Self::commit).
+    ///
+    /// Much faster than single calls on a large table: the changes are grouped by the part of
+    /// the table they touch and applied in address order, so each part is visited once and
+    /// the memory is walked forwards instead of at random. Nothing is applied if a next hop is
+    /// out of range.
+    pub fn apply(&mut self, changes: &[Change<A::Prefix>]) -> Result<usize, FibError> {
+        if let Some(id) = changes.iter().find_map(|c| match *c {
+            Change::Insert(_, nh) if nh > MAX_NEXT_HOP => Some(nh),
+            _ => None,
+        }) {
+            return Err(FibError::NextHopTooLarge { id });
+        }
+        // Indices travel in the low 32 bits of the sort keys.
+        Ok(changes
+            .chunks(u32::MAX as usize)
+            .map(|chunk| self.apply_chunk(chunk))
+            .sum())
+    }
+
+    fn apply_chunk(&mut self, changes: &[Change<A::Prefix>]) -> usize {
+        let s = s_of::<A>();
+        let mut changed = 0;
+        // Long prefixes, as (slot << 32 | index): sorting them orders the batch by slot and
+        // keeps the order of the changes within a slot.
+        let mut order = Vec::with_capacity(changes.len());
+        for (i, c) in changes.iter().enumerate() {
+            let (Change::Insert(p, _) | Change::Remove(p)) = c;
+            let (key, len) = A::prefix_parts(p);
+            if u32::from(len) > s {
+                order.push(((Self::slot_of(key) as u64) << 32) | i as u64);
+            } else {
+                // Short prefixes live apart from the long ones: their order among these
+                // does not matter.
+                changed += usize::from(self.apply_one(c));
+            }
+        }
+        radix_sort(&mut order, s);
+        // The slots are visited in increasing order, but they are far apart in memory: read
+        // the routes of the slot a few changes ahead so that its cache misses overlap with
+        // the work on the current one (a load whose value is folded into `touched` serves as
+        // a prefetch).
+        const AHEAD: usize = 16;
+        let mut touched = 0u8;
+        let mut k = 0;
+        while k < order.len() {
+            let slot = (order[k] >> 32) as usize;
+            let end = k + order[k..].partition_point(|&o| (o >> 32) as usize == slot);
+            for &ahead in order.get(k + AHEAD..end + AHEAD).unwrap_or_default() {
+                if let Some(list) = self.long.get((ahead >> 32) as usize) {
+                    // Every cache line of a short list (two entries a line), else the
+                    // lines the binary search reads first.
+                    if list.len() <= 32 {
+                        for e in list.iter().step_by(2) {
+                            touched ^= e.1;
+                        }
+                    } else {
+                        let mid = list.get(list.len() / 2).map_or(0, |e| e.1);
+                        touched ^= mid ^ list.first().map_or(0, |e| e.1);
+                    }
+                }
+            }
+            let group = order.get(k..end).unwrap_or_default();
+            if group.len() > 1 && self.long.get(slot).is_some_and(|l| l.len() > MERGE_MIN) {
+                changed += self.merge_slot(slot, group, changes);
+            } else {
+                for &o in group {
+                    if let Some(c) = changes.get(o as u32 as usize) {
+                        changed += usize::from(self.apply_one(c));
+                    }
+                }
+            }
+            k = end;
+        }
+        core::hint::black_box(touched);
+        changed
+    }
+
+    /// Applies the changes of one slot (`group`: sorted (slot, index) keys into `changes`)
+    /// by merging them into the slot's list in one pass, instead of one insertion or removal
+    /// each (which moves half a long list every time). Returns how many changed a route.
+    fn merge_slot(&mut self, slot: usize, group: &[u64], changes: &[Change<A::Prefix>]) -> usize {
+        let mut ops: Vec<(u128, u8, Option<NextHopId>)> = group
+            .iter()
+            .filter_map(|&o| match *changes.get(o as u32 as usize)? {
+                Change::Insert(p, nh) => {
+                    let (k, l) = A::prefix_parts(&p);
+                    Some((k, l, Some(nh)))
+                }
+                Change::Remove(p) => {
+                    let (k, l) = A::prefix_parts(&p);
+                    Some((k, l, None))
+                }
+            })
+            .collect();
+        // Stable: the changes to one prefix stay in their order.
+        ops.sort_by_key(|o| (o.0, o.1));
+        let Some(list) = self.long.get_mut(slot) else {
+            return 0;
+        };
+        let old = core::mem::take(list);
+        let mut merged = Vec::with_capacity(old.len() + ops.len());
+        let (mut changed, mut added, mut removed) = (0, 0, 0);
+        let mut marks = Vec::new();
+        let mut rest = &old[..];
+        let mut ops = &ops[..];
+        while let Some(&(key, len, _)) = ops.first() {
+            let before = rest.partition_point(|e| (e.0, e.1) < (key, len));
+            merged.extend_from_slice(rest.get(..before).unwrap_or_default());
+            rest = rest.get(before..).unwrap_or_default();
+            let orig = match rest.first() {
+                Some(e) if (e.0, e.1) == (key, len) => {
+                    rest = rest.get(1..).unwrap_or_default();
+                    Some(e.2)
+                }
+                _ => None,
+            };
+            let same = ops.partition_point(|o| (o.0, o.1) == (key, len));
+            let mut state = orig;
+            for &(_, _, new) in ops.get(..same).unwrap_or_default() {
+                if let Some(nh) = new {
+                    self.max_nh = self.max_nh.max(nh);
+                }
+                changed += usize::from(state != new);
+                state = new;
+            }
+            ops = ops.get(same..).unwrap_or_default();
+            if let Some(nh) = state {
+                merged.push((key, len, nh));
+            }
+            if state != orig {
+                marks.push((key, len));
+                added += usize::from(state.is_some() && orig.is_none());
+                removed += usize::from(state.is_none() && orig.is_some());
+            }
+        }
+        merged.extend_from_slice(rest);
+        if let Some(list) = self.long.get_mut(slot) {
+            *list = merged;
+        }
+        self.long_count = self.long_count + added - removed;
+        for (key, len) in marks {
+            self.mark_long(key, len);
+        }
+        changed
+    }
+
+    /// One change of [`apply`](Self::apply), whose next hop is in range; true if it changed
+    /// a route.
+    fn apply_one(&mut self, c: &Change<A::Prefix>) -> bool {
+        match *c {
+            Change::Insert(p, nh) => {
+                self.max_nh = self.max_nh.max(nh);
+                let (key, len) = A::prefix_parts(&p);
+                let old = if u32::from(len) <= s_of::<A>() {
+                    let old = self.short.insert_key(key, len, nh);
+                    if old != Some(nh) {
+                        self.mark_range(key, len);
+                    }
+                    old
+                } else {
+                    self.insert_long(key, len, nh)
+                };
+                old != Some(nh)
+            }
+            Change::Remove(p) => self.remove(&p).is_some(),
+        }
     }
 
     /// Removes `prefix`; returns its next hop if it was there.
@@ -348,18 +622,7 @@ impl<A: Address> Fib<A> {
             self.mark_range(key, len);
             return Some(old);
         }
-        let slot = Self::slot_of(key);
-        let list = self.long.get_mut(&slot)?;
-        let i = list
-            .binary_search_by(|e| (e.0, e.1).cmp(&(key, len)))
-            .ok()?;
-        let old = list.remove(i).2;
-        if list.is_empty() {
-            self.long.remove(&slot);
-        }
-        self.long_count -= 1;
-        self.mark(slot);
-        Some(old)
+        self.remove_long(key, len)
     }
 
     /// The next hop stored for exactly `prefix` (committed or not).
@@ -368,7 +631,7 @@ impl<A: Address> Fib<A> {
         if u32::from(len) <= s_of::<A>() {
             return self.short.get(prefix).copied();
         }
-        let list = self.long.get(&Self::slot_of(key))?;
+        let list = self.long.get(Self::slot_of(key))?;
         let i = list
             .binary_search_by(|e| (e.0, e.1).cmp(&(key, len)))
             .ok()?;
@@ -380,7 +643,7 @@ impl<A: Address> Fib<A> {
         let short = self.short.iter().map(|(p, v)| (p, *v));
         short.chain(
             self.long
-                .values()
+                .iter()
                 .flatten()
                 .map(|&(k, l, nh)| (A::make_prefix(k, l), nh)),
         )
@@ -388,7 +651,7 @@ impl<A: Address> Fib<A> {
 
     /// True if changes are waiting for [`commit`](Self::commit).
     pub fn has_pending(&self) -> bool {
-        self.full_pending || !self.dirty.is_empty()
+        self.full_pending || !self.dirty.is_empty() || !self.dirty_units.is_empty()
     }
 
     /// Compiles the pending changes into a new table and publishes it to every reader.
@@ -406,22 +669,21 @@ impl<A: Address> Fib<A> {
         // when a next hop needs wider leaves, or when garbage from earlier slot rebuilds
         // outweighs the live part.
         let full = self.full_pending
-            || old_nodes + old_leaves == 0
+            || each!(&self.table.trie, t => t.is_blank())
             || self.dirty.len() > Self::full_threshold()
             || !self.table.trie.holds(self.max_nh)
             || self.garbage.0 + self.garbage.1 > live.max(4096);
-        let slots_rebuilt = if full { 1 << s } else { self.dirty.len() };
-        let trie = if full {
+        let (trie, slots_rebuilt) = if full {
             self.garbage = (0, 0);
             let mut trie = Trie::new(s, self.max_nh);
             each!(&mut trie, t => self.build_full(t, old_nodes, old_leaves));
-            trie
+            (trie, 1 << s)
         } else {
             let mut trie = self.table.trie.clone();
             let mut garbage = self.garbage;
-            each!(&mut trie, t => self.patch(t, &mut garbage));
+            let slots = each!(&mut trie, t => self.patch(t, &mut garbage));
             self.garbage = garbage;
-            trie
+            (trie, slots)
         };
         for &slot in &self.dirty {
             if let Some(m) = self.dirty_mark.get_mut(slot as usize / 64) {
@@ -429,6 +691,7 @@ impl<A: Address> Fib<A> {
             }
         }
         self.dirty.clear();
+        self.dirty_units.clear();
         self.full_pending = false;
         self.table = Arc::new(FibTable {
             trie,
@@ -453,10 +716,35 @@ impl<A: Address> Fib<A> {
         }
     }
 
-    /// Rebuilds the dirty slots at the end of `trie`'s arrays.
-    fn patch<L: Leaf>(&self, trie: &mut Poptrie<L>, garbage: &mut (usize, usize)) {
-        for &slot in &self.dirty {
-            let slot = slot as usize;
+    /// Rebuilds the dirty nodes and slots at the end of `trie`'s arrays; returns how many
+    /// slots were rebuilt whole.
+    fn patch<L: Leaf>(&self, trie: &mut Poptrie<L>, garbage: &mut (usize, usize)) -> usize {
+        let mut slots: Vec<usize> = self.dirty.iter().map(|&s| s as usize).collect();
+        let mut units = self.dirty_units.clone();
+        units.sort_unstable();
+        units.dedup();
+        for (key, depth) in units {
+            let slot = Self::slot_of(key);
+            if self.is_marked(slot) {
+                continue; // rebuilt whole below
+            }
+            // Where the path stops short of `depth`, the node that gains a child is rebuilt.
+            match trie.node_at(key, depth) {
+                Some((n, d)) => {
+                    let (gn, gl) = trie.subtree_size(n as u32);
+                    garbage.0 += gn.saturating_sub(1); // the node itself is rewritten in place
+                    garbage.1 += gl;
+                    let (default, entries) = self.unit_routes(slot, key & mask(d as u8), d);
+                    trie.rebuild_node(n, d, default, entries);
+                }
+                // No full node under the slot yet.
+                None => slots.push(slot),
+            }
+        }
+        slots.sort_unstable();
+        slots.dedup();
+        let rebuilt = slots.len();
+        for slot in slots {
             let Some(&old) = trie.direct.get(slot) else {
                 continue;
             };
@@ -464,9 +752,10 @@ impl<A: Address> Fib<A> {
             garbage.0 += gn;
             garbage.1 += gl;
             let default = self.default_of(slot);
-            let list = self.long.get(&slot).map_or(&[][..], |l| &l[..]);
+            let list = self.long.get(slot).map_or(&[][..], |l| &l[..]);
             trie.direct[slot] = trie.build_slot(default, list);
         }
+        rebuilt
     }
 
     fn build_full<L: Leaf>(&self, trie: &mut Poptrie<L>, nodes: usize, leaves: usize) {
@@ -493,10 +782,10 @@ impl<A: Address> Fib<A> {
             }
         }
         // Slots in address order, so that the arrays are laid out in address order too.
-        let mut slots: Vec<usize> = self.long.keys().copied().collect();
-        slots.sort_unstable();
-        for slot in slots {
-            let list = self.long.get(&slot).map_or(&[][..], |l| &l[..]);
+        for (slot, list) in self.long.iter().enumerate() {
+            if list.is_empty() {
+                continue;
+            }
             if let Some(&d) = trie.direct.get(slot) {
                 trie.direct[slot] = trie.build_slot(d & !LEAF, list);
             }
@@ -577,5 +866,73 @@ mod tests {
             !fib.commit().full_rebuild,
             "nothing pending, nothing rebuilt"
         );
+    }
+
+    /// `spread` masks the address bits that vary: few per slot (one change at a time) or all
+    /// in one slot (the changes merged into its list).
+    fn batch_matches_single_changes(spread: u32) {
+        // Enough changes for the radix sort, with repeated prefixes whose order matters.
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut changes = Vec::new();
+        for _ in 0..5000 {
+            let r = next();
+            let len = 8 + (r % 25) as u8;
+            let a = Ipv4Addr::from_bits(0x0a00_0000 | ((r >> 8) as u32 & spread));
+            let p = ipnet::Ipv4Net::new(a, len).unwrap().trunc();
+            changes.push(if r >> 61 == 0 {
+                Change::Remove(p)
+            } else {
+                Change::Insert(p, (r >> 40) as u32 % 4)
+            });
+        }
+        let mut one = Fib::<Ipv4Addr>::new();
+        let mut batch = Fib::<Ipv4Addr>::new();
+        for chunk in changes.chunks(2000) {
+            let mut changed = 0;
+            for c in chunk {
+                changed += usize::from(match *c {
+                    Change::Insert(p, nh) => one.insert(p, nh).unwrap() != Some(nh),
+                    Change::Remove(p) => one.remove(&p).is_some(),
+                });
+            }
+            assert_eq!(batch.apply(chunk), Ok(changed));
+            one.commit();
+            batch.commit();
+        }
+        assert_eq!(one.len(), batch.len());
+        let mut a: Vec<_> = one.iter().collect();
+        let mut b: Vec<_> = batch.iter().collect();
+        a.sort_unstable();
+        b.sort_unstable();
+        assert_eq!(a, b);
+        let (t, u) = (one.table(), batch.table());
+        for c in &changes {
+            let (Change::Insert(p, _) | Change::Remove(p)) = *c;
+            for a in [p.network(), p.broadcast()] {
+                assert_eq!(t.lookup(a), u.lookup(a), "{a}");
+            }
+        }
+        assert_eq!(
+            batch.apply(&[Change::Insert(p("10.0.0.0/8"), MAX_NEXT_HOP + 1)]),
+            Err(FibError::NextHopTooLarge {
+                id: MAX_NEXT_HOP + 1
+            })
+        );
+    }
+
+    #[test]
+    fn a_large_batch_matches_single_changes() {
+        batch_matches_single_changes(0x00ff_f000);
+    }
+
+    #[test]
+    fn a_batch_into_a_long_slot_list_matches_single_changes() {
+        batch_matches_single_changes(0x0000_3fff);
     }
 }

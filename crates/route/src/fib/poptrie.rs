@@ -17,7 +17,7 @@
 //! slot's subtree is laid out contiguously at the end of the arrays when it is built, so a
 //! slot can be rebuilt on its own (the old subtree is garbage until the next full build).
 
-use crate::addr::Word;
+use crate::addr::{Address, Word};
 
 /// Direct entries with this bit set are leaves; the other 31 bits are the next hop.
 pub(crate) const LEAF: u32 = 1 << 31;
@@ -107,6 +107,9 @@ pub(crate) struct Poptrie<L> {
     pub(crate) leaves: Vec<L>,
 }
 
+/// Lookups a batch interleaves.
+const LANES: usize = 16;
+
 /// The popcount mask of slots `0..=i`.
 #[inline(always)]
 fn upto(i: usize) -> u64 {
@@ -119,8 +122,14 @@ impl<L: Leaf> Poptrie<L> {
             s,
             direct: vec![LEAF | NONE; 1 << s],
             nodes: Vec::new(),
-            leaves: Vec::new(),
+            // An empty map for the branch-free lookups to read (see `first`).
+            leaves: vec![L::default(); L::PER_MAP],
         }
+    }
+
+    /// True before anything was built into the arrays.
+    pub(crate) fn is_blank(&self) -> bool {
+        self.nodes.is_empty() && self.leaves.len() <= L::PER_MAP
     }
 
     /// Bytes used by the lookup arrays.
@@ -132,11 +141,11 @@ impl<L: Leaf> Poptrie<L> {
 
     #[inline(always)]
     fn map_at(&self, o: usize) -> u64 {
-        let mut v = 0;
-        for k in 0..L::PER_MAP {
-            v |= self.leaves.get(o + k).copied().unwrap_or_default().bits(k);
+        // One bounds check for the whole map, so the leaves are read as a single word.
+        match self.leaves.get(o..o + L::PER_MAP) {
+            Some(m) => m.iter().enumerate().fold(0, |v, (k, l)| v | l.bits(k)),
+            None => 0,
         }
-        v
     }
 
     #[inline(always)]
@@ -149,14 +158,29 @@ impl<L: Leaf> Poptrie<L> {
     #[inline(always)]
     fn first<W: Word>(&self, e: u32, w: W) -> u32 {
         if e & (LEAF | COMPACT) == COMPACT {
-            let o = (e & !COMPACT) as usize;
-            let lv = self.map_at(o);
-            let i = w.chunk6(self.s);
-            let idx = o + L::PER_MAP + (lv & upto(i)).count_ones() as usize;
-            LEAF | self.leaf(idx.wrapping_sub(1))
+            self.compact(e & !COMPACT, w)
         } else {
             e
         }
+    }
+
+    /// The `LEAF | next hop` of a compact node at leaf offset `o`.
+    #[inline(always)]
+    fn compact<W: Word>(&self, o: u32, w: W) -> u32 {
+        let o = o as usize;
+        let lv = self.map_at(o);
+        let i = w.chunk6(self.s);
+        let idx = o + L::PER_MAP + (lv & upto(i)).count_ones() as usize;
+        LEAF | self.leaf(idx.wrapping_sub(1))
+    }
+
+    /// [`first`](Self::first) without branches: an entry that is no compact node reads the
+    /// empty map at the start of the leaf array (always cached) and is selected back.
+    #[inline(always)]
+    fn first_flat<W: Word>(&self, e: u32, w: W) -> u32 {
+        let m = u32::from(e & (LEAF | COMPACT) == COMPACT).wrapping_neg();
+        let hit = self.compact(e & !COMPACT & m, w);
+        (hit & m) | (e & !m)
     }
 
     /// One lookup: the next hop, or [`NONE`].
@@ -184,51 +208,89 @@ impl<L: Leaf> Poptrie<L> {
         };
         let i = w.chunk6(depth);
         let bit = 1u64 << i;
-        if node.vector & bit != 0 {
-            node.base1 + (node.vector & (bit - 1)).count_ones()
-        } else {
-            let idx = node.base0 as usize + (node.leafvec & upto(i)).count_ones() as usize;
-            LEAF | self.leaf(idx.wrapping_sub(1))
-        }
+        let m = u32::from(node.vector & bit != 0).wrapping_neg();
+        let m64 = u64::from(m) | (u64::from(m) << 32);
+        // Which way a lookup goes is data-dependent and would be mispredicted often, so the
+        // way is selected without a branch, and one popcount serves both: the children
+        // before slot `i` when it descends, the leaf runs up to it when it ends here.
+        let map = (node.vector & (bit - 1) & m64) | (node.leafvec & upto(i) & !m64);
+        let rank = map.count_ones();
+        let child = node.base1.wrapping_add(rank);
+        // A lookup that descends reads its leaf from the start of the leaf array instead
+        // (always cached), not from a line it does not need.
+        let idx = ((node.base0.wrapping_add(rank) & !m) | (1 & m)) as usize;
+        (child & m) | ((LEAF | self.leaf(idx.wrapping_sub(1))) & !m)
     }
 
-    /// Lookups of a batch, interleaved in groups of 8 so that their memory accesses overlap.
+    /// Lookups of a batch, interleaved level by level in groups of [`LANES`]: the direct
+    /// entries of the whole group are loaded first, then the compact nodes of the lanes that
+    /// have one, then full nodes one level at a time, so the cache misses of a group overlap.
+    /// The lanes still descending are kept in a list rebuilt without branches at each level,
+    /// so finished lanes cost nothing and no step depends on a hard-to-predict branch.
     #[inline]
-    pub(crate) fn lookup_batch<W: Word>(&self, words: &[W], out: &mut [u32]) {
-        const LANES: usize = 8;
-        let mut wc = words.chunks_exact(LANES);
+    pub(crate) fn lookup_batch<A: Address>(&self, addrs: &[A], out: &mut [u32]) {
+        const M: usize = LANES - 1;
+        let mut ac = addrs.chunks_exact(LANES);
         let mut oc = out.chunks_exact_mut(LANES);
-        for (w, o) in (&mut wc).zip(&mut oc) {
+        let mask = self.direct.len().wrapping_sub(1);
+        for (a, o) in (&mut ac).zip(&mut oc) {
+            let mut w = [A::Word::default(); LANES];
             let mut e = [0u32; LANES];
-            for j in 0..LANES {
-                e[j] = self
+            let mut todo = [0u8; LANES];
+            let mut n = 0;
+            for (j, ((w, e), (a, o))) in w
+                .iter_mut()
+                .zip(&mut e)
+                .zip(a.iter().zip(o.iter_mut()))
+                .enumerate()
+            {
+                *w = a.to_word();
+                // `top` is below the direct length, a power of two: the mask keeps the
+                // bounds check out of the loop.
+                *e = self
                     .direct
-                    .get(w[j].top(self.s))
+                    .get(w.top(self.s) & mask)
                     .copied()
                     .unwrap_or(LEAF | NONE);
+                // Written for every lane, overwritten by the lanes that go on.
+                *o = *e & !LEAF;
+                todo[n & M] = j as u8;
+                n += usize::from(*e & LEAF == 0);
             }
-            let mut pending = 0u32;
-            for j in 0..LANES {
-                e[j] = self.first(e[j], w[j]);
-                pending |= !e[j] & LEAF;
+            let mut left = 0;
+            if n > LANES / 2 {
+                // Most lanes go on (IPv4: compact nodes): resolving every lane costs less
+                // than picking them.
+                for j in 0..LANES {
+                    e[j] = self.first_flat(e[j], w[j]);
+                    o[j] = e[j] & !LEAF;
+                    todo[left & M] = j as u8;
+                    left += usize::from(e[j] & LEAF == 0);
+                }
+            } else {
+                for k in 0..n {
+                    let j = usize::from(todo[k & M]) & M;
+                    e[j] = self.first_flat(e[j], w[j]);
+                    o[j] = e[j] & !LEAF;
+                    todo[left & M] = j as u8;
+                    left += usize::from(e[j] & LEAF == 0);
+                }
             }
             let mut depth = self.s;
-            while pending != 0 {
-                pending = 0;
-                for j in 0..LANES {
-                    if e[j] & LEAF == 0 {
-                        e[j] = self.step(e[j], w[j], depth);
-                        pending |= !e[j] & LEAF;
-                    }
+            while left != 0 {
+                let n = core::mem::replace(&mut left, 0);
+                for k in 0..n {
+                    let j = usize::from(todo[k & M]) & M;
+                    e[j] = self.step(e[j], w[j], depth);
+                    o[j] = e[j] & !LEAF;
+                    todo[left & M] = j as u8;
+                    left += usize::from(e[j] & LEAF == 0);
                 }
                 depth += 6;
             }
-            for j in 0..LANES {
-                o[j] = e[j] & !LEAF;
-            }
         }
-        for (w, o) in wc.remainder().iter().zip(oc.into_remainder()) {
-            *o = self.lookup(*w);
+        for (a, o) in ac.remainder().iter().zip(oc.into_remainder()) {
+            *o = self.lookup(a.to_word());
         }
     }
 
@@ -253,6 +315,36 @@ impl<L: Leaf> Poptrie<L> {
         self.nodes.push(Node::default());
         self.emit(idx, self.s, &plan, entries);
         idx as u32
+    }
+
+    /// The deepest full node on the path of `key` at `depth` or above: its index and depth.
+    /// None if the direct entry of `key` is no full node.
+    pub(crate) fn node_at(&self, key: u128, depth: u32) -> Option<(usize, u32)> {
+        let e = *self.direct.get(key.top(self.s))?;
+        if e & (LEAF | COMPACT) != 0 {
+            return None;
+        }
+        let mut n = e as usize;
+        let mut d = self.s;
+        while d < depth {
+            let node = self.nodes.get(n)?;
+            let bit = 1u64 << key.chunk6(d);
+            if node.vector & bit == 0 {
+                break;
+            }
+            n = (node.base1 + (node.vector & (bit - 1)).count_ones()) as usize;
+            d += 6;
+        }
+        Some((n, d))
+    }
+
+    /// Rebuilds the subtree of the full node `n` at `depth` in place: the node is rewritten,
+    /// its children and leaves are appended. `entries` are the prefixes longer than `depth`
+    /// under it, sorted by (key, length); `default` is the next hop of the longest shorter
+    /// prefix covering it. Its parent still points to it, so nothing above changes.
+    pub(crate) fn rebuild_node(&mut self, n: usize, depth: u32, default: u32, entries: &[Entry]) {
+        let plan = Plan::new(depth, default, entries);
+        self.emit(n, depth, &plan, entries);
     }
 
     /// Appends the leaves of the plan's leaf slots, one per run; returns the leafvec.

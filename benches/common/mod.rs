@@ -60,3 +60,64 @@ impl Measurement for ThreadCpuTime {
         WALL.formatter()
     }
 }
+
+/// Times `run` over `n` inputs made by `prep` beforehand (untimed, and dropped after the
+/// clock stops), as `iter_batched_ref` does: nanoseconds of thread CPU time.
+pub fn timed_round<T>(n: usize, mut prep: impl FnMut() -> T, mut run: impl FnMut(&mut T)) -> u64 {
+    let mut inputs: Vec<T> = (0..n).map(|_| prep()).collect();
+    let t0 = thread_cpu_ns();
+    for x in inputs.iter_mut() {
+        run(x);
+    }
+    let t = thread_cpu_ns().saturating_sub(t0);
+    drop(std::hint::black_box(inputs));
+    t
+}
+
+/// A paired comparison of a subject with its baseline. Criterion measures one benchmark
+/// after the other, seconds apart, and on a shared host the clock rate drifts between them
+/// by more than the difference being measured. Here rounds of the two alternate (in turn
+/// `baseline` first and `subject` first, each returning the nanoseconds its timed part took), each pair gives one
+/// throughput ratio (subject / baseline), and the median and the 10th and 90th percentiles
+/// of the ratios are printed, with the throughput of each side, on one line.
+pub fn paired_ratio(
+    name: &str,
+    rounds: usize,
+    per_round: u64,
+    mut baseline: impl FnMut() -> u64,
+    mut subject: impl FnMut() -> u64,
+) -> f64 {
+    // One round each to warm caches and predictors, not counted.
+    baseline();
+    subject();
+    let mut ratios = Vec::with_capacity(rounds);
+    let (mut tb, mut ts) = (0u64, 0u64);
+    for i in 0..rounds {
+        // Which side goes first alternates too, so that neither always runs on the other's
+        // leftovers in the cache.
+        let (b, s) = if i % 2 == 0 {
+            let b = baseline();
+            (b, subject())
+        } else {
+            let s = subject();
+            (baseline(), s)
+        };
+        let (b, s) = (b.max(1), s.max(1));
+        tb += b;
+        ts += s;
+        ratios.push(b as f64 / s as f64);
+    }
+    ratios.sort_by(f64::total_cmp);
+    let at = |q: f64| ratios[((ratios.len() - 1) as f64 * q).round() as usize];
+    let rate = |ns: u64| (rounds as u64 * per_round) as f64 / (ns as f64 / 1e9) / 1e6;
+    println!(
+        "{name}: subject/baseline throughput ratio, paired over {rounds} rounds: median {:.3} \
+         (p10 {:.3}, p90 {:.3}); baseline {:.2} M/s, subject {:.2} M/s",
+        at(0.5),
+        at(0.1),
+        at(0.9),
+        rate(tb),
+        rate(ts),
+    );
+    at(0.5)
+}

@@ -40,6 +40,22 @@ pub const DIMS: usize = 5;
 /// ports have ports 0.
 pub type Key = [u32; DIMS];
 
+/// Whether `k` lies in the box `lo..=hi`, field by field: for [`FieldBox`] and leaf entries.
+#[inline(always)]
+fn in_box(lo: &Key, hi: &Key, k: &Key) -> bool {
+    // Non-short-circuit on purpose: five compares beat five branches.
+    (lo[0] <= k[0])
+        & (k[0] <= hi[0])
+        & (lo[1] <= k[1])
+        & (k[1] <= hi[1])
+        & (lo[2] <= k[2])
+        & (k[2] <= hi[2])
+        & (lo[3] <= k[3])
+        & (k[3] <= hi[3])
+        & (lo[4] <= k[4])
+        & (k[4] <= hi[4])
+}
+
 const DIM_BITS: [u8; DIMS] = [32, 32, 16, 16, 8];
 
 /// A rule's five fields as inclusive ranges.
@@ -88,17 +104,7 @@ impl FieldBox {
     /// Whether the key is inside the box.
     #[inline(always)]
     pub fn contains(&self, k: &Key) -> bool {
-        // Non-short-circuit on purpose: five compares beat five branches.
-        (self.lo[0] <= k[0])
-            & (k[0] <= self.hi[0])
-            & (self.lo[1] <= k[1])
-            & (k[1] <= self.hi[1])
-            & (self.lo[2] <= k[2])
-            & (k[2] <= self.hi[2])
-            & (self.lo[3] <= k[3])
-            & (k[3] <= self.hi[3])
-            & (self.lo[4] <= k[4])
-            & (k[4] <= self.hi[4])
+        in_box(&self.lo, &self.hi, k)
     }
 
     /// The box implied by a rule's matches: the source and destination ranges, protocol and
@@ -315,16 +321,7 @@ impl Entry {
     }
     #[inline(always)]
     fn contains(&self, k: &Key) -> bool {
-        (self.lo[0] <= k[0])
-            & (k[0] <= self.hi[0])
-            & (self.lo[1] <= k[1])
-            & (k[1] <= self.hi[1])
-            & (self.lo[2] <= k[2])
-            & (k[2] <= self.hi[2])
-            & (self.lo[3] <= k[3])
-            & (k[3] <= self.hi[3])
-            & (self.lo[4] <= k[4])
-            & (k[4] <= self.hi[4])
+        in_box(&self.lo, &self.hi, k)
     }
 }
 

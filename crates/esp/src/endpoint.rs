@@ -448,6 +448,18 @@ impl Endpoint {
         })
     }
 
+    /// The first of `ids` (outbound SAs, in the order given) whose selectors match an
+    /// outgoing packet's flow: route-based selection, where the routing table has already
+    /// chosen the peer and the peer's SAs only have to agree on the flow.
+    pub fn lookup_policy_among(&self, ids: &[SaId], key: &FlowKey) -> Option<SaId> {
+        ids.iter().copied().find(|id| {
+            self.sa(*id).is_some_and(|sa| {
+                sa.direction == Direction::Outbound
+                    && sa.selectors.iter().any(|ts| ts.matches_outbound(key))
+            })
+        })
+    }
+
     /// Every drop of the endpoint, by reason (the per-SA counts summed, plus the drops that
     /// have no SA: unknown SPI, malformed outer headers, keepalives).
     pub fn drops(&self) -> &DropCounters {

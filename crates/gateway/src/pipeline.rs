@@ -59,7 +59,7 @@ pub trait Sink<B> {
 pub enum NextHop {
     /// Out of a local interface.
     Iface(usize),
-    /// Into an IPsec peer's tunnel-mode SAs (selected by traffic selector).
+    /// Into an IPsec peer: the first of its tunnel-mode SAs whose selectors take the flow.
     Ipsec(usize),
     /// Into a GRE tunnel (L3 mode).
     Gre(usize),
@@ -846,11 +846,24 @@ impl Gateway {
                 self.iface_counters[i].tx(buf.len());
                 sink.emit(Egress::Iface(i), buf, meta);
             }
-            NextHop::Ipsec(_) => {
-                // Dropped packets (NoSa when no selector matches) are counted by the endpoint.
+            NextHop::Ipsec(p) => {
+                // The route chose the peer; of its SAs, the first whose selectors take the
+                // flow seals it. A flow no SA of the peer agrees to is dropped here, as the
+                // peer's inbound selector check would drop it.
+                let Ok(key) = FlowKey::from_ip(buf.data()) else {
+                    return self.drop(DropReason::Malformed);
+                };
+                let sa = self
+                    .peers
+                    .get(p)
+                    .and_then(|peer| self.esp.lookup_policy_among(&peer.out_tunnel, &key));
+                let Some(sa) = sa else {
+                    return self.drop(DropReason::NoSa);
+                };
+                // Failures (an expired SA, a packet too big) are counted by the endpoint.
                 if self
                     .esp
-                    .encap(esp::Select::Policy, &mut buf, esp::Output::Packet, now)
+                    .encap(esp::Select::Sa(sa), &mut buf, esp::Output::Packet, now)
                     .is_ok()
                 {
                     self.send_underlay(buf, meta, sink);

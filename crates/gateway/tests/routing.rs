@@ -7,7 +7,7 @@
 use gatekit_gateway::config::Config;
 use gatekit_gateway::pipeline::{Egress, Gateway, Ingress, NextHop, Sink};
 use gatekit_gateway::routing::Advertisement;
-use gatekit_packet::{Instant, Meta, PacketBuf, PktBuf, PortId};
+use gatekit_packet::{DropReason, Instant, Meta, PacketBuf, PktBuf, PortId};
 use gatekit_route::{IpNet, Source};
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -431,4 +431,117 @@ fn two_gateways_learn_each_others_site() {
     let back = b.routing().advertisements();
     assert!(back.iter().all(|x| x.tag == 65002), "{back:?}");
     assert_eq!(a.import_mesh("g2", &back).unwrap(), 3);
+}
+
+/// Two IPsec peers whose tunnels both take 10.50.0.0/16: the routes decide which peer seals
+/// a packet, not the order of the SAs.
+const TWO_PEERS: &str = r#"
+[gateway]
+name = "r2"
+
+[underlay]
+address = "192.0.2.1"
+
+[[interface]]
+name = "lan0"
+kind = "tun"
+address = "10.1.0.1/24"
+
+# One /24 of the shared range pinned to site-c.
+[[route]]
+prefix = "10.50.9.0/24"
+via = "ipsec:site-c"
+
+# A route to site-b for a range none of its SAs takes.
+[[route]]
+prefix = "10.70.0.0/16"
+via = "ipsec:site-b"
+
+[[ipsec.peer]]
+name = "site-b"
+remote = "198.51.100.2"
+encap = "native"
+
+[[ipsec.peer.tunnel]]
+local_ts = ["10.1.0.0/16"]
+remote_ts = ["10.50.0.0/16"]
+spi_out = 0x2001
+spi_in = 0x1001
+key_out = "0102030405060708090a0b0c0d0e0f10 11121314"
+key_in = "1102030405060708090a0b0c0d0e0f10 21222324"
+
+[[ipsec.peer]]
+name = "site-c"
+remote = "198.51.100.3"
+encap = "native"
+
+[[ipsec.peer.tunnel]]
+local_ts = ["10.1.0.0/16"]
+remote_ts = ["10.50.0.0/16"]
+spi_out = 0x3001
+spi_in = 0x1002
+key_out = "2102030405060708090a0b0c0d0e0f10 31323334"
+key_in = "3102030405060708090a0b0c0d0e0f10 41424344"
+"#;
+
+/// The outer destination and SPI of what the gateway sends for a UDP packet from lan0, if
+/// it sent native ESP.
+fn esp_out(gw: &mut Gateway, dst: &str, sport: u16) -> Option<(Ipv4Addr, u32)> {
+    let dst: Ipv4Addr = dst.parse().unwrap();
+    let mut bytes = Vec::new();
+    etherparse::PacketBuilder::ipv4([10, 1, 0, 5], dst.octets(), 64)
+        .udp(sport, 53)
+        .write(&mut bytes, b"query")
+        .unwrap();
+    let mut out = Out(Vec::new());
+    let now = Instant::from_secs(1);
+    gw.process(
+        Ingress::Iface(0),
+        PktBuf::from_slice(&bytes, 192, 256),
+        Meta::new(PortId(0), now),
+        now,
+        &mut out,
+    );
+    let (to, b) = out.0.first()?;
+    assert_eq!(*to, Egress::Underlay);
+    let d = b.data();
+    assert_eq!(d[9], ESP, "native ESP");
+    Some((
+        Ipv4Addr::new(d[16], d[17], d[18], d[19]),
+        u32::from_be_bytes([d[20], d[21], d[22], d[23]]),
+    ))
+}
+
+#[test]
+fn routes_choose_the_ipsec_peer() {
+    let cfg = Config::parse("r2.toml", TWO_PEERS).unwrap_or_else(|e| panic!("{e}"));
+    let mut gw = Gateway::new(cfg, Instant::ZERO).unwrap_or_else(|e| panic!("{e}"));
+    let site_b = (Ipv4Addr::new(198, 51, 100, 2), 0x2001);
+    let site_c = (Ipv4Addr::new(198, 51, 100, 3), 0x3001);
+
+    // Both peers' tunnels install 10.50.0.0/16 at the same distance: an ECMP group whose
+    // flows spread over both peers, each flow staying with one, sealed by that peer's SA.
+    let (mut nb, mut nc) = (0, 0);
+    for sport in 0..64 {
+        let first = esp_out(&mut gw, "10.50.1.1", 4000 + sport);
+        assert_eq!(esp_out(&mut gw, "10.50.1.1", 4000 + sport), first);
+        match first {
+            Some(w) if w == site_b => nb += 1,
+            Some(w) if w == site_c => nc += 1,
+            w => panic!("{w:?}"),
+        }
+    }
+    assert!(nb > 8 && nc > 8, "spread over both peers: {nb} / {nc}");
+
+    // The static route pins a /24 of the shared range to site-c, though site-b's SA comes
+    // first.
+    for sport in 0..16 {
+        assert_eq!(esp_out(&mut gw, "10.50.9.7", 5000 + sport), Some(site_c));
+    }
+
+    // A route to a peer none of whose SAs takes the flow: dropped and counted, not sealed
+    // by another peer's SA.
+    let before = gw.all_drops().get(DropReason::NoSa);
+    assert_eq!(esp_out(&mut gw, "10.70.0.1", 6000), None);
+    assert_eq!(gw.all_drops().get(DropReason::NoSa), before + 1);
 }

@@ -65,6 +65,25 @@ fn pool_vs_vec(c: &mut Bench) {
         g.bench_function(format!("checksum_rfc1071/{size}"), |b| {
             b.iter(|| black_box(checksum::internet(black_box(&payload))))
         });
+        // Baseline: a peer crate's Internet checksum over the same bytes.
+        g.bench_function(format!("checksum_etherparse/{size}"), |b| {
+            b.iter(|| {
+                let s = etherparse::checksum::Sum16BitWords::new().add_slice(black_box(&payload));
+                black_box(s.ones_complement())
+            })
+        });
+        // Cutting a super-packet into segments copies each payload and checksums it: one
+        // fused pass, against the copy followed by the sum.
+        let mut seg = vec![0u8; size];
+        g.bench_function(format!("copy_and_sum/{size}"), |b| {
+            b.iter(|| black_box(checksum::copy_and_sum(0, black_box(&payload), &mut seg)))
+        });
+        g.bench_function(format!("copy_then_sum/{size}"), |b| {
+            b.iter(|| {
+                seg.copy_from_slice(black_box(&payload));
+                black_box(checksum::sum(0, &seg))
+            })
+        });
     }
 
     // A batch of 32 pooled packets filled and drained.

@@ -273,10 +273,15 @@ pub(crate) fn pseudo_sum(ip: &[u8], v6: bool, proto: u8, l4_len: usize) -> u64 {
     }
 }
 
-fn transport_checksum(seg: &[u8], lay: &Layout) -> u16 {
+/// The transport checksum of a segment from its headers (`head`, up to the payload) and the
+/// sum of its payload; `l4_len` is the transport header and payload length.
+fn headers_checksum(head: &[u8], lay: &Layout, l4_len: usize, payload_sum: u64) -> u16 {
     let proto = if lay.tcp { 6 } else { 17 };
-    let pseudo = pseudo_sum(&seg[lay.l3..], lay.v6, proto, seg.len() - lay.l4);
-    !checksum::fold(checksum::sum(pseudo, &seg[lay.l4..]))
+    let pseudo = pseudo_sum(&head[lay.l3..], lay.v6, proto, l4_len);
+    !checksum::fold(checksum::sum(
+        checksum::add(pseudo, payload_sum),
+        &head[lay.l4..],
+    ))
 }
 
 /// Cuts a GSO super-packet (headers then payload, as the kernel hands it over) into segments
@@ -386,14 +391,18 @@ impl<'p> Segmenter<'p> {
             return Err(VnetError::NoBuffer { segment: i });
         }
         let (headers, chunk) = self.chunk(i);
-        out[..headers.len()].copy_from_slice(headers);
-        out[headers.len()..].copy_from_slice(chunk);
+        let h = headers.len();
+        out[..h].copy_from_slice(headers);
         let Some(lay) = self.lay else {
+            out[h..].copy_from_slice(chunk);
             if self.hdr.flags & F_NEEDS_CSUM != 0 {
                 complete_checksum(&self.hdr, out)?;
             }
             return Ok(());
         };
+        // The payload is summed while it is copied; the transport headers before it have an
+        // even length (TCP's is a multiple of 4, UDP's is 8), so the sums simply add.
+        let payload_sum = checksum::copy_and_sum(0, chunk, &mut out[h..]);
         let l3 = lay.l3;
         let ip_len = len - l3;
         if lay.v6 {
@@ -417,13 +426,13 @@ impl<'p> Segmenter<'p> {
                 out[l4 + 13] &= !0x80; // CWR only on the first
             }
             out[l4 + 16..l4 + 18].fill(0);
-            let c = transport_checksum(out, &lay);
+            let c = headers_checksum(&out[..h], &lay, len - l4, payload_sum);
             out[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
         } else {
             let ul = (len - l4) as u16;
             out[l4 + 4..l4 + 6].copy_from_slice(&ul.to_be_bytes());
             out[l4 + 6..l4 + 8].fill(0);
-            let mut c = transport_checksum(out, &lay);
+            let mut c = headers_checksum(&out[..h], &lay, len - l4, payload_sum);
             if c == 0 {
                 c = 0xffff; // RFC 768: a computed zero is sent as all ones
             }

@@ -3,7 +3,10 @@
 //! update streams from `../shared/data/lpm/`, or on generated tables when those are missing.
 //!
 //! Measured: single and batched lookups per second on random and on table-derived addresses,
-//! build time and bytes per prefix (printed), and the update rate over the stream. Next hops:
+//! build time and bytes per prefix (printed), and the update rate over the stream. Before the
+//! criterion groups, paired comparisons (`common::paired_ratio`) print the lookup-rate ratio
+//! of gatekit (batched and single) to prefix-trie per address mix, the figure the targets are
+//! stated in. Next hops:
 //! the RIS tables carry none, so each prefix gets one of 64 by a hash of the prefix (no
 //! correlation between neighbours, which is harder on the compiled table than real tables).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -12,7 +15,7 @@ use criterion::{BatchSize, Throughput, criterion_group, criterion_main};
 
 #[path = "common/mod.rs"]
 mod common;
-use common::Bench;
+use common::{Bench, paired_ratio, timed_round};
 use gatekit_route::{Address, Change, Fib};
 use ip_network_table::IpNetworkTable;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -24,6 +27,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const ADDRS: usize = 4096;
+/// Rounds of each paired comparison.
+const PAIRED_ROUNDS: usize = 101;
 
 fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/lpm")
@@ -203,6 +208,69 @@ fn bench_family<A: Address>(
             A::from_key(k | (rng.u128() & host))
         })
         .collect();
+    // Paired comparisons with prefix-trie (`common::paired_ratio`): rounds of the same
+    // addresses through each alternate, so that the ratio the targets are stated in is not
+    // swayed by the load drifting between two criterion benchmarks.
+    for (mix, addrs) in [
+        ("random", &random[..ADDRS]),
+        ("table-derived", &derived[..]),
+    ] {
+        // Each round looks the addresses up WARM times, so that a side is timed mostly on
+        // its own warm cache lines rather than on the other side's leftovers.
+        const WARM: usize = 4;
+        let base = || {
+            timed_round(
+                1,
+                || (),
+                |_| {
+                    let mut s = 0u32;
+                    for &a in black_box(addrs).iter().cycle().take(WARM * addrs.len()) {
+                        let host = to_pt(A::make_prefix(a.to_key(), A::BITS));
+                        s = s.wrapping_add(pt.get_lpm(&host).map_or(0, |(_, v)| *v));
+                    }
+                    black_box(s);
+                },
+            )
+        };
+        let mut out = vec![0; addrs.len()];
+        paired_ratio(
+            &format!("{}/lookup/{mix}: gatekit-batch vs prefix-trie", d.name),
+            PAIRED_ROUNDS,
+            (WARM * addrs.len()) as u64,
+            base,
+            || {
+                timed_round(
+                    1,
+                    || (),
+                    |_| {
+                        for _ in 0..WARM {
+                            table.lookup_batch(black_box(addrs), &mut out);
+                            black_box(&out);
+                        }
+                    },
+                )
+            },
+        );
+        paired_ratio(
+            &format!("{}/lookup/{mix}: gatekit-single vs prefix-trie", d.name),
+            PAIRED_ROUNDS,
+            (WARM * addrs.len()) as u64,
+            base,
+            || {
+                timed_round(
+                    1,
+                    || (),
+                    |_| {
+                        let mut s = 0u32;
+                        for &a in black_box(addrs).iter().cycle().take(WARM * addrs.len()) {
+                            s = s.wrapping_add(table.lookup(a).unwrap_or(0));
+                        }
+                        black_box(s);
+                    },
+                )
+            },
+        );
+    }
     for (mix, addrs) in [
         ("random", &random[..ADDRS]),
         ("table-derived", &derived[..]),

@@ -5,7 +5,7 @@ mod poptrie;
 use crate::addr::{Address, mask};
 use crate::lpm::Lpm;
 use arc_swap::ArcSwap;
-use poptrie::{Entry, LEAF, Leaf, NONE, Poptrie, Trie, each};
+use poptrie::{Entry, FreeRanges, LEAF, Leaf, NONE, Poptrie, Trie, each};
 use std::sync::Arc;
 
 /// The id of a next hop (or of an ECMP group) as the FIB stores it: an index into the
@@ -94,8 +94,9 @@ impl<A: Address> FibTable<A> {
     }
 
     /// Looks up every address of `addrs`, writing each next hop to the same index of `out`
-    /// (or [`FibTable::NO_ROUTE`]). The lookups are independent, so the processor overlaps
-    /// their cache misses; one call per batch also saves the table dispatch per address.
+    /// (or [`FibTable::NO_ROUTE`]). Groups of addresses are advanced level by level together,
+    /// so their cache misses overlap; one call per batch also saves the table dispatch per
+    /// address.
     /// Only `min(addrs.len(), out.len())` addresses are looked up.
     #[inline]
     pub fn lookup_batch(&self, addrs: &[A], out: &mut [NextHopId]) {
@@ -220,6 +221,8 @@ pub struct Fib<A: Address> {
     max_nh: NextHopId,
     /// Slots of the current table that are no longer referenced (nodes, leaves).
     garbage: (usize, usize),
+    /// The leaf ranges of the current table's garbage that rebuilt slots can reuse.
+    free: FreeRanges,
     table: Arc<FibTable<A>>,
     shared: Arc<ArcSwap<FibTable<A>>>,
 }
@@ -247,6 +250,7 @@ impl<A: Address> Clone for Fib<A> {
             full_pending: self.full_pending,
             max_nh: self.max_nh,
             garbage: self.garbage,
+            free: self.free.clone(),
             table: self.table.clone(),
             shared: Arc::new(ArcSwap::new(self.table.clone())),
         }
@@ -282,6 +286,7 @@ impl<A: Address> Fib<A> {
             full_pending: false,
             max_nh: 0,
             garbage: (0, 0),
+            free: FreeRanges::default(),
             shared: Arc::new(ArcSwap::new(table.clone())),
             table,
         }
@@ -675,14 +680,17 @@ impl<A: Address> Fib<A> {
             || self.garbage.0 + self.garbage.1 > live.max(4096);
         let (trie, slots_rebuilt) = if full {
             self.garbage = (0, 0);
+            self.free.clear();
             let mut trie = Trie::new(s, self.max_nh);
             each!(&mut trie, t => self.build_full(t, old_nodes, old_leaves));
             (trie, 1 << s)
         } else {
             let mut trie = self.table.trie.clone();
             let mut garbage = self.garbage;
-            let slots = each!(&mut trie, t => self.patch(t, &mut garbage));
+            let mut free = core::mem::take(&mut self.free);
+            let slots = each!(&mut trie, t => self.patch(t, &mut garbage, &mut free));
             self.garbage = garbage;
+            self.free = free;
             (trie, slots)
         };
         for &slot in &self.dirty {
@@ -718,7 +726,12 @@ impl<A: Address> Fib<A> {
 
     /// Rebuilds the dirty nodes and slots at the end of `trie`'s arrays; returns how many
     /// slots were rebuilt whole.
-    fn patch<L: Leaf>(&self, trie: &mut Poptrie<L>, garbage: &mut (usize, usize)) -> usize {
+    fn patch<L: Leaf>(
+        &self,
+        trie: &mut Poptrie<L>,
+        garbage: &mut (usize, usize),
+        free: &mut FreeRanges,
+    ) -> usize {
         let mut slots: Vec<usize> = self.dirty.iter().map(|&s| s as usize).collect();
         let mut units = self.dirty_units.clone();
         units.sort_unstable();
@@ -751,9 +764,14 @@ impl<A: Address> Fib<A> {
             let (gn, gl) = trie.subtree_size(old);
             garbage.0 += gn;
             garbage.1 += gl;
+            // The old compact node's range may take the new one (the arrays are this
+            // commit's own copy: readers of the published table never see the change).
+            trie.release(old, free);
+            let before = free.total();
             let default = self.default_of(slot);
             let list = self.long.get(slot).map_or(&[][..], |l| &l[..]);
-            trie.direct[slot] = trie.build_slot(default, list);
+            trie.direct[slot] = trie.build_slot(default, list, free);
+            garbage.1 = garbage.1.saturating_sub(before - free.total());
         }
         rebuilt
     }
@@ -787,7 +805,7 @@ impl<A: Address> Fib<A> {
                 continue;
             }
             if let Some(&d) = trie.direct.get(slot) {
-                trie.direct[slot] = trie.build_slot(d & !LEAF, list);
+                trie.direct[slot] = trie.build_slot(d & !LEAF, list, &mut FreeRanges::default());
             }
         }
     }

@@ -24,6 +24,9 @@ use std::os::fd::AsFd;
 pub(crate) const HDR_ROOM: usize = 48;
 /// Largest datagram the kernel hands over with UDP GRO.
 const GRO_BUF: usize = 65535;
+/// Smallest segment size received by scattering into pool buffers; smaller segments are
+/// copied out of a GRO buffer (more than 64 pool buffers per datagram otherwise).
+const SCATTER_MIN_SEG: usize = GRO_BUF.div_ceil(GSO_MAX_SEGS);
 /// Datagrams one UDP GSO send may carry (the kernel's UDP_MAX_SEGMENTS is 64 or more).
 const GSO_MAX_SEGS: usize = 64;
 /// Largest payload of one UDP GSO send.
@@ -69,6 +72,11 @@ pub(crate) struct Dgram<B: IoBuf> {
     /// Per message of the send being built: (packets, payload bytes).
     groups: Vec<(usize, usize)>,
     gro_bufs: Vec<Box<[u8]>>,
+    /// The segment size of the coalesced datagrams received last (0 before the first): the
+    /// size of the pool-buffer pieces a coalesced datagram is scattered into.
+    gro_seg: usize,
+    /// Buffers lent to a scattering receive and not filled, kept for the next one.
+    spare: Vec<B>,
     backlog: VecDeque<(B, Meta)>,
 }
 
@@ -118,6 +126,8 @@ impl<B: IoBuf> Dgram<B> {
             gro_bufs: (0..gro_slots)
                 .map(|_| vec![0u8; GRO_BUF].into_boxed_slice())
                 .collect(),
+            gro_seg: 0,
+            spare: Vec::new(),
             backlog: VecDeque::new(),
         }
     }
@@ -237,8 +247,202 @@ impl<B: IoBuf> Dgram<B> {
         }
     }
 
-    /// Receives coalesced datagrams into the GRO buffers and cuts them into pool buffers.
+    /// Receives coalesced datagrams. Once the segment size is known, straight into pool
+    /// buffers, one segment each ([`Dgram::recv_scatter`]); until then, and when the pool
+    /// runs short, into the GRO buffers, cut into pool buffers by copying.
     fn recv_gro(&mut self, batch: &mut Batch<B>, now: Instant) -> Result<usize, PortError> {
+        if self.gro_seg >= SCATTER_MIN_SEG
+            && let Some(n) = self.recv_scatter(batch, now)
+        {
+            return n;
+        }
+        self.recv_gro_copy(batch, now)
+    }
+
+    /// Receives up to the GRO slots' worth of coalesced datagrams, each scattered by the
+    /// kernel over pool buffers of `gro_seg` bytes, so that a segment of the learned size
+    /// lands in a buffer of its own and nothing is copied. A datagram coalesced with another
+    /// segment size (the sender changed it) is gathered and cut by copying, and the new
+    /// size is learned. `None` when the pool cannot lend a whole datagram's worth.
+    fn recv_scatter(
+        &mut self,
+        batch: &mut Batch<B>,
+        now: Instant,
+    ) -> Option<Result<usize, PortError>> {
+        let seg = self.gro_seg;
+        // Room for the largest coalesced datagram whatever its segment size, so that none is
+        // ever cut short: at most 64 pieces, as segments are at least SCATTER_MIN_SEG bytes.
+        let per_msg = GRO_BUF.div_ceil(seg);
+        let slots = self.gro_bufs.len().min(batch.remaining().max(1));
+        let head_off = self.room_offset();
+        while self.pending.len() < slots * per_msg {
+            match B::take(&self.pool) {
+                Some(b) => self.pending.push(b),
+                None => break,
+            }
+        }
+        let msgs = self.pending.len() / per_msg;
+        if msgs == 0 {
+            return None;
+        }
+        let mut pending = std::mem::take(&mut self.pending);
+        if pending.iter_mut().any(|b| room(b).len() < head_off + seg) {
+            // Buffers too small for a segment: stay with the copying receive.
+            self.gro_seg = 0;
+            self.pending = pending;
+            return None;
+        }
+        let got = self.rx.recv_scatter(
+            self.sock.as_fd(),
+            pending
+                .iter_mut()
+                .take(msgs * per_msg)
+                .enumerate()
+                .map(|(k, b)| (k / per_msg, &mut room(b)[head_off..head_off + seg])),
+        );
+        let got = match got {
+            Ok(got) => got,
+            Err(e) => {
+                self.pending = pending;
+                return Some(recv_error(e).map(|()| 0));
+            }
+        };
+        self.stats.rx_calls += 1;
+        let mut n = 0;
+        let mut spare = std::mem::take(&mut self.spare);
+        let mut bufs = pending.drain(..);
+        for i in 0..got {
+            let info = self.rx.info(i);
+            let mine = (&mut bufs).take(per_msg);
+            let fits = !info.truncated
+                && match info.gro_size {
+                    Some(g) => usize::from(g) == seg,
+                    None => info.len <= seg,
+                };
+            if !fits {
+                // Another segment size, or a single datagram longer than a piece: gather it
+                // and cut it by copying. The buffers go back for the next receive.
+                if info.truncated {
+                    self.stats.drop(DropReason::TooBig);
+                    spare.extend(mine);
+                } else {
+                    n += self.regather(mine, &info, head_off, seg, batch, &mut spare, now);
+                }
+                if let Some(g) = info.gro_size {
+                    self.gro_seg = usize::from(g).max(1);
+                }
+                continue;
+            }
+            if info.gro_size.is_some() && info.len > seg {
+                self.stats.rx_coalesced += 1;
+                self.stats.rx_scattered += 1;
+            }
+            let mut left = info.len;
+            for mut b in mine {
+                if left == 0 {
+                    spare.push(b);
+                    continue;
+                }
+                let len = left.min(seg);
+                left -= len;
+                let head = b.block().headroom();
+                if b.block()
+                    .set_window(head + head_off, head + head_off + len)
+                    .is_err()
+                {
+                    self.stats.drop(DropReason::TooBig);
+                    continue;
+                }
+                if let Err(reason) = self.shape_rx(&mut b, &info, len) {
+                    self.stats.drop(reason);
+                    continue;
+                }
+                n += self.deliver(b, &info, batch, now);
+            }
+        }
+        // The messages that did not arrive keep their buffers.
+        spare.extend(bufs);
+        self.pending = spare;
+        self.spare = pending;
+        Some(Ok(n))
+    }
+
+    /// A datagram the kernel scattered over `bufs` (pieces of `seg` bytes at `head_off`)
+    /// that does not fit one segment per piece: its bytes are gathered into a GRO buffer
+    /// and cut by its own segment size into fresh pool buffers. The pieces go to `spare`.
+    #[allow(clippy::too_many_arguments)]
+    fn regather(
+        &mut self,
+        bufs: impl Iterator<Item = B>,
+        info: &RecvInfo,
+        head_off: usize,
+        seg: usize,
+        batch: &mut Batch<B>,
+        spare: &mut Vec<B>,
+        now: Instant,
+    ) -> usize {
+        let mut gro_bufs = std::mem::take(&mut self.gro_bufs);
+        let mut len = 0;
+        if let Some(dst) = gro_bufs.first_mut() {
+            for mut b in bufs {
+                let take = info.len.saturating_sub(len).min(seg);
+                if take > 0
+                    && let (Some(d), Some(s)) = (
+                        dst.get_mut(len..len + take),
+                        room(&mut b).get(head_off..head_off + take),
+                    )
+                {
+                    d.copy_from_slice(s);
+                    len += take;
+                }
+                spare.push(b);
+            }
+        }
+        let n = match gro_bufs.first() {
+            Some(d) if len == info.len => self.cut(&d[..len], info, batch, now),
+            _ => {
+                self.stats.drop(DropReason::TooBig);
+                0
+            }
+        };
+        self.gro_bufs = gro_bufs;
+        n
+    }
+
+    /// Cuts a coalesced datagram into pool buffers, one per segment, by copying.
+    fn cut(&mut self, data: &[u8], info: &RecvInfo, batch: &mut Batch<B>, now: Instant) -> usize {
+        let seg = match info.gro_size {
+            Some(s) => usize::from(s).max(1),
+            None => data.len().max(1),
+        };
+        if info.gro_size.is_some() && data.len() > seg {
+            self.stats.rx_coalesced += 1;
+        }
+        let mut n = 0;
+        for chunk in data.chunks(seg) {
+            let Some(mut b) = B::take(&self.pool) else {
+                self.stats.drop(DropReason::NoBuffer);
+                continue;
+            };
+            let ok = b
+                .push_back(chunk.len())
+                .map(|d| d.copy_from_slice(chunk))
+                .is_ok();
+            if !ok {
+                self.stats.drop(DropReason::NoRoom);
+                continue;
+            }
+            if let Err(reason) = self.shape_rx(&mut b, info, chunk.len()) {
+                self.stats.drop(reason);
+                continue;
+            }
+            n += self.deliver(b, info, batch, now);
+        }
+        n
+    }
+
+    /// Receives coalesced datagrams into the GRO buffers and cuts them into pool buffers.
+    fn recv_gro_copy(&mut self, batch: &mut Batch<B>, now: Instant) -> Result<usize, PortError> {
         let slots = self.gro_bufs.len().min(batch.remaining().max(1));
         let got = match self.rx.recv(
             self.sock.as_fd(),
@@ -256,32 +460,11 @@ impl<B: IoBuf> Dgram<B> {
             let Some(data) = gro_bufs.get(i).and_then(|b| b.get(..info.len)) else {
                 continue;
             };
-            let seg = match info.gro_size {
-                Some(s) => usize::from(s).max(1),
-                None => data.len().max(1),
-            };
-            if info.gro_size.is_some() && data.len() > seg {
-                self.stats.rx_coalesced += 1;
+            if let Some(g) = info.gro_size {
+                // The sender's segment size: from now on, receive straight into pool buffers.
+                self.gro_seg = usize::from(g).max(1);
             }
-            for chunk in data.chunks(seg) {
-                let Some(mut b) = B::take(&self.pool) else {
-                    self.stats.drop(DropReason::NoBuffer);
-                    continue;
-                };
-                let ok = b
-                    .push_back(chunk.len())
-                    .map(|d| d.copy_from_slice(chunk))
-                    .is_ok();
-                if !ok {
-                    self.stats.drop(DropReason::NoRoom);
-                    continue;
-                }
-                if let Err(reason) = self.shape_rx(&mut b, &info, chunk.len()) {
-                    self.stats.drop(reason);
-                    continue;
-                }
-                n += self.deliver(b, &info, batch, now);
-            }
+            n += self.cut(data, &info, batch, now);
         }
         self.gro_bufs = gro_bufs;
         Ok(n)

@@ -14,6 +14,9 @@ pub struct PortStats {
     pub rx_calls: u64,
     /// Offloaded super-packets (TUN GSO, UDP GRO) cut into segments on receive.
     pub rx_coalesced: u64,
+    /// Coalesced datagrams (UDP GRO) the kernel scattered straight into pool buffers, one
+    /// segment each, so that nothing was copied to cut them.
+    pub rx_scattered: u64,
     /// Packets the kernel accepted.
     pub tx_packets: u64,
     /// Bytes the kernel accepted.
@@ -33,6 +36,7 @@ impl PortStats {
         self.rx_bytes += o.rx_bytes;
         self.rx_calls += o.rx_calls;
         self.rx_coalesced += o.rx_coalesced;
+        self.rx_scattered += o.rx_scattered;
         self.tx_packets += o.tx_packets;
         self.tx_bytes += o.tx_bytes;
         self.tx_calls += o.tx_calls;

@@ -362,6 +362,10 @@ pub(crate) struct RecvInfo {
 pub(crate) struct MultiRecv {
     hdrs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
+    /// The iovecs of [`MultiRecv::recv_scatter`], several per message.
+    scatter: Vec<libc::iovec>,
+    /// Where each message's iovecs start in `scatter`, and how many it has.
+    spans: Vec<(usize, usize)>,
     addrs: Vec<libc::sockaddr_storage>,
     cmsgs: Vec<[u64; CMSG_WORDS]>,
     infos: Vec<RecvInfo>,
@@ -388,6 +392,8 @@ impl MultiRecv {
                 };
                 cap
             ],
+            scatter: Vec::new(),
+            spans: Vec::with_capacity(cap),
             addrs: vec![zero_addr; cap],
             cmsgs: vec![[0u64; CMSG_WORDS]; cap],
             infos: vec![RecvInfo::default(); cap],
@@ -414,19 +420,66 @@ impl MultiRecv {
         }
         for i in 0..n {
             let h = &mut self.hdrs[i];
+            h.msg_hdr.msg_iov = &mut self.iovs[i];
+            h.msg_hdr.msg_iovlen = 1;
+        }
+        self.receive(fd, n)
+    }
+
+    /// One `recvmmsg` (non-blocking) whose messages each scatter over several buffers, the
+    /// kernel filling them in order: `bufs` yields (message index, buffer), the indices
+    /// starting at 0 and rising by at most one. Returns how many messages arrived; a
+    /// message's [`RecvInfo::len`] counts the bytes over all its buffers.
+    pub(crate) fn recv_scatter<'a>(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        bufs: impl Iterator<Item = (usize, &'a mut [u8])>,
+    ) -> io::Result<usize> {
+        self.scatter.clear();
+        self.spans.clear();
+        for (m, buf) in bufs {
+            if m >= self.hdrs.len() || m > self.spans.len() {
+                break;
+            }
+            if m == self.spans.len() {
+                self.spans.push((self.scatter.len(), 0));
+            }
+            self.scatter.push(libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            });
+            self.spans[m].1 += 1;
+        }
+        let n = self.spans.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        // `scatter` is complete: its elements no longer move.
+        for (i, &(start, count)) in self.spans.iter().enumerate() {
+            let h = &mut self.hdrs[i];
+            h.msg_hdr.msg_iov = self.scatter[start..].as_mut_ptr();
+            h.msg_hdr.msg_iovlen = count;
+        }
+        self.receive(fd, n)
+    }
+
+    /// The `recvmmsg` itself, for the first `n` headers, whose iovecs are set.
+    fn receive(&mut self, fd: BorrowedFd<'_>, n: usize) -> io::Result<usize> {
+        for i in 0..n {
+            let h = &mut self.hdrs[i];
             h.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
             h.msg_hdr.msg_namelen =
                 std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            h.msg_hdr.msg_iov = &mut self.iovs[i];
-            h.msg_hdr.msg_iovlen = 1;
             h.msg_hdr.msg_control = self.cmsgs[i].as_mut_ptr().cast();
             h.msg_hdr.msg_controllen = CMSG_WORDS * 8;
             h.msg_hdr.msg_flags = 0;
             h.msg_len = 0;
         }
-        // SAFETY: the first `n` headers point at iovecs, addresses and control buffers owned by
-        // `self`, and the iovecs at buffers borrowed for 'a, which outlives this call; all are
-        // valid for writes of the lengths given.
+        // SAFETY: the first `n` headers point at iovecs (in `iovs` or `scatter`), addresses
+        // and control buffers owned by `self`, none of which moves or is freed before the call
+        // returns; the iovecs point at buffers the caller borrowed mutably for the duration of
+        // `recv`/`recv_scatter`, which outlives this call. All are valid for writes of the
+        // lengths given.
         let got = unsafe {
             libc::recvmmsg(
                 fd.as_raw_fd(),

@@ -261,7 +261,12 @@ fn udp_batches_between_namespaces() {
     eprintln!("udp: tx {tx:?}\nudp: rx {rx:?}");
 
     // Port to port: GSO runs sent, GRO (where the kernel keeps them whole across veth)
-    // received and cut back; every datagram in order with its bytes.
+    // received and cut back; every datagram in order with its bytes. The datagram size
+    // changes twice, so the receive that scatters a coalesced datagram over pool buffers of
+    // the learned segment size meets segments of another size, smaller and larger.
+    let sizes = [1200usize, 1100, 1300];
+    let size_of = move |i: usize| sizes[(i / N).min(sizes.len() - 1)];
+    let total = N * sizes.len();
     let dst = SocketAddr::new(b_addr.ip(), 5005);
     let src = SocketAddr::new(a_addr.ip(), 5004);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
@@ -271,7 +276,7 @@ fn udp_batches_between_namespaces() {
         ready_tx.send(()).unwrap();
         let mut got = Vec::new();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while got.len() < N && std::time::Instant::now() < deadline {
+        while got.len() < total && std::time::Instant::now() < deadline {
             let mut batch: Batch<PoolBuf> = Batch::new(64);
             port.recv(&mut batch, Instant::ZERO).unwrap();
             got.extend(batch.drain().map(|(b, _, _)| b.data()[28..].to_vec()));
@@ -283,11 +288,11 @@ fn udp_batches_between_namespaces() {
         let pool = Pool::new(256, 2048, 128);
         let mut port: UdpPort =
             UdpPort::bind(src, &UdpConfig::default(), pool.clone(), PortId(1)).unwrap();
-        for chunk in 0..N / 64 {
+        for chunk in 0..total / 64 {
             let mut batch: Batch<PoolBuf> = Batch::new(64);
             for i in chunk * 64..chunk * 64 + 64 {
                 let mut b = pool.get().unwrap();
-                udp_packet(src, dst, &payload_for(i, 1200), &mut b);
+                udp_packet(src, dst, &payload_for(i, size_of(i)), &mut b);
                 batch.push(b, Meta::default()).unwrap();
             }
             while !batch.is_empty() {
@@ -299,12 +304,15 @@ fn udp_batches_between_namespaces() {
     .join()
     .unwrap();
     let (got, rx) = receiver.join().unwrap();
-    assert_eq!(got.len(), N, "{rx:?}");
+    assert_eq!(got.len(), total, "{rx:?}");
     for (i, g) in got.iter().enumerate() {
-        assert_eq!(g, &payload_for(i, 1200), "datagram {i}");
+        assert_eq!(g, &payload_for(i, size_of(i)), "datagram {i}");
     }
     // GSO runs cross veth whole and reach a UDP_GRO socket unsegmented (Linux 5.x+).
     assert!(rx.rx_coalesced > 0, "GRO delivered coalesced runs: {rx:?}");
+    // After the first coalesced datagram taught the port the segment size, they arrive
+    // scattered over pool buffers.
+    assert!(rx.rx_scattered > 0, "coalesced runs were scattered: {rx:?}");
     eprintln!("udp port to port: rx {rx:?}");
 
     // A GSO run of datagrams larger than the link MTU is refused by the kernel; the port

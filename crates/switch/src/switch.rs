@@ -3,13 +3,15 @@
 use crate::arp::{self, Arp, ETHERTYPE_ARP};
 use crate::port::{HorizonGroup, MAX_VLAN, PortConfig, PortStats, VlanMode};
 use crate::table::{EntryKind, FastMap, MacEntry, MacTable, hash, key};
-use crate::{ConfigError, L2Header, MacAddr};
+use crate::{ConfigError, MacAddr, TPID_8021Q};
 use core::net::Ipv4Addr;
 use core::time::Duration;
 use gatekit_packet::{DropCounters, DropReason, Instant, PortId};
 use std::collections::VecDeque;
 
 const NO_DOMAIN: u16 = u16::MAX;
+/// The group (I/G) bit of a MAC address in a table key.
+const MULTICAST: u64 = 1 << 40;
 const EVENT_QUEUE: usize = 256;
 
 /// A bridge domain: one broadcast domain, one VLAN on trunk ports.
@@ -540,27 +542,49 @@ impl Switch {
         let Some(Some(port)) = self.ports.get(usize::from(ingress.0)) else {
             return Err(DropReason::PortDown);
         };
-        let h = L2Header::parse(frame).ok_or(DropReason::Truncated)?;
-        if h.src.is_multicast() || h.src.is_zero() {
+        // The addresses and EtherType as two big-endian words: a MAC is the top 48 bits of
+        // the word at its offset (what `MacAddr::to_u64` gives, without the byte shuffling).
+        let Some(([d0, d1, d2, d3, d4, d5, s0, s1, s2, s3, s4, s5, e0, e1], rest)) =
+            frame.split_first_chunk::<14>().map(|(h, r)| (*h, r))
+        else {
+            return Err(DropReason::Truncated);
+        };
+        let dst = u64::from_be_bytes([d0, d1, d2, d3, d4, d5, s0, s1]) >> 16;
+        let src = u64::from_be_bytes([s0, s1, s2, s3, s4, s5, e0, e1]);
+        let (src, et) = (src >> 16, src as u16);
+        let tag = match rest.first_chunk::<4>() {
+            _ if et != TPID_8021Q => None,
+            Some(t) => Some(*t),
+            None => return Err(DropReason::Truncated),
+        };
+        if src & MULTICAST != 0 || src == 0 {
             return Err(DropReason::Malformed);
         }
         // IEEE 802.1Q ingress classification.
-        let vlan = match h.tag {
-            None | Some(0) => port.fast.untagged,
-            Some(t) if port.fast.trunk => match &port.cfg.vlan {
-                VlanMode::Trunk { allowed, .. } if allowed.contains(t) => Some(t),
-                _ => None,
-            },
-            Some(_) => None,
+        let (vlan, ethertype, payload) = match tag {
+            None => (port.fast.untagged, et, 14),
+            Some([t0, t1, t2, t3]) => {
+                let t = u16::from_be_bytes([t0, t1]) & 0x0fff;
+                let vlan = match t {
+                    0 => port.fast.untagged,
+                    t if port.fast.trunk => match &port.cfg.vlan {
+                        VlanMode::Trunk { allowed, .. } if allowed.contains(t) => Some(t),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                (vlan, u16::from_be_bytes([t2, t3]), 18)
+            }
         };
         let vlan = vlan.ok_or(DropReason::VlanMismatch)?;
         let d = self.domain_index(vlan).ok_or(DropReason::VlanMismatch)?;
+        let d = u64::from(d) << 48;
         Ok(Pre {
-            src_key: key(d, h.src),
-            dst_key: key(d, h.dst),
+            src_key: d | src,
+            dst_key: d | dst,
             vlan,
-            ethertype: h.ethertype,
-            payload: h.payload as u8,
+            ethertype,
+            payload,
         })
     }
 
@@ -605,10 +629,9 @@ impl Switch {
             return v;
         }
 
-        if !p.dst().is_multicast()
-            && let Some(e) = self.table.get_h(p.dst_key, hash(p.dst_key))
+        if p.dst_key & MULTICAST == 0
+            && let Some(to) = self.table.port_h(p.dst_key, hash(p.dst_key))
         {
-            let to = e.port;
             let payload = frame.len().saturating_sub(payload);
             let Some(Some(p)) = self.ports.get_mut(usize::from(to.0)) else {
                 return self.drop_on(ingress, DropReason::NoRoute);
@@ -848,10 +871,6 @@ impl Pre {
     #[inline]
     fn domain(&self) -> u16 {
         (self.src_key >> 48) as u16
-    }
-    #[inline]
-    fn dst(&self) -> MacAddr {
-        MacAddr::from_u64(self.dst_key)
     }
 }
 

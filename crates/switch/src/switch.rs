@@ -515,14 +515,15 @@ impl Switch {
             .zip(verdicts.chunks_mut(Self::BATCH));
         for ((frames, out), verdicts) in chunks {
             let mut pre = [Err(DropReason::PortDown); Self::BATCH];
+            // Every frame's header read and its two table lines loaded, independently of one
+            // another: the CPU has all the loads in flight at once, and the decisions below
+            // find the lines in the cache.
+            let mut lines = 0u64;
             for (p, (ingress, f)) in pre.iter_mut().zip(frames.iter_mut()) {
                 *p = self.classify(*ingress, f.as_mut());
-            }
-            // Independent loads of every slot the chunk will need: the CPU has them all in
-            // flight at once, and the decisions below find them in the cache.
-            let mut lines = 0u64;
-            for p in pre.iter().take(frames.len()).flatten() {
-                lines ^= self.table.touch(hash(p.src_key)) ^ self.table.touch(hash(p.dst_key));
+                if let Ok(p) = p {
+                    lines ^= self.table.touch(p.src_hash) ^ self.table.touch(p.dst_hash);
+                }
             }
             std::hint::black_box(lines);
             let each = pre.iter().zip(frames.iter_mut()).zip(out.iter_mut());
@@ -579,9 +580,12 @@ impl Switch {
         let vlan = vlan.ok_or(DropReason::VlanMismatch)?;
         let d = self.domain_index(vlan).ok_or(DropReason::VlanMismatch)?;
         let d = u64::from(d) << 48;
+        let (src_key, dst_key) = (d | src, d | dst);
         Ok(Pre {
-            src_key: d | src,
-            dst_key: d | dst,
+            src_key,
+            dst_key,
+            src_hash: hash(src_key),
+            dst_hash: hash(dst_key),
             vlan,
             ethertype,
             payload,
@@ -615,7 +619,7 @@ impl Switch {
         let (vlan, d, payload) = (p.vlan, p.domain(), usize::from(p.payload));
         out.vlan = vlan;
 
-        if let Some(v) = self.learn(d, vlan, ingress, p.src_key, secs) {
+        if let Some(v) = self.learn(d, vlan, ingress, p.src_key, p.src_hash, secs) {
             return v;
         }
 
@@ -630,7 +634,7 @@ impl Switch {
         }
 
         if p.dst_key & MULTICAST == 0
-            && let Some(to) = self.table.port_h(p.dst_key, hash(p.dst_key))
+            && let Some(to) = self.table.port_h(p.dst_key, p.dst_hash)
         {
             let payload = frame.len().saturating_sub(payload);
             let Some(Some(p)) = self.ports.get_mut(usize::from(to.0)) else {
@@ -683,9 +687,15 @@ impl Switch {
     /// Learns the source of key `k` behind `ingress` in domain `d`; returns a verdict when
     /// the frame must be dropped (MAC limit).
     #[inline]
-    fn learn(&mut self, d: u16, vlan: u16, ingress: PortId, k: u64, secs: u32) -> Option<Verdict> {
-        let h = hash(k);
-        let src = MacAddr::from_u64(k);
+    fn learn(
+        &mut self,
+        d: u16,
+        vlan: u16,
+        ingress: PortId,
+        k: u64,
+        h: u64,
+        secs: u32,
+    ) -> Option<Verdict> {
         if let Some(mut e) = self.table.get_mut_h(k, h) {
             if e.port() == ingress {
                 e.touch_secs(secs);
@@ -713,7 +723,7 @@ impl Switch {
             }
             self.event(SwitchEvent::MacMove {
                 vlan,
-                mac: src,
+                mac: MacAddr::from_u64(k),
                 from,
                 to: ingress,
             });
@@ -733,7 +743,7 @@ impl Switch {
             self.event(SwitchEvent::MacLimit {
                 vlan,
                 port: ingress,
-                mac: src,
+                mac: MacAddr::from_u64(k),
             });
             return Some(Verdict::Drop(DropReason::MacLimit));
         }
@@ -854,13 +864,16 @@ impl Switch {
 }
 
 /// What a frame's classification found: everything the decision needs from the frame and
-/// the configuration, in 24 bytes (a batch keeps one per frame).
+/// the configuration, in 40 bytes (a batch keeps one per frame).
 #[derive(Debug, Clone, Copy)]
 struct Pre {
     /// Table key of the source: domain index and MAC.
     src_key: u64,
     /// Table key of the destination.
     dst_key: u64,
+    /// Their hashes, for the table.
+    src_hash: u64,
+    dst_hash: u64,
     vlan: u16,
     ethertype: u16,
     /// Offset of the payload (14 or 18).

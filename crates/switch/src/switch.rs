@@ -537,21 +537,27 @@ impl Switch {
     /// How many frames [`forward_batch`](Self::forward_batch) reads ahead.
     pub const BATCH: usize = 32;
 
-    /// Reads what the decision needs from the frame and the configuration, changing nothing.
+    /// Counts the frame as received on `ingress` and reads what the decision needs from the
+    /// frame and the configuration, changing nothing else. A batch counts its frames before
+    /// deciding any: the counters come out the same, and the port is read once a frame.
     #[inline]
-    fn classify(&self, ingress: PortId, frame: &[u8]) -> Result<Pre, DropReason> {
-        let Some(Some(port)) = self.ports.get(usize::from(ingress.0)) else {
+    fn classify(&mut self, ingress: PortId, frame: &[u8]) -> Result<Pre, DropReason> {
+        let Some(Some(port)) = self.ports.get_mut(usize::from(ingress.0)) else {
             return Err(DropReason::PortDown);
         };
+        port.stats.rx_frames += 1;
+        port.stats.rx_bytes += frame.len() as u64;
+        let port = &*port;
         // The addresses and EtherType as two big-endian words: a MAC is the top 48 bits of
         // the word at its offset (what `MacAddr::to_u64` gives, without the byte shuffling).
-        let Some(([d0, d1, d2, d3, d4, d5, s0, s1, s2, s3, s4, s5, e0, e1], rest)) =
-            frame.split_first_chunk::<14>().map(|(h, r)| (*h, r))
-        else {
+        let Some((h, rest)) = frame.split_first_chunk::<14>() else {
             return Err(DropReason::Truncated);
         };
-        let dst = u64::from_be_bytes([d0, d1, d2, d3, d4, d5, s0, s1]) >> 16;
-        let src = u64::from_be_bytes([s0, s1, s2, s3, s4, s5, e0, e1]);
+        let (Some(a), Some(b)) = (h.first_chunk::<8>(), h.last_chunk::<8>()) else {
+            return Err(DropReason::Truncated);
+        };
+        let dst = u64::from_be_bytes(*a) >> 16;
+        let src = u64::from_be_bytes(*b);
         let (src, et) = (src >> 16, src as u16);
         let tag = match rest.first_chunk::<4>() {
             _ if et != TPID_8021Q => None,
@@ -578,6 +584,7 @@ impl Switch {
             }
         };
         let vlan = vlan.ok_or(DropReason::VlanMismatch)?;
+        let horizon = port.fast.horizon;
         let d = self.domain_index(vlan).ok_or(DropReason::VlanMismatch)?;
         let d = u64::from(d) << 48;
         let (src_key, dst_key) = (d | src, d | dst);
@@ -586,6 +593,7 @@ impl Switch {
             dst_key,
             src_hash: hash(src_key),
             dst_hash: hash(dst_key),
+            horizon,
             vlan,
             ethertype,
             payload,
@@ -604,18 +612,11 @@ impl Switch {
     ) -> Verdict {
         out.ports.clear();
         out.vlan = 0;
-        let ingress_horizon = match self.ports.get_mut(usize::from(ingress.0)) {
-            Some(Some(port)) => {
-                port.stats.rx_frames += 1;
-                port.stats.rx_bytes += frame.len() as u64;
-                port.fast.horizon
-            }
-            _ => None,
-        };
         let p = match pre {
             Ok(p) => p,
             Err(r) => return self.drop_on(ingress, r),
         };
+        let ingress_horizon = p.horizon;
         let (vlan, d, payload) = (p.vlan, p.domain(), usize::from(p.payload));
         out.vlan = vlan;
 
@@ -864,7 +865,7 @@ impl Switch {
 }
 
 /// What a frame's classification found: everything the decision needs from the frame and
-/// the configuration, in 40 bytes (a batch keeps one per frame).
+/// the configuration, in 48 bytes (a batch keeps one per frame).
 #[derive(Debug, Clone, Copy)]
 struct Pre {
     /// Table key of the source: domain index and MAC.
@@ -874,6 +875,8 @@ struct Pre {
     /// Their hashes, for the table.
     src_hash: u64,
     dst_hash: u64,
+    /// The ingress port's split-horizon group.
+    horizon: Option<HorizonGroup>,
     vlan: u16,
     ethertype: u16,
     /// Offset of the payload (14 or 18).

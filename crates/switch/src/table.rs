@@ -1,14 +1,15 @@
 //! The MAC table: (bridge domain, MAC) → port.
 //!
 //! A lookup of a 1M-entry table is a cache miss, often a TLB miss too, so the table is laid
-//! out for one memory access per lookup: open addressing over 64-byte buckets of four 16-byte
-//! slots, each slot holding its full key and its entry (no separate control bytes on another
-//! page, as a general-purpose hash map has). A key's home bucket comes from a multiplicative
-//! hash (the keys are 64-bit integers, not attacker-chosen strings that need SipHash: a flood
-//! of chosen MACs is bounded by the learning limits instead); a full bucket spills into the
-//! next one. The table is kept at most half full, so a lookup almost always reads one cache
-//! line, and a batch of lookups can touch all their lines first to overlap the misses
-//! ([`MacTable::touch`]).
+//! out for one memory access per lookup: open addressing over 64-byte buckets of four slots,
+//! the bucket's four full keys first (compared together, with no branch per slot) and then
+//! their four entries (no separate control bytes on another page, as a general-purpose hash
+//! map has). A key's home bucket comes from a multiplicative hash (the keys are 64-bit
+//! integers, not attacker-chosen strings that need SipHash: a flood of chosen MACs is bounded
+//! by the learning limits instead); a full bucket spills into the next one. The table is kept
+//! at most half full, so a lookup almost always reads one cache line (and a MAC takes 32 to
+//! 64 bytes: 32 MiB for 1M MACs), and a batch of lookups can touch all their lines first to
+//! overlap the misses ([`MacTable::touch`]).
 
 use gatekit_packet::PortId;
 use std::collections::HashMap;

@@ -9,7 +9,9 @@
 //!
 //! Each pattern is measured three ways in the same run: the copy baseline, `forward` one
 //! frame at a time, and `forward_batch` over bursts of [`BURST`] frames (what a receive loop
-//! hands over at once), which overlaps the table's memory accesses across frames.
+//! hands over at once), which overlaps the table's memory accesses across frames. Then each
+//! decision is paired round by round with the copy (`paired_ratio`), so that its ratio to the
+//! baseline holds under load.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -131,6 +133,58 @@ fn bench(c: &mut Bench) {
                 }
             })
         });
+        // The same traffic again, each decision pass paired with a copy pass run next to it:
+        // the ratios hold whatever clock rate and load the two saw together.
+        let copy_frames = frames.clone();
+        let copy = || {
+            let mut sink = [0u8; 64];
+            common::timed_round(
+                1,
+                || (),
+                |_| {
+                    for (_, f) in &copy_frames {
+                        sink.copy_from_slice(black_box(f));
+                        black_box(&sink);
+                    }
+                },
+            )
+        };
+        let per_round = frames.len() as u64;
+        common::paired_ratio(
+            &format!("switch_1M_macs/{name} forward vs copy"),
+            30,
+            per_round,
+            copy,
+            || {
+                common::timed_round(
+                    1,
+                    || (),
+                    |_| {
+                        for (p, f) in frames.iter_mut() {
+                            black_box(sw.forward(*p, f, now, &mut out));
+                        }
+                    },
+                )
+            },
+        );
+        common::paired_ratio(
+            &format!("switch_1M_macs/{name} forward_batch vs copy"),
+            30,
+            per_round,
+            copy,
+            || {
+                common::timed_round(
+                    1,
+                    || (),
+                    |_| {
+                        for burst in frames.chunks_mut(BURST) {
+                            sw.forward_batch(burst, now, &mut outs, &mut verdicts);
+                            black_box(&verdicts);
+                        }
+                    },
+                )
+            },
+        );
     }
     g.finish();
 }

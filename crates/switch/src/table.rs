@@ -1,14 +1,15 @@
 //! The MAC table: (bridge domain, MAC) → port.
 //!
 //! A lookup of a 1M-entry table is a cache miss, often a TLB miss too, so the table is laid
-//! out for one memory access per lookup: open addressing over 64-byte buckets of four 16-byte
-//! slots, each slot holding its full key and its entry (no separate control bytes on another
-//! page, as a general-purpose hash map has). A key's home bucket comes from a multiplicative
-//! hash (the keys are 64-bit integers, not attacker-chosen strings that need SipHash: a flood
-//! of chosen MACs is bounded by the learning limits instead); a full bucket spills into the
-//! next one. The table is kept at most half full, so a lookup almost always reads one cache
-//! line, and a batch of lookups can touch all their lines first to overlap the misses
-//! ([`MacTable::touch`]).
+//! out for one memory access per lookup: open addressing over 64-byte buckets of four slots,
+//! the bucket's four full keys first (compared together, with no branch per slot) and then
+//! their four entries (no separate control bytes on another page, as a general-purpose hash
+//! map has). A key's home bucket comes from a multiplicative hash (the keys are 64-bit
+//! integers, not attacker-chosen strings that need SipHash: a flood of chosen MACs is bounded
+//! by the learning limits instead); a full bucket spills into the next one. The table is kept
+//! at most half full, so a lookup almost always reads one cache line (and a MAC takes 32 to
+//! 64 bytes: 32 MiB for 1M MACs), and a batch of lookups can touch all their lines first to
+//! overlap the misses ([`MacTable::touch`]).
 
 use gatekit_packet::PortId;
 use std::collections::HashMap;
@@ -77,15 +78,20 @@ const LEARNED: u64 = 2;
 const STATIC: u64 = 3;
 
 const SLOTS: usize = 4;
-/// Words of a bucket: a key and a word of port, kind and time per slot.
-const WORDS: usize = 2 * SLOTS;
+/// Bytes of a bucket: one cache line.
+const LINE: usize = 64;
+/// A bucket: the four slots' key words, then their meta words (see [`Slot`]).
+type Bucket = [u8; LINE];
 const MIN_BUCKETS: usize = 4;
 /// Tables from this size on ask for transparent huge pages: 2 MiB pages, so that the TLB
 /// covers a 1M-entry table and a lookup is no TLB miss.
 const HUGE: usize = 2 << 20;
 
 /// A slot: the key, and a word holding state (bits 0..8), port (16..32) and the second the
-/// address was last seen (32..64). All zero is an empty slot, so fresh memory is an empty table.
+/// address was last seen (32..64). A bucket stores the complement of each key (0 in a slot
+/// without one), so that a key is found by comparing key words alone: no key is all ones (its
+/// domain index would be `u16::MAX`, which no domain has), so no complement is 0. All zero is
+/// an empty bucket, so fresh memory is an empty table.
 #[derive(Debug, Clone, Copy, Default)]
 struct Slot {
     key: u64,
@@ -105,19 +111,24 @@ impl Slot {
     }
     #[inline]
     fn entry(&self) -> MacEntry {
-        MacEntry {
-            port: PortId((self.meta >> 16) as u16),
-            kind: if self.state() == STATIC {
-                EntryKind::Static
-            } else {
-                EntryKind::Learned
-            },
-            last_seen_secs: (self.meta >> 32) as u32,
-        }
+        entry_of(self.meta)
     }
     #[inline]
     fn live(&self) -> bool {
         self.state() >= LEARNED
+    }
+}
+
+#[inline]
+fn entry_of(meta: u64) -> MacEntry {
+    MacEntry {
+        port: PortId((meta >> 16) as u16),
+        kind: if meta & 0xff == STATIC {
+            EntryKind::Static
+        } else {
+            EntryKind::Learned
+        },
+        last_seen_secs: (meta >> 32) as u32,
     }
 }
 
@@ -133,74 +144,103 @@ fn state_of(kind: EntryKind) -> u64 {
     }
 }
 
-/// The table's memory: zeroed words, each bucket one 64-byte line. An anonymous mapping (page
-/// aligned, so are the buckets; huge pages asked for when large), or the heap if mapping
-/// fails.
+/// The eight words of a bucket.
+#[inline]
+fn words(b: &Bucket) -> [u64; 2 * SLOTS] {
+    let (w, _) = b.as_chunks::<8>();
+    core::array::from_fn(|i| u64::from_ne_bytes(w[i]))
+}
+
+/// Word `i` of a bucket, for writing.
+#[inline]
+fn word_mut(b: &mut Bucket, i: usize) -> &mut [u8; 8] {
+    let (w, _) = b.as_chunks_mut::<8>();
+    &mut w[i % (2 * SLOTS)]
+}
+
+#[inline]
+fn set_word(b: &mut Bucket, i: usize, v: u64) {
+    *word_mut(b, i) = v.to_ne_bytes();
+}
+
+/// The table's memory: zeroed 64-byte buckets. An anonymous mapping (page aligned, so each
+/// bucket is one cache line; huge pages asked for when large), or the heap if mapping fails.
 #[derive(Debug)]
 enum Store {
     Map(memmap2::MmapMut),
-    Heap(Box<[u64]>),
+    Heap(Box<[u8]>),
 }
 
 impl Store {
-    fn zeroed(words: usize) -> Self {
-        let bytes = words * 8;
+    fn zeroed(buckets: usize) -> Self {
+        let bytes = buckets * LINE;
         if let Ok(m) = memmap2::MmapMut::map_anon(bytes) {
             #[cfg(target_os = "linux")]
             if bytes >= HUGE {
                 // A hint: without THP the table works the same, only slower.
                 let _ = m.advise(memmap2::Advice::HugePage);
             }
-            if bytemuck::try_cast_slice::<u8, u64>(&m).is_ok_and(|w| w.len() == words) {
+            if m.len() == bytes {
                 return Store::Map(m);
             }
         }
-        Store::Heap(vec![0; words].into_boxed_slice())
+        Store::Heap(vec![0; bytes].into_boxed_slice())
     }
     #[inline]
-    fn words(&self) -> &[u64] {
-        match self {
-            Store::Map(m) => bytemuck::try_cast_slice(m).unwrap_or(&[]),
+    fn buckets(&self) -> &[Bucket] {
+        let bytes: &[u8] = match self {
+            Store::Map(m) => m,
             Store::Heap(h) => h,
-        }
+        };
+        bytes.as_chunks().0
     }
     #[inline]
-    fn words_mut(&mut self) -> &mut [u64] {
-        match self {
-            Store::Map(m) => bytemuck::try_cast_slice_mut(m).unwrap_or(&mut []),
+    fn buckets_mut(&mut self) -> &mut [Bucket] {
+        let bytes: &mut [u8] = match self {
+            Store::Map(m) => m,
             Store::Heap(h) => h,
-        }
+        };
+        bytes.as_chunks_mut().0
     }
 }
 
-/// Where a key's slot is: the index of its key word.
+/// Where a key's slot is: its bucket and its slot in the bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct SlotRef(usize);
+pub(crate) struct SlotRef {
+    bucket: usize,
+    slot: usize,
+}
 
 /// A live entry, with in-place access to what learning updates.
-pub(crate) struct EntryMut<'a>(&'a mut u64);
+pub(crate) struct EntryMut<'a>(&'a mut [u8; 8]);
 
 impl EntryMut<'_> {
     #[inline]
+    fn get(&self) -> u64 {
+        u64::from_ne_bytes(*self.0)
+    }
+    #[inline]
     pub(crate) fn port(&self) -> PortId {
-        PortId((*self.0 >> 16) as u16)
+        PortId((self.get() >> 16) as u16)
     }
     #[inline]
     pub(crate) fn is_static(&self) -> bool {
-        *self.0 & 0xff == STATIC
+        self.get() & 0xff == STATIC
     }
     /// Marks the entry seen at `secs`, writing only if that changes it (most frames come
     /// within the second of the last one: the line stays clean).
     #[inline]
     pub(crate) fn touch_secs(&mut self, secs: u32) {
-        let m = (*self.0 & 0xffff_ffff) | (u64::from(secs) << 32);
-        if *self.0 != m {
-            *self.0 = m;
+        let old = self.get();
+        let m = (old & 0xffff_ffff) | (u64::from(secs) << 32);
+        if old != m {
+            *self.0 = m.to_ne_bytes();
         }
     }
     #[inline]
     pub(crate) fn set_port(&mut self, port: PortId) {
-        *self.0 = (*self.0 & !0xffff_0000) | (u64::from(port.0) << 16);
+        let m = (self.get() & !0xffff_0000) | (u64::from(port.0) << 16);
+        *self.0 = m.to_ne_bytes();
     }
 }
 
@@ -224,7 +264,7 @@ impl MacTable {
     fn with_buckets(n: usize) -> Self {
         let n = n.max(MIN_BUCKETS).next_power_of_two();
         MacTable {
-            store: Store::zeroed(n * WORDS),
+            store: Store::zeroed(n),
             mask: n - 1,
             len: 0,
             tombs: 0,
@@ -261,11 +301,14 @@ impl MacTable {
     /// Every live slot.
     fn slots(&self) -> impl Iterator<Item = Slot> + '_ {
         self.store
-            .words()
-            .chunks_exact(2)
-            .map(|w| Slot {
-                key: w[0],
-                meta: w[1],
+            .buckets()
+            .iter()
+            .flat_map(|b| {
+                let w = words(b);
+                (0..SLOTS).map(move |i| Slot {
+                    key: !w[i],
+                    meta: w[SLOTS + i],
+                })
             })
             .filter(Slot::live)
     }
@@ -280,19 +323,21 @@ impl MacTable {
 
     /// Puts a slot of a key known to be absent in the first free place of its probe sequence.
     fn place(&mut self, s: Slot) {
+        debug_assert_ne!(s.key, u64::MAX, "no domain has index u16::MAX");
         let mut b = self.home(hash(s.key));
         let mask = self.mask;
-        let words = self.store.words_mut();
+        let buckets = self.store.buckets_mut();
         loop {
-            let Some(bucket) = words.get_mut(b * WORDS..(b + 1) * WORDS) else {
+            let Some(bucket) = buckets.get_mut(b) else {
                 return;
             };
-            if let Some(free) = bucket.chunks_exact_mut(2).find(|w| w[1] & 0xff < LEARNED) {
-                if free[1] & 0xff == TOMB {
+            let w = words(bucket);
+            if let Some(free) = (0..SLOTS).find(|&i| w[SLOTS + i] & 0xff < LEARNED) {
+                if w[SLOTS + free] & 0xff == TOMB {
                     self.tombs -= 1;
                 }
-                free[0] = s.key;
-                free[1] = s.meta;
+                set_word(bucket, free, !s.key);
+                set_word(bucket, SLOTS + free, s.meta);
                 self.len += 1;
                 return;
             }
@@ -311,34 +356,34 @@ impl MacTable {
     #[inline]
     pub(crate) fn touch(&self, h: u64) -> u64 {
         self.store
-            .words()
-            .get(self.home(h) * WORDS)
-            .copied()
-            .unwrap_or(0)
+            .buckets()
+            .get(self.home(h))
+            .map_or(0, |b| u64::from(b[0]))
     }
 
-    /// Finds `k`, hashed to `h`.
+    /// Finds `k`, hashed to `h`, and returns where it is with its meta word.
     #[inline]
-    pub(crate) fn find(&self, k: u64, h: u64) -> Option<SlotRef> {
+    fn find(&self, k: u64, h: u64) -> Option<(SlotRef, u64)> {
         let mut b = self.home(h);
-        let words = self.store.words();
+        let buckets = self.store.buckets();
+        let want = !k;
         // Half full at most: there is always an empty slot, so this ends.
         loop {
-            let bucket: &[u64; WORDS] = words.get(b * WORDS..(b + 1) * WORDS)?.try_into().ok()?;
-            // The four slots compared at once, without a branch per slot (where in its
-            // bucket a key sits is random: a branch on it would be mispredicted). No empty
-            // slot comes before a key in its probe sequence (slots only ever empty all at
-            // once, in a rebuild), so a match anywhere in the bucket is the key.
-            let (mut hit, mut empty) = (0u32, 0u32);
-            for i in 0..SLOTS {
-                let state = bucket[2 * i + 1] & 0xff;
-                hit |= u32::from(bucket[2 * i] == k && state >= LEARNED) << i;
-                empty |= u32::from(state == EMPTY) << i;
+            let w = words(buckets.get(b)?);
+            // The four keys compared at once, without a branch per slot (where in its
+            // bucket a key sits is random: a branch on it would be mispredicted). A slot
+            // without a key holds 0, which no key's complement is.
+            let mut hit = 0u32;
+            for (i, &kw) in w[..SLOTS].iter().enumerate() {
+                hit |= u32::from(kw == want) << i;
             }
             if hit != 0 {
-                return Some(SlotRef(b * WORDS + 2 * hit.trailing_zeros() as usize));
+                let slot = hit.trailing_zeros() as usize % SLOTS;
+                return Some((SlotRef { bucket: b, slot }, w[SLOTS + slot]));
             }
-            if empty != 0 {
+            // No empty slot comes before a key in its probe sequence (slots only ever empty
+            // all at once, in a rebuild): an empty slot ends the search.
+            if w[SLOTS..].iter().any(|m| m & 0xff == EMPTY) {
                 return None;
             }
             b = (b + 1) & self.mask;
@@ -348,9 +393,13 @@ impl MacTable {
     /// The entry for `k`, hashed to `h`.
     #[inline]
     pub(crate) fn get_h(&self, k: u64, h: u64) -> Option<MacEntry> {
-        let r = self.find(k, h)?;
-        let meta = *self.store.words().get(r.0 + 1)?;
-        Some(Slot { key: k, meta }.entry())
+        self.find(k, h).map(|(_, meta)| entry_of(meta))
+    }
+
+    /// The port behind `k`, hashed to `h`.
+    #[inline]
+    pub(crate) fn port_h(&self, k: u64, h: u64) -> Option<PortId> {
+        self.find(k, h).map(|(_, meta)| PortId((meta >> 16) as u16))
     }
 
     /// The entry for `k`.
@@ -361,8 +410,9 @@ impl MacTable {
     /// In-place access to the entry for `k`, hashed to `h`.
     #[inline]
     pub(crate) fn get_mut_h(&mut self, k: u64, h: u64) -> Option<EntryMut<'_>> {
-        let r = self.find(k, h)?;
-        self.store.words_mut().get_mut(r.0 + 1).map(EntryMut)
+        let (r, _) = self.find(k, h)?;
+        let bucket = self.store.buckets_mut().get_mut(r.bucket)?;
+        Some(EntryMut(word_mut(bucket, SLOTS + r.slot)))
     }
 
     /// Inserts a key known to be absent (hashed to `h`).
@@ -378,12 +428,11 @@ impl MacTable {
     /// Inserts or replaces the entry for `k`; returns the old one.
     pub(crate) fn insert(&mut self, k: u64, e: MacEntry) -> Option<MacEntry> {
         let h = hash(k);
-        if let Some(r) = self.find(k, h)
-            && let Some(m) = self.store.words_mut().get_mut(r.0 + 1)
+        if let Some((r, old)) = self.find(k, h)
+            && let Some(bucket) = self.store.buckets_mut().get_mut(r.bucket)
         {
-            let old = Slot { key: k, meta: *m }.entry();
-            *m = Slot::new(k, e).meta;
-            return Some(old);
+            set_word(bucket, SLOTS + r.slot, Slot::new(k, e).meta);
+            return Some(entry_of(old));
         }
         self.insert_new_h(k, h, e);
         None
@@ -392,14 +441,18 @@ impl MacTable {
     /// Keeps the entries for which `f` says so.
     pub(crate) fn retain(&mut self, mut f: impl FnMut(u64, &MacEntry) -> bool) {
         let mut removed = 0;
-        for w in self.store.words_mut().chunks_exact_mut(2) {
-            let s = Slot {
-                key: w[0],
-                meta: w[1],
-            };
-            if s.live() && !f(s.key, &s.entry()) {
-                w[1] = TOMB;
-                removed += 1;
+        for bucket in self.store.buckets_mut() {
+            let w = words(bucket);
+            for i in 0..SLOTS {
+                let s = Slot {
+                    key: !w[i],
+                    meta: w[SLOTS + i],
+                };
+                if s.live() && !f(s.key, &s.entry()) {
+                    set_word(bucket, i, 0);
+                    set_word(bucket, SLOTS + i, TOMB);
+                    removed += 1;
+                }
             }
         }
         self.len -= removed;

@@ -49,7 +49,7 @@ pub const DIMS: usize = 5;
 /// ports have ports 0.
 pub type Key = [u32; DIMS];
 
-/// Whether `k` lies in the box `lo..=hi`, field by field: for [`FieldBox`] and leaf entries.
+/// Whether `k` lies in the box `lo..=hi`, field by field.
 #[inline(always)]
 fn in_box(lo: &Key, hi: &Key, k: &Key) -> bool {
     // Non-short-circuit on purpose: five compares beat five branches.
@@ -305,32 +305,40 @@ impl Node {
     }
 }
 
-/// A leaf entry: the rule's box and order, in 48 bytes.
+/// A leaf entry: the rule's box and order, in 48 bytes. The box is kept as its low
+/// corner and widths, so that each field is one subtraction and one compare.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     lo: Key,
-    hi: Key,
+    width: Key,
     order: u64,
 }
 
 /// Ends every leaf: its order stops the scan.
 const END: Entry = Entry {
     lo: [u32::MAX; DIMS],
-    hi: [0; DIMS],
+    width: [0; DIMS],
     order: u64::MAX,
 };
 
 impl Entry {
     fn of(r: &ClassRule) -> Entry {
+        let (lo, hi) = (r.fields.lo, r.fields.hi);
         Entry {
-            lo: r.fields.lo,
-            hi: r.fields.hi,
+            lo,
+            width: core::array::from_fn(|d| hi[d] - lo[d]),
             order: r.order(),
         }
     }
     #[inline(always)]
     fn contains(&self, k: &Key) -> bool {
-        in_box(&self.lo, &self.hi, k)
+        let (lo, w) = (&self.lo, &self.width);
+        // Non-short-circuit on purpose, as in `in_box`.
+        (k[0].wrapping_sub(lo[0]) <= w[0])
+            & (k[1].wrapping_sub(lo[1]) <= w[1])
+            & (k[2].wrapping_sub(lo[2]) <= w[2])
+            & (k[3].wrapping_sub(lo[3]) <= w[3])
+            & (k[4].wrapping_sub(lo[4]) <= w[4])
     }
 }
 
@@ -1188,7 +1196,8 @@ impl Classifier {
             let mut best = [u64::MAX; G];
             for &t in &self.search {
                 let tree = &self.trees[t];
-                if tree.min_order == u64::MAX {
+                // Most keys of a group often have a match before anything in this tree.
+                if tree.min_order == u64::MAX || best[..n].iter().all(|&b| tree.root.pruned(b)) {
                     continue;
                 }
                 let mut cur = [tree.root; G];

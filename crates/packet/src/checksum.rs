@@ -7,6 +7,9 @@
 /// odd final byte padded with zero). Chain calls on even-length pieces, then [`fold`].
 #[inline]
 pub fn sum(acc: u64, data: &[u8]) -> u64 {
+    if data.len() < SHORT {
+        return sum_tail(acc, data);
+    }
     let (blocks, rest) = data.as_chunks::<BLOCK>();
     let mut lanes = [0u64; LANES];
     for b in blocks {
@@ -36,6 +39,9 @@ pub fn copy_and_sum(acc: u64, src: &[u8], dst: &mut [u8]) -> u64 {
     sum_tail(add_lanes(acc, &lanes), rest)
 }
 
+/// Below this many bytes (headers, small packets) the serial sum is faster than setting up
+/// and folding the lanes.
+const SHORT: usize = 128;
 /// Bytes per block of the bulk loop, and the 32-bit words (lanes) of a block.
 const BLOCK: usize = 32;
 const LANES: usize = BLOCK / 4;

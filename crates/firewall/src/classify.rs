@@ -838,15 +838,7 @@ impl Tree {
             // The rule reaches outside the part the node cuts: rebuild the node from the
             // tree's rules (`rule` among them).
             let region = info.region;
-            let mut rules: Vec<ClassRule> = self
-                .list
-                .iter()
-                .filter(|r| region.overlaps(&r.fields))
-                .copied()
-                .collect();
-            rules.sort_unstable_by_key(ClassRule::order);
-            let b = cfg.memory_factor * rules.len() + 64;
-            let mut new = self.build(rules, region, cfg, 0, b, true);
+            let mut new = self.build_region(region, cfg);
             if !new.is_empty() && self.info[new.info as usize].shadow == NO_SHADOW {
                 self.info[new.info as usize].shadow = info.shadow;
             }
@@ -864,6 +856,19 @@ impl Tree {
         }
     }
 
+    /// A fresh subtree for `region`, built from the tree's rules that overlap it.
+    fn build_region(&mut self, region: Region, cfg: &TreeConfig) -> Node {
+        let mut rules: Vec<ClassRule> = self
+            .list
+            .iter()
+            .filter(|r| region.overlaps(&r.fields))
+            .copied()
+            .collect();
+        rules.sort_unstable_by_key(ClassRule::order);
+        let b = cfg.memory_factor * rules.len() + 64;
+        self.build(rules, region, cfg, 0, b, true)
+    }
+
     /// Removes `rule` under the node at `at`. Where it shadowed other rules, rebuilds that
     /// subtree from the tree's rule list (from which `rule` is already gone).
     fn remove(&mut self, at: At, rule: &ClassRule, cfg: &TreeConfig) {
@@ -875,15 +880,7 @@ impl Tree {
         let o = rule.order();
         if info.shadow == o {
             let region = info.region;
-            let mut rules: Vec<ClassRule> = self
-                .list
-                .iter()
-                .filter(|r| region.overlaps(&r.fields))
-                .copied()
-                .collect();
-            rules.sort_unstable_by_key(ClassRule::order);
-            let b = cfg.memory_factor * rules.len() + 64;
-            let new = self.build(rules, region, cfg, 0, b, true);
+            let new = self.build_region(region, cfg);
             self.bury(n);
             self.set(at, new);
             return;

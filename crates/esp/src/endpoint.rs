@@ -442,10 +442,7 @@ impl Endpoint {
 
     /// The first outbound SA whose selectors match an outgoing packet's flow.
     pub fn lookup_policy(&self, key: &FlowKey) -> Option<SaId> {
-        self.policies.iter().copied().find(|id| {
-            self.sa(*id)
-                .is_some_and(|sa| sa.selectors.iter().any(|ts| ts.matches_outbound(key)))
-        })
+        self.lookup_policy_among(&self.policies, key)
     }
 
     /// The first of `ids` (outbound SAs, in the order given) whose selectors match an

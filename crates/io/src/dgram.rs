@@ -286,7 +286,11 @@ impl<B: IoBuf> Dgram<B> {
             return None;
         }
         let mut pending = std::mem::take(&mut self.pending);
-        if pending.iter_mut().any(|b| room(b).len() < head_off + seg) {
+        // Every buffer comes from the one pool, so the first tells the size of all.
+        if pending
+            .first_mut()
+            .is_some_and(|b| room(b).len() < head_off + seg)
+        {
             // Buffers too small for a segment: stay with the copying receive.
             self.gro_seg = 0;
             self.pending = pending;

@@ -13,7 +13,7 @@ use gatekit_packet::Instant;
 
 /// A flow tuple in one direction. ICMP echo flows use the identifier as both ports, so that
 /// a request and its reply are each other's reverse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Tuple {
     /// Source address.
     pub src: u32,
@@ -38,6 +38,18 @@ impl Tuple {
             dport: self.sport,
             proto: self.proto,
         }
+    }
+}
+
+impl core::hash::Hash for Tuple {
+    /// The whole tuple in one 128-bit word: one call into the hasher per lookup.
+    #[inline]
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        let ports =
+            u64::from(self.sport) << 24 | u64::from(self.dport) << 8 | u64::from(self.proto);
+        state.write_u128(
+            u128::from(self.src) << 96 | u128::from(self.dst) << 64 | u128::from(ports),
+        );
     }
 }
 
@@ -358,7 +370,9 @@ pub struct ConnStats {
 /// unanswered flows); if none qualifies the insert is refused and counted.
 #[derive(Debug, Clone)]
 pub struct ConnTrack<K = Tuple> {
-    map: HashMap<K, (u32, Direction)>,
+    /// Both tuples of every flow. The hasher is keyed at random per table (aHash), so the
+    /// buckets a sender's tuples fall into cannot be predicted.
+    map: HashMap<K, (u32, Direction), ahash::RandomState>,
     slots: Vec<Option<Conn<K>>>,
     free: Vec<u32>,
     capacity: usize,
@@ -375,7 +389,10 @@ impl<K: FlowKey> ConnTrack<K> {
     /// An empty table for at most `capacity` flows.
     pub fn new(capacity: usize) -> ConnTrack<K> {
         ConnTrack {
-            map: HashMap::with_capacity(capacity.min(1 << 20) * 2),
+            map: HashMap::with_capacity_and_hasher(
+                capacity.min(1 << 20) * 2,
+                ahash::RandomState::new(),
+            ),
             slots: Vec::new(),
             free: Vec::new(),
             capacity,

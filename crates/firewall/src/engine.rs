@@ -14,7 +14,9 @@ use gatekit_packet::{
 use crate::compile::{
     BucketCfg, CAction, CAddr, CChain, CMatch, CPorts, CRule, Compiled, MAX_DEPTH, compile,
 };
-use crate::conntrack::{Conn, ConnStats, ConnTrack, Direction, FlowTuple, Tuple6};
+use crate::conntrack::{
+    Conn, ConnStats, ConnTrack, Direction, FlowTuple, ProtoState, TcpState, Tuple, Tuple6,
+};
 use crate::error::ValidateError;
 use crate::headers::{
     self, PktInfo, build_reject, icmp_inner, icmp6_inner, is_icmp_error, is_icmp6_error, parse_ip,
@@ -93,6 +95,10 @@ pub struct FirewallStats {
     pub log_suppressed: u64,
     /// Rule set swaps taken up.
     pub reloads: u64,
+    /// Packets of established flows that took the remembered path of the flow's previous
+    /// packet (see [`Config::flow_cache`]); they are also counted in `packets` and
+    /// `accepted`.
+    pub fast_path: u64,
 }
 
 /// Tuning of a [`Firewall`].
@@ -108,6 +114,16 @@ pub struct Config {
     pub hashlimit_keys: usize,
     /// Flows examined per [`Firewall::handle_timeout`] call.
     pub sweep_budget: usize,
+    /// Remember the path of the last accepted packets of established IPv4 TCP and UDP
+    /// flows, so that the next packet of the same flow (same tuple, TCP flags, input port
+    /// and mark; no SYN, FIN or RST) skips the connection-table hash and the filter chains
+    /// when nothing in them can tell it apart: the filter table has no length, payload,
+    /// set or rate-limit match and no `LOG` rule, and the flow is not translated. The
+    /// packet still updates its flow and the counters of the rules its predecessor
+    /// matched, so every counter and verdict is what the full walk gives. Bursts of one
+    /// flow (a TCP segment train from a TSO super-packet, a UDP GRO batch) are the case it
+    /// is for.
+    pub flow_cache: bool,
 }
 
 impl Default for Config {
@@ -118,6 +134,7 @@ impl Default for Config {
             log_queue: 1024,
             hashlimit_keys: 65_536,
             sweep_budget: 1024,
+            flow_cache: true,
         }
     }
 }
@@ -239,6 +256,86 @@ pub struct Firewall {
     log_bucket: Bucket,
     stats: FirewallStats,
     drops: DropCounters,
+    /// Whether the filter table of the running rules can be remembered per flow.
+    filter_invariant: bool,
+    /// The remembered paths (see [`Config::flow_cache`]).
+    memo: [Option<FlowMemo>; MEMO_SLOTS],
+    /// The slot the next remembered path replaces.
+    memo_next: usize,
+    /// The counters the current filter walk touched, while one is being recorded.
+    trail: Trail,
+}
+
+/// Flows remembered at once: the two directions of one connection.
+const MEMO_SLOTS: usize = 2;
+/// Most rules a remembered path may have matched (counting rules, jumps, the verdict).
+const TRAIL_MAX: usize = 6;
+
+/// The path an accepted packet of an established, untranslated IPv4 flow took.
+#[derive(Debug, Clone, Copy)]
+struct FlowMemo {
+    tuple: Tuple,
+    from: Source,
+    flags: u8,
+    mark_in: u32,
+    mark_out: u32,
+    id: u32,
+    dir: Direction,
+    route: Route,
+    trail: Trail,
+}
+
+/// Rule counters touched by one hook walk; `len > TRAIL_MAX` means too many to replay.
+#[derive(Debug, Clone, Copy, Default)]
+struct Trail {
+    on: bool,
+    len: usize,
+    counters: [u32; TRAIL_MAX],
+}
+
+impl Trail {
+    #[inline]
+    fn push(&mut self, counter: usize) {
+        if self.on {
+            if let Some(c) = self.counters.get_mut(self.len) {
+                *c = counter as u32;
+            }
+            self.len += 1;
+        }
+    }
+    fn entries(&self) -> Option<&[u32]> {
+        self.counters.get(..self.len)
+    }
+}
+
+/// Whether a flow is in a state that a packet without SYN, FIN or RST leaves as it is, as
+/// an established flow (ESTABLISHED to the rules) without translation.
+fn steady(c: &Conn) -> bool {
+    let established = match c.proto {
+        ProtoState::Tcp { state, .. } => state == TcpState::Established && c.replied,
+        ProtoState::Other => c.original.proto == headers::UDP && c.replied,
+    };
+    established && !c.src_nat() && !c.dst_nat()
+}
+
+/// Whether every packet of a flow meets the same fate in `t` as the one before it, given
+/// the same tuple, TCP flags, ports, mark and conntrack state: no rule looks at what
+/// differs between them (length, payload), at state outside the flow (sets, which change
+/// at run time; rate limits) or has a per-packet effect (`LOG`).
+fn table_is_flow_invariant(t: &crate::compile::CTable) -> bool {
+    t.chains.iter().flat_map(|c| &c.rules).all(|r| {
+        let plain = r.matches.iter().chain(&r.stateful).all(|m| {
+            !matches!(
+                m,
+                CMatch::Length(..)
+                    | CMatch::Payload(..)
+                    | CMatch::Set(..)
+                    | CMatch::Limit(..)
+                    | CMatch::HashLimit(..)
+            )
+        });
+        plain && !matches!(r.action, CAction::Plain(Action::Log { .. }))
+    })
 }
 
 impl Firewall {
@@ -282,6 +379,10 @@ impl Firewall {
             },
             stats: FirewallStats::default(),
             drops: DropCounters::default(),
+            filter_invariant: false,
+            memo: [None; MEMO_SLOTS],
+            memo_next: 0,
+            trail: Trail::default(),
         };
         fw.reset_state();
         fw
@@ -291,6 +392,8 @@ impl Firewall {
         self.counters = vec![[0; 2]; self.rules.len()];
         self.limits = vec![None; self.rules.limits.len()];
         self.hashlimits = vec![HashMap::new(); self.rules.hashlimits.len()];
+        self.filter_invariant = self.cfg.flow_cache && table_is_flow_invariant(&self.rules.filter);
+        self.memo = [None; MEMO_SLOTS];
     }
 
     /// The handle that swaps this engine's rules and updates its sets.
@@ -321,6 +424,7 @@ impl Firewall {
             name: Arc::from(name),
             addr,
         });
+        self.memo = [None; MEMO_SLOTS];
     }
 
     /// Counters.
@@ -401,6 +505,11 @@ impl Firewall {
             return self.process6(buf, meta, from, router, now, &info);
         }
         let tuple = tuple_of(&info);
+        if self.filter_invariant
+            && let Some(v) = self.replay(&info, &tuple, meta, from, router, now)
+        {
+            return v;
+        }
         // Conntrack: a known flow, an ICMP error about one, a new flow, or invalid.
         let mut conn: Option<(u32, Direction)> = None;
         let mut related: Option<(u32, Direction, usize)> = None;
@@ -502,18 +611,41 @@ impl Firewall {
             iif: iif.as_deref(),
             oif: oif.as_deref(),
         };
-        match self.run_hook(
+        let mark_in = meta.mark;
+        self.trail = Trail {
+            on: self.filter_invariant,
+            ..Trail::default()
+        };
+        let outcome = self.run_hook(
             &rules,
             TableKind::Filter,
             filter_hook,
             &view,
             &mut meta.mark,
             now,
-        ) {
+        );
+        self.trail.on = false;
+        match outcome {
             Outcome::Accept | Outcome::Policy(Policy::Accept) | Outcome::Nat(_) => {}
             Outcome::Drop => return self.drop(DropReason::Filtered),
             Outcome::Policy(Policy::Drop) => return self.drop(DropReason::Policy),
             Outcome::Reject(with) => return self.reject(buf, &info, with),
+        }
+        if self.filter_invariant
+            && ct == CtStates::ESTABLISHED
+            && let Some((id, dir)) = conn
+        {
+            self.remember(FlowMemo {
+                tuple,
+                from,
+                flags: info.tcp_flags,
+                mark_in,
+                mark_out: meta.mark,
+                id,
+                dir,
+                route,
+                trail: self.trail,
+            });
         }
 
         // Source translation: postrouting, or input for local delivery.
@@ -565,6 +697,77 @@ impl Firewall {
         }
         self.stats.accepted += 1;
         Verdict::Accept(route)
+    }
+
+    /// Keeps the path of an accepted packet of an established flow, if the next packet of
+    /// the flow can take it: a TCP or UDP flow without translation in a state that packets
+    /// without SYN, FIN or RST leave as it is, and a short enough walk.
+    fn remember(&mut self, m: FlowMemo) {
+        if m.trail.entries().is_none() || m.flags & 0x07 != 0 {
+            return;
+        }
+        if !self.ct.get(m.id).is_some_and(steady) {
+            return;
+        }
+        let slot = self
+            .memo
+            .iter()
+            .position(|s| s.is_some_and(|s| s.tuple == m.tuple))
+            .unwrap_or(self.memo_next);
+        self.memo[slot] = Some(m);
+        self.memo_next = (slot + 1) % MEMO_SLOTS;
+    }
+
+    /// The verdict for a packet that follows a remembered path, with the flow and the rule
+    /// counters updated as the full walk would; `None` if it does not follow one.
+    fn replay(
+        &mut self,
+        info: &PktInfo,
+        tuple: &Tuple,
+        meta: &mut Meta,
+        from: Source,
+        router: &mut dyn FnMut(IpAddr) -> Route,
+        now: Instant,
+    ) -> Option<Verdict> {
+        let m = *self.memo.iter().flatten().find(|m| {
+            m.tuple == *tuple
+                && m.flags == info.tcp_flags
+                && m.from == from
+                && m.mark_in == meta.mark
+                && info.has_ports
+                && info.icmp.is_none()
+        })?;
+        // The flow must still be there, unexpired, seen the same way, and still in a state
+        // the packet leaves alone: it may have been removed and made again since.
+        let c = self.ct.get(m.id)?;
+        let same = match m.dir {
+            Direction::Original => c.original == *tuple,
+            Direction::Reply => c.reply == *tuple,
+        };
+        if !same || c.expires <= now || !steady(c) {
+            return None;
+        }
+        if router(IpAddr::V4(Ipv4Addr::from(info.dst))) != m.route {
+            return None;
+        }
+        let t = self.ct.timeouts;
+        let c = self.ct.get_mut(m.id)?;
+        if !c.update(m.dir, info.tcp_flags, info.total, &t, now) {
+            // Not reached: the remembered state takes any packet without SYN, FIN or RST.
+            self.ct.count_invalid();
+            return None;
+        }
+        let len = info.total as u64;
+        for &k in m.trail.entries()? {
+            if let Some(c) = self.counters.get_mut(k as usize) {
+                c[0] += 1;
+                c[1] += len;
+            }
+        }
+        meta.mark = m.mark_out;
+        self.stats.accepted += 1;
+        self.stats.fast_path += 1;
+        Some(Verdict::Accept(m.route))
     }
 
     /// The IPv6 path: conntrack (its own table), the routing decision, filter. No nat.
@@ -876,6 +1079,7 @@ impl Firewall {
             let c = &mut self.counters[rule.counter];
             c[0] += 1;
             c[1] += v.info.total as u64;
+            self.trail.push(rule.counter);
             after = Some(i);
             match &rule.action {
                 CAction::Jump(target) => {

@@ -71,8 +71,46 @@ pub(crate) fn has_transport_header(ip: &IpSlice<'_>) -> bool {
 impl FlowKey {
     /// Reads the key of the IP packet at the start of `packet`.
     pub fn from_ip(packet: &[u8]) -> Result<FlowKey, FlowError> {
+        if let Some(key) = Self::from_plain_ipv4(packet) {
+            return key;
+        }
         let ip = IpSlice::from_slice(packet).map_err(|_| FlowError::NotIp)?;
         Self::from_ip_slice(&ip)
+    }
+
+    /// The key of an IPv4 packet without an authentication header, read from the fixed
+    /// header fields (the per-packet case of every tunnel and firewall stage); `None` for
+    /// anything else, which the general parser reads. It accepts and rejects exactly what
+    /// the general parser does.
+    #[inline]
+    fn from_plain_ipv4(p: &[u8]) -> Option<Result<FlowKey, FlowError>> {
+        const AH: u8 = 51;
+        let h = p.get(..20)?;
+        if h[0] >> 4 != 4 || h[9] == AH {
+            return None;
+        }
+        let ihl = usize::from(h[0] & 0x0f) * 4;
+        let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
+        if ihl < 20 || total < ihl || total > p.len() {
+            return Some(Err(FlowError::NotIp));
+        }
+        let word = |i: usize| [h[i], h[i + 1], h[i + 2], h[i + 3]];
+        // Only the first fragment (offset 0) carries the transport header.
+        let first = u16::from_be_bytes([h[6], h[7]]) & 0x1fff == 0;
+        let transport = if first {
+            match transport_of(IpNumber(h[9]), &p[ihl..total]) {
+                Ok(t) => t,
+                Err(e) => return Some(Err(e)),
+            }
+        } else {
+            Transport::Other
+        };
+        Some(Ok(FlowKey {
+            src: IpAddr::from(word(12)),
+            dst: IpAddr::from(word(16)),
+            proto: h[9],
+            transport,
+        }))
     }
 
     /// Reads the key of the IP packet inside an Ethernet frame (VLAN tags allowed).

@@ -1132,6 +1132,14 @@ impl Gateway {
         s.advertised = self.routing.advert_status();
         s.advertise_tag = self.routing.tag();
         if let Some(fw) = self.firewall.engine() {
+            let st = fw.stats();
+            s.firewall = crate::status::FirewallCounters {
+                packets: st.packets,
+                accepted: st.accepted,
+                rejected: st.rejected,
+                translated: st.translated,
+                fast_path: st.fast_path,
+            };
             s.conntrack_total = fw.conntrack().len() as u64;
             for (_, c) in fw.conntrack().iter().take(1000) {
                 s.conntrack.push(ConnStatus {

@@ -36,6 +36,9 @@ pub struct Snapshot {
     pub conntrack_total: u64,
     /// Firewall rules with their hit counters.
     pub firewall_rules: Vec<RuleStatus>,
+    /// The firewall engine's packet counters.
+    #[serde(default)]
+    pub firewall: FirewallCounters,
     /// Drops by reason (`DropReason::as_str`), summed over the whole data path.
     pub drops: BTreeMap<String, u64>,
     /// Ports being captured to pcap: port name → file.
@@ -158,6 +161,22 @@ pub struct ConnStatus {
     pub expires_secs: u64,
     /// Packets seen, both directions.
     pub packets: u64,
+}
+
+/// Packets through the firewall engine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirewallCounters {
+    /// Packets the engine looked at.
+    pub packets: u64,
+    /// Packets it let through.
+    pub accepted: u64,
+    /// Packets answered with a TCP RST or an ICMP error.
+    pub rejected: u64,
+    /// Packets it translated (NAT).
+    pub translated: u64,
+    /// Accepted packets of established flows that followed the path remembered from the
+    /// flow's previous packet instead of walking the chains again.
+    pub fast_path: u64,
 }
 
 /// One firewall rule.

@@ -160,6 +160,22 @@ pub fn render_prometheus(s: &Snapshot) -> String {
         );
     }
 
+    out.family(
+        "gatekit_firewall_packets_total",
+        "counter",
+        "Packets through the firewall engine, by outcome (accepted ones also by path).",
+    );
+    let f = &s.firewall;
+    for (outcome, n) in [
+        ("seen", f.packets),
+        ("accepted", f.accepted),
+        ("rejected", f.rejected),
+        ("translated", f.translated),
+        ("fast_path", f.fast_path),
+    ] {
+        out.sample("gatekit_firewall_packets_total", &[("outcome", outcome)], n);
+    }
+
     out.family("gatekit_conntrack_entries", "gauge", "Connections tracked.");
     out.sample("gatekit_conntrack_entries", &[], s.conntrack_total);
 

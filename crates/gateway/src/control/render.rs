@@ -95,7 +95,14 @@ pub fn status(s: &Snapshot) -> String {
     );
     let _ = writeln!(out, "MACs           {}", s.macs.len());
     let _ = writeln!(out, "connections    {}", s.conntrack_total);
-    let _ = writeln!(out, "firewall rules {}", s.firewall_rules.len());
+    let _ = writeln!(
+        out,
+        "firewall rules {} (packets {}, accepted {}, {} by the flow fast path)",
+        s.firewall_rules.len(),
+        s.firewall.packets,
+        s.firewall.accepted,
+        s.firewall.fast_path
+    );
     let _ = writeln!(out, "drops          {drops}");
     if s.captures.is_empty() {
         let _ = writeln!(out, "captures       none");

@@ -68,6 +68,27 @@ pub(crate) fn has_transport_header(ip: &IpSlice<'_>) -> bool {
     }
 }
 
+/// The shape of an IPv4 packet without an authentication header, from its fixed header:
+/// `(header length, total length, whether it carries the transport header)`, `Err` if
+/// the header is not valid, `None` if it is not such a packet (not IPv4, AH, shorter than
+/// 20 bytes). Valid and invalid are what etherparse says, checked by proptest.
+#[inline]
+pub(crate) fn plain_ipv4(p: &[u8]) -> Option<Result<(usize, usize, bool), ()>> {
+    const AH: u8 = 51;
+    let h = p.get(..20)?;
+    if h[0] >> 4 != 4 || h[9] == AH {
+        return None;
+    }
+    let ihl = usize::from(h[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
+    if ihl < 20 || total < ihl || total > p.len() {
+        return Some(Err(()));
+    }
+    // Only the first fragment (offset 0) carries the transport header.
+    let first = u16::from_be_bytes([h[6], h[7]]) & 0x1fff == 0;
+    Some(Ok((ihl, total, first)))
+}
+
 impl FlowKey {
     /// Reads the key of the IP packet at the start of `packet`.
     pub fn from_ip(packet: &[u8]) -> Result<FlowKey, FlowError> {
@@ -84,21 +105,14 @@ impl FlowKey {
     /// the general parser does.
     #[inline]
     fn from_plain_ipv4(p: &[u8]) -> Option<Result<FlowKey, FlowError>> {
-        const AH: u8 = 51;
+        let (ihl, total, first) = match plain_ipv4(p)? {
+            Ok(v) => v,
+            Err(()) => return Some(Err(FlowError::NotIp)),
+        };
         let h = p.get(..20)?;
-        if h[0] >> 4 != 4 || h[9] == AH {
-            return None;
-        }
-        let ihl = usize::from(h[0] & 0x0f) * 4;
-        let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
-        if ihl < 20 || total < ihl || total > p.len() {
-            return Some(Err(FlowError::NotIp));
-        }
         let word = |i: usize| [h[i], h[i + 1], h[i + 2], h[i + 3]];
-        // Only the first fragment (offset 0) carries the transport header.
-        let first = u16::from_be_bytes([h[6], h[7]]) & 0x1fff == 0;
         let transport = if first {
-            match transport_of(IpNumber(h[9]), &p[ihl..total]) {
+            match transport_of(IpNumber(h[9]), p.get(ihl..total)?) {
                 Ok(t) => t,
                 Err(e) => return Some(Err(e)),
             }

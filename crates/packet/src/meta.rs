@@ -56,6 +56,16 @@ impl Meta {
     /// Returns false (and clears the offsets) if `data` is not a parsable IPv4/IPv6 packet.
     pub fn parse_ip(&mut self, data: &[u8]) -> bool {
         self.clear_offsets();
+        // Plain IPv4 from its fixed header; the rest (IPv6, AH) through etherparse.
+        match crate::flow::plain_ipv4(data) {
+            Some(Ok((ihl, _, first))) => {
+                self.l3 = Some(0);
+                self.l4 = first.then_some(ihl as u16);
+                return true;
+            }
+            Some(Err(())) => return false,
+            None => {}
+        }
         match etherparse::IpSlice::from_slice(data) {
             Ok(ip) => {
                 self.l3 = Some(0);

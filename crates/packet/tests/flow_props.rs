@@ -84,3 +84,46 @@ proptest! {
         prop_assert_eq!(FlowKey::from_ip(&p), oracle(&p));
     }
 }
+
+/// `Meta::parse_ip` as etherparse reads the packet: IP header at 0, transport header
+/// where etherparse's payload starts unless the packet is a non-first fragment.
+fn meta_oracle(p: &[u8]) -> Option<(Option<u16>, Option<u16>)> {
+    let ip = IpSlice::from_slice(p).ok()?;
+    let first = match &ip {
+        IpSlice::Ipv4(v4) => v4.header().fragments_offset().value() == 0,
+        IpSlice::Ipv6(_) => !ip.payload().fragmented,
+    };
+    let l4 = (first || !ip.payload().fragmented)
+        .then(|| (ip.payload().payload.as_ptr() as usize - p.as_ptr() as usize) as u16);
+    Some((Some(0), l4))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn meta_offsets_are_etherparse_offsets(
+        proto in prop::sample::select(vec![6u8, 17, 1, 47, 51]),
+        payload_len in 0usize..64,
+        options in 0usize..3,
+        damage in prop::collection::vec((0usize..40, any::<u8>()), 0..4),
+        cut in prop::option::of(0usize..8),
+    ) {
+        let mut p = packet(proto, payload_len, options);
+        for (at, v) in damage {
+            if let Some(b) = p.get_mut(at) {
+                *b = v;
+            }
+        }
+        if let Some(cut) = cut {
+            p.truncate(p.len().saturating_sub(cut));
+        }
+        let mut m = gatekit_packet::Meta::default();
+        let ok = m.parse_ip(&p);
+        let want = meta_oracle(&p);
+        prop_assert_eq!(ok, want.is_some());
+        if let Some((l3, l4)) = want {
+            prop_assert_eq!((m.l3, m.l4), (l3, l4), "{:02x?}", p);
+        }
+    }
+}

@@ -85,6 +85,11 @@ pub mod fuzz {
     /// FlowKey and Meta extraction from arbitrary bytes; checks the invariants that must hold
     /// whatever the input (offsets inside the data, reversal is an involution).
     pub fn flow_key(data: &[u8]) {
+        // The IPv4 fast path reads what etherparse reads.
+        let general = etherparse::IpSlice::from_slice(data)
+            .map_err(|_| crate::FlowError::NotIp)
+            .and_then(|ip| FlowKey::from_ip_slice(&ip));
+        assert_eq!(FlowKey::from_ip(data), general);
         for key in [FlowKey::from_ip(data), FlowKey::from_ethernet(data)]
             .into_iter()
             .flatten()

@@ -19,8 +19,8 @@ use crate::conntrack::{
 };
 use crate::error::ValidateError;
 use crate::headers::{
-    self, PktInfo, build_reject, icmp_inner, icmp6_inner, is_icmp_error, is_icmp6_error, parse_ip,
-    rewrite, tuple_of, tuple6_of,
+    self, PktInfo, build_reject, icmp_inner, icmp6_inner, is_icmp_error, is_icmp6_error,
+    parse_ip_into, rewrite, tuple_of, tuple6_of,
 };
 use crate::ir::{
     Action, CtStates, Dir, Family, Hook, NatTarget, Policy, RejectWith, RuleSet, TableKind,
@@ -497,10 +497,10 @@ impl Firewall {
     ) -> Verdict {
         self.refresh();
         self.stats.packets += 1;
-        let mut info = match parse_ip(buf.data()) {
-            Ok(i) => i,
-            Err(r) => return self.drop(r),
-        };
+        let mut info = PktInfo::default();
+        if let Err(r) = parse_ip_into(buf.data(), &mut info) {
+            return self.drop(r);
+        }
         if info.v6 {
             return self.process6(buf, meta, from, router, now, &info);
         }

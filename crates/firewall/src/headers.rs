@@ -69,11 +69,15 @@ pub(crate) fn is_icmp6_error(ty: u8) -> bool {
     ty < 128
 }
 
-/// Parses the IPv4 or IPv6 packet at the start of `d` (which may be longer than it).
-pub(crate) fn parse_ip(d: &[u8]) -> Result<PktInfo, DropReason> {
+/// Parses the IPv4 or IPv6 packet at the start of `d` (which may be longer than it) into
+/// `info`. The caller keeps `info` in place: returned by value, the struct was copied in
+/// pieces whose widths did not match the stores that filled it, and each such load waited
+/// for those stores to drain.
+#[inline]
+pub(crate) fn parse_ip_into(d: &[u8], info: &mut PktInfo) -> Result<(), DropReason> {
     match d.first().map(|b| b >> 4) {
-        Some(6) => parse_ipv6(d),
-        Some(_) => parse_ipv4(d),
+        Some(6) => parse_ipv6(d, info),
+        Some(_) => parse_ipv4(d, info),
         None => Err(DropReason::Truncated),
     }
 }
@@ -170,7 +174,7 @@ fn ipv6_upper(d: &[u8], end: usize) -> Result<(u8, usize, Option<u16>), DropReas
 
 /// Parses the IPv6 packet at the start of `d` (which may be longer than the packet),
 /// walking its extension headers to the upper-layer header.
-pub(crate) fn parse_ipv6(d: &[u8]) -> Result<PktInfo, DropReason> {
+fn parse_ipv6(d: &[u8], info: &mut PktInfo) -> Result<(), DropReason> {
     if d.len() < 40 {
         return Err(DropReason::Truncated);
     }
@@ -187,7 +191,7 @@ pub(crate) fn parse_ipv6(d: &[u8]) -> Result<PktInfo, DropReason> {
         u128::from_be_bytes(b)
     };
     let (proto, off, frag) = ipv6_upper(d, total)?;
-    let mut info = PktInfo {
+    *info = PktInfo {
         v6: true,
         total,
         src6: addr(8),
@@ -197,14 +201,13 @@ pub(crate) fn parse_ipv6(d: &[u8]) -> Result<PktInfo, DropReason> {
         ..PktInfo::default()
     };
     if frag.is_some_and(|f| f != 0) {
-        return Ok(info);
+        return Ok(());
     }
-    transport(&mut info, &d[off..total], off)?;
-    Ok(info)
+    transport(info, &d[off..total], off)
 }
 
 /// Parses the IPv4 packet at the start of `d` (which may be longer than the packet).
-pub(crate) fn parse_ipv4(d: &[u8]) -> Result<PktInfo, DropReason> {
+fn parse_ipv4(d: &[u8], info: &mut PktInfo) -> Result<(), DropReason> {
     let h = etherparse::Ipv4HeaderSlice::from_slice(d).map_err(|e| match e {
         etherparse::err::ipv4::HeaderSliceError::Len(_) => DropReason::Truncated,
         _ => DropReason::Malformed,
@@ -218,7 +221,7 @@ pub(crate) fn parse_ipv4(d: &[u8]) -> Result<PktInfo, DropReason> {
         return Err(DropReason::Truncated);
     }
     let frag_off = h.fragments_offset().value();
-    let mut info = PktInfo {
+    *info = PktInfo {
         total,
         src: u32::from_be_bytes(h.source()),
         dst: u32::from_be_bytes(h.destination()),
@@ -227,10 +230,9 @@ pub(crate) fn parse_ipv4(d: &[u8]) -> Result<PktInfo, DropReason> {
         ..PktInfo::default()
     };
     if frag_off != 0 {
-        return Ok(info);
+        return Ok(());
     }
-    transport(&mut info, &d[ihl..total], ihl)?;
-    Ok(info)
+    transport(info, &d[ihl..total], ihl)
 }
 
 /// The conntrack tuple of a parsed packet. ICMP echo uses the identifier as both ports.

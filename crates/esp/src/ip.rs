@@ -114,6 +114,19 @@ pub(crate) struct Outer {
 /// not reassembled here).
 pub(crate) fn parse_outer(data: &[u8]) -> Result<Outer, gatekit_packet::DropReason> {
     use gatekit_packet::DropReason;
+    if let Some((ihl, total)) = gatekit_packet::plain_ipv4_lengths(data) {
+        // More fragments, or a fragment offset.
+        if u16::from_be_bytes([data[6], data[7]]) & 0x3fff != 0 {
+            return Err(DropReason::Unsupported);
+        }
+        return Ok(Outer {
+            src: IpAddr::from([data[12], data[13], data[14], data[15]]),
+            dst: IpAddr::from([data[16], data[17], data[18], data[19]]),
+            ip_len: ihl,
+            proto: data[9],
+            total_len: total,
+        });
+    }
     let ip = etherparse::IpSlice::from_slice(data).map_err(|e| match e {
         etherparse::err::ip::SliceError::Len(_) => DropReason::Truncated,
         _ => DropReason::Malformed,
@@ -135,6 +148,7 @@ pub(crate) fn parse_outer(data: &[u8]) -> Result<Outer, gatekit_packet::DropReas
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gatekit_packet::DropReason;
 
     #[test]
     fn ipv4_header_checks_out_with_etherparse() {
@@ -162,6 +176,43 @@ mod tests {
             proptest::prop_assert_eq!((hdr.source, hdr.destination), (src, dst));
             proptest::prop_assert_eq!((hdr.total_len, hdr.identification), (total, id));
             proptest::prop_assert_eq!(&h[20..], &[0xa5u8; 4][..]);
+        }
+
+        /// The outer header as etherparse reads it (the general path): the plain IPv4 fast
+        /// path gives the same result, or the same error, for damaged headers too.
+        #[test]
+        fn outer_header_reads_as_etherparse_reads_it(
+            proto in proptest::sample::select(vec![17u8, 50, 51, 6]),
+            len in 20usize..80,
+            ihl in proptest::sample::select(vec![0x45u8, 0x46, 0x44, 0x4f, 0x65]),
+            damage in proptest::collection::vec((0usize..24, proptest::num::u8::ANY), 0..3),
+            cut in 0usize..8,
+            frag in proptest::sample::select(vec![0u16, 0x4000, 0x2000, 0x6000, 0x0001, 0x4001]),
+        ) {
+            let mut p = vec![0u8; len + 4];
+            write_ipv4(&mut p, [192, 0, 2, 1], [198, 51, 100, 2], proto, len as u16, 0, 9);
+            p[0] = ihl;
+            p[6..8].copy_from_slice(&frag.to_be_bytes());
+            for (at, v) in damage {
+                p[at] = v;
+            }
+            p.truncate(p.len() - cut);
+            let general = etherparse::IpSlice::from_slice(&p)
+                .map_err(|e| match e {
+                    etherparse::err::ip::SliceError::Len(_) => DropReason::Truncated,
+                    _ => DropReason::Malformed,
+                })
+                .and_then(|ip| {
+                    let payload = ip.payload();
+                    if payload.fragmented {
+                        return Err(DropReason::Unsupported);
+                    }
+                    let ip_len = payload.payload.as_ptr() as usize - p.as_ptr() as usize;
+                    Ok((ip.source_addr(), ip.destination_addr(), ip_len, payload.ip_number.0,
+                        ip_len + payload.payload.len()))
+                });
+            let fast = parse_outer(&p).map(|o| (o.src, o.dst, o.ip_len, o.proto, o.total_len));
+            proptest::prop_assert_eq!(fast, general, "{:02x?}", p);
         }
     }
 

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use etherparse::{IpSlice, PacketBuilder};
-use gatekit_packet::{FlowError, FlowKey};
+use gatekit_packet::{FlowError, FlowKey, plain_ipv4_lengths};
 use proptest::prelude::*;
 
 /// The key as etherparse reads it, independently of the fast path.
@@ -73,6 +73,12 @@ proptest! {
             p.truncate(p.len().saturating_sub(cut));
         }
         prop_assert_eq!(FlowKey::from_ip(&p), oracle(&p), "{:02x?}", p);
+        // The lengths the fast paths read are etherparse's, for the packets they take.
+        let sliced = etherparse::Ipv4Slice::from_slice(&p).ok().filter(|s| s.header().protocol().0 != 51);
+        prop_assert_eq!(
+            plain_ipv4_lengths(&p),
+            sliced.map(|s| (s.header().slice().len(), usize::from(s.header().total_len())))
+        );
     }
 
     #[test]

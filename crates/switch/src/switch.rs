@@ -515,17 +515,20 @@ impl Switch {
             .zip(verdicts.chunks_mut(Self::BATCH));
         for ((frames, out), verdicts) in chunks {
             let mut pre = [Err(DropReason::PortDown); Self::BATCH];
-            for (p, (ingress, f)) in pre.iter_mut().zip(frames.iter_mut()) {
+            // The hashes of the source and destination keys, in turn (0 for a frame that
+            // will be dropped: a harmless read of the first line).
+            let mut hashes = [0u64; 2 * Self::BATCH];
+            let each = pre.iter_mut().zip(hashes.as_chunks_mut::<2>().0);
+            for ((p, h), (ingress, f)) in each.zip(frames.iter_mut()) {
                 *p = self.classify(*ingress, f.as_mut());
+                if let Ok(p) = p {
+                    *h = [p.src_hash, p.dst_hash];
+                }
             }
             // Independent loads of every line the chunk will need, in a loop of a few
-            // instructions a frame: the CPU has them all in flight at once, and the decisions
-            // below find them in the cache.
-            let mut lines = 0u64;
-            for p in pre.iter().take(frames.len()).flatten() {
-                lines ^= self.table.touch(p.src_hash) ^ self.table.touch(p.dst_hash);
-            }
-            std::hint::black_box(lines);
+            // instructions a line: the reorder window holds many of them at once, so their
+            // misses overlap, and the decisions below find the lines in the cache.
+            std::hint::black_box(self.table.touch(&hashes[..2 * frames.len()]));
             let each = pre.iter().zip(frames.iter_mut()).zip(out.iter_mut());
             for (((p, (ingress, f)), o), v) in each.zip(verdicts.iter_mut()) {
                 *v = self.decide(*ingress, f.as_mut(), *p, secs, o);
@@ -611,7 +614,7 @@ impl Switch {
         secs: u32,
         out: &mut Egress,
     ) -> Verdict {
-        if let Ok(p) = &pre
+        if let Ok(p) = pre
             && let Some(v) = self.forward_known(ingress, frame.len(), p, secs, out)
         {
             return v;
@@ -630,7 +633,7 @@ impl Switch {
         &mut self,
         ingress: PortId,
         len: usize,
-        p: &Pre,
+        p: Pre,
         secs: u32,
         out: &mut Egress,
     ) -> Option<Verdict> {
@@ -665,7 +668,9 @@ impl Switch {
         Some(Verdict::Forward)
     }
 
-    /// Learns the frame's source and decides where it goes, whatever the case.
+    /// Learns the frame's source and decides where it goes, whatever the case. Out of line:
+    /// the fast path around it keeps its registers.
+    #[inline(never)]
     fn decide_full(
         &mut self,
         ingress: PortId,

@@ -352,14 +352,17 @@ impl MacTable {
         h as usize & self.mask
     }
 
-    /// Reads the home bucket's line and returns a word of it, so that a batch can start the
-    /// memory accesses of several lookups before it needs any of them.
+    /// Reads the home buckets' lines of the keys hashed to `hashes` and returns a function of
+    /// them, so that a batch can start the memory accesses of its lookups before it needs
+    /// any of them.
     #[inline]
-    pub(crate) fn touch(&self, h: u64) -> u64 {
-        self.store
-            .buckets()
-            .get(self.home(h))
-            .map_or(0, |b| u64::from(b[0]))
+    pub(crate) fn touch(&self, hashes: &[u64]) -> u64 {
+        let buckets = self.store.buckets();
+        let mut seen = 0;
+        for &h in hashes {
+            seen ^= buckets.get(self.home(h)).map_or(0, |b| u64::from(b[0]));
+        }
+        seen
     }
 
     /// Finds `k`, hashed to `h`, and returns where it is with its meta word.

@@ -474,6 +474,7 @@ impl Switch {
     ///
     /// Never panics and never allocates once `out` and the table have grown: a frame that
     /// cannot be switched is a [`Verdict::Drop`] counted on the ingress port.
+    #[inline]
     pub fn forward(
         &mut self,
         ingress: PortId,
@@ -482,7 +483,7 @@ impl Switch {
         out: &mut Egress,
     ) -> Verdict {
         let pre = self.classify(ingress, frame);
-        self.decide(ingress, frame, pre, secs_of(now), out)
+        self.decide(ingress, frame, &pre, secs_of(now), out)
     }
 
     /// [`forward`](Self::forward) for many frames received at `now`: frame `i` of `frames`
@@ -531,7 +532,7 @@ impl Switch {
             std::hint::black_box(self.table.touch(&hashes[..2 * frames.len()]));
             let each = pre.iter().zip(frames.iter_mut()).zip(out.iter_mut());
             for (((p, (ingress, f)), o), v) in each.zip(verdicts.iter_mut()) {
-                *v = self.decide(*ingress, f.as_mut(), *p, secs, o);
+                *v = self.decide(*ingress, f.as_mut(), p, secs, o);
             }
         }
         n
@@ -610,7 +611,7 @@ impl Switch {
         &mut self,
         ingress: PortId,
         frame: &mut [u8],
-        pre: Result<Pre, DropReason>,
+        pre: &Result<Pre, DropReason>,
         secs: u32,
         out: &mut Egress,
     ) -> Verdict {
@@ -619,7 +620,7 @@ impl Switch {
         {
             return v;
         }
-        self.decide_full(ingress, frame, pre, secs, out)
+        self.decide_full(ingress, frame, *pre, secs, out)
     }
 
     /// The common case, decided with two table reads and one port's counters: the source is
@@ -633,7 +634,7 @@ impl Switch {
         &mut self,
         ingress: PortId,
         len: usize,
-        p: Pre,
+        p: &Pre,
         secs: u32,
         out: &mut Egress,
     ) -> Option<Verdict> {

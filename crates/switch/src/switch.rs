@@ -482,8 +482,9 @@ impl Switch {
         now: Instant,
         out: &mut Egress,
     ) -> Verdict {
-        let pre = self.classify(ingress, frame);
-        self.decide(ingress, frame, &pre, secs_of(now), out)
+        let mut p = Pre::NONE;
+        let pre = self.classify(ingress, frame, &mut p).map(|()| &p);
+        self.decide(ingress, frame, pre, secs_of(now), out)
     }
 
     /// [`forward`](Self::forward) for many frames received at `now`: frame `i` of `frames`
@@ -515,23 +516,26 @@ impl Switch {
             .zip(out.chunks_mut(Self::BATCH))
             .zip(verdicts.chunks_mut(Self::BATCH));
         for ((frames, out), verdicts) in chunks {
-            let mut pre = [Err(DropReason::PortDown); Self::BATCH];
+            let mut pre = [Pre::NONE; Self::BATCH];
+            let mut dropped = [None; Self::BATCH];
             // The hashes of the source and destination keys, in turn (0 for a frame that
             // will be dropped: a harmless read of the first line).
             let mut hashes = [0u64; 2 * Self::BATCH];
-            let each = pre.iter_mut().zip(hashes.as_chunks_mut::<2>().0);
-            for ((p, h), (ingress, f)) in each.zip(frames.iter_mut()) {
-                *p = self.classify(*ingress, f.as_mut());
-                if let Ok(p) = p {
-                    *h = [p.src_hash, p.dst_hash];
+            let each = pre.iter_mut().zip(&mut dropped);
+            let each = each.zip(hashes.as_chunks_mut::<2>().0);
+            for (((p, d), h), (ingress, f)) in each.zip(frames.iter_mut()) {
+                match self.classify(*ingress, f.as_mut(), p) {
+                    Ok(()) => *h = [p.src_hash, p.dst_hash],
+                    Err(r) => *d = Some(r),
                 }
             }
             // Independent loads of every line the chunk will need, in a loop of a few
             // instructions a line: the reorder window holds many of them at once, so their
             // misses overlap, and the decisions below find the lines in the cache.
             std::hint::black_box(self.table.touch(&hashes[..2 * frames.len()]));
-            let each = pre.iter().zip(frames.iter_mut()).zip(out.iter_mut());
-            for (((p, (ingress, f)), o), v) in each.zip(verdicts.iter_mut()) {
+            let each = pre.iter().zip(dropped).zip(frames.iter_mut());
+            for (((p, d), (ingress, f)), (o, v)) in each.zip(out.iter_mut().zip(verdicts)) {
+                let p = d.map_or(Ok(p), Err);
                 *v = self.decide(*ingress, f.as_mut(), p, secs, o);
             }
         }
@@ -542,10 +546,12 @@ impl Switch {
     pub const BATCH: usize = 32;
 
     /// Counts the frame as received on `ingress` and reads what the decision needs from the
-    /// frame and the configuration, changing nothing else. A batch counts its frames before
-    /// deciding any: the counters come out the same, and the port is read once a frame.
+    /// frame and the configuration into `pre`, changing nothing else (`pre` only when the
+    /// frame is not to be dropped). A batch counts its frames before deciding any: the
+    /// counters come out the same, and the port is read once a frame. The classification is
+    /// written in place, not returned: a batch's array gets it without a copy.
     #[inline]
-    fn classify(&mut self, ingress: PortId, frame: &[u8]) -> Result<Pre, DropReason> {
+    fn classify(&mut self, ingress: PortId, frame: &[u8], pre: &mut Pre) -> Result<(), DropReason> {
         let Some(Some(port)) = self.ports.get_mut(usize::from(ingress.0)) else {
             return Err(DropReason::PortDown);
         };
@@ -592,7 +598,7 @@ impl Switch {
         let d = self.domain_index(vlan).ok_or(DropReason::VlanMismatch)?;
         let d = u64::from(d) << 48;
         let (src_key, dst_key) = (d | src, d | dst);
-        Ok(Pre {
+        *pre = Pre {
             src_key,
             dst_key,
             src_hash: hash(src_key),
@@ -601,7 +607,8 @@ impl Switch {
             vlan,
             ethertype,
             payload,
-        })
+        };
+        Ok(())
     }
 
     /// Counts the frame, learns its source and decides where it goes: the fast path for a
@@ -611,7 +618,7 @@ impl Switch {
         &mut self,
         ingress: PortId,
         frame: &mut [u8],
-        pre: &Result<Pre, DropReason>,
+        pre: Result<&Pre, DropReason>,
         secs: u32,
         out: &mut Egress,
     ) -> Verdict {
@@ -620,7 +627,7 @@ impl Switch {
         {
             return v;
         }
-        self.decide_full(ingress, frame, *pre, secs, out)
+        self.decide_full(ingress, frame, pre.copied(), secs, out)
     }
 
     /// The common case, decided with two table reads and one port's counters: the source is
@@ -954,6 +961,18 @@ struct Pre {
 }
 
 impl Pre {
+    /// A classification yet to be made.
+    const NONE: Pre = Pre {
+        src_key: 0,
+        dst_key: 0,
+        src_hash: 0,
+        dst_hash: 0,
+        horizon: None,
+        vlan: 0,
+        ethertype: 0,
+        payload: 0,
+    };
+
     #[inline]
     fn domain(&self) -> u16 {
         (self.src_key >> 48) as u16

@@ -153,10 +153,12 @@ fn fast_path_decides_as_the_full_path() {
             let (mut f1, mut f2) = (f.clone(), f.clone());
             let secs = secs_of(now);
 
-            let pre = full.classify(ingress, &f1);
+            let mut p1 = Pre::NONE;
+            let pre = full.classify(ingress, &f1, &mut p1).map(|()| p1);
             let v1 = full.decide_full(ingress, &mut f1, pre, secs, &mut o1);
 
-            let pre = parts.classify(ingress, &f2);
+            let mut p2 = Pre::NONE;
+            let pre = parts.classify(ingress, &f2, &mut p2).map(|()| p2);
             let known = match &pre {
                 Ok(p) => parts.forward_known(ingress, f2.len(), p, secs, &mut o2),
                 Err(_) => None,

@@ -112,14 +112,97 @@ pub enum ConfigError {
 #[doc(hidden)]
 pub mod fuzz {
     use crate::{
-        DomainConfig, Egress, HorizonGroup, PortConfig, PortKind, Switch, Verdict, VlanSet,
+        DomainConfig, Egress, EgressPort, HorizonGroup, PortConfig, PortKind, Switch, Verdict,
+        VlanSet,
     };
     use gatekit_packet::{Instant, PortId};
 
     /// Runs arbitrary frames through a fabric with access, trunk and mesh tunnel ports, MAC
     /// limits and ARP suppression; each frame is `[ingress, time step, len, bytes...]`. Checks
-    /// that decisions never send a frame back where it came from nor across the mesh.
+    /// that decisions never send a frame back where it came from nor across the mesh, and
+    /// that a second fabric given the frames of each instant as one `forward_batch` decides,
+    /// rewrites, counts and learns exactly as the first one does frame by frame.
     pub fn switch_forward(data: &[u8]) {
+        let (mut sw, mut batched) = (fabric(), fabric());
+        let mut out = Egress::with_capacity(8);
+        let mut now = Instant::ZERO;
+        let mut rest = data;
+        // The frames of the current instant, as received and as decided one by one.
+        let mut burst: Vec<(PortId, Vec<u8>)> = Vec::new();
+        let mut decided: Vec<(Verdict, Vec<EgressPort>, Vec<u8>)> = Vec::new();
+        while let [ingress, step, len, tail @ ..] = rest {
+            let n = usize::from(*len).min(tail.len());
+            let mut frame = tail[..n].to_vec();
+            rest = &tail[n..];
+            if *step != 0 {
+                replay(&mut batched, now, &mut burst, &mut decided);
+            }
+            now += core::time::Duration::from_secs(u64::from(*step));
+            sw.handle_timeout(now);
+            let ingress = PortId(u16::from(*ingress % 6));
+            burst.push((ingress, frame.clone()));
+            let v = sw.forward(ingress, &mut frame, now, &mut out);
+            let ing_group = sw.port(ingress).and_then(|p| p.horizon);
+            match v {
+                Verdict::Forward => assert_eq!(out.len(), 1),
+                Verdict::Reply => assert_eq!(out.ports()[0].port, ingress),
+                Verdict::Flood => {}
+                Verdict::Drop(_) => assert!(out.is_empty()),
+            }
+            if v != Verdict::Reply {
+                for e in out.ports() {
+                    assert_ne!(e.port, ingress);
+                    let g = sw.port(e.port).and_then(|p| p.horizon);
+                    assert!(ing_group.is_none() || g != ing_group);
+                }
+            }
+            decided.push((v, out.ports().to_vec(), frame));
+        }
+        replay(&mut batched, now, &mut burst, &mut decided);
+        assert_eq!(state(&mut sw), state(&mut batched));
+    }
+
+    /// Decides `burst` as one batch at `now` and checks it against `decided`; empties both.
+    fn replay(
+        sw: &mut Switch,
+        now: Instant,
+        burst: &mut Vec<(PortId, Vec<u8>)>,
+        decided: &mut Vec<(Verdict, Vec<EgressPort>, Vec<u8>)>,
+    ) {
+        sw.handle_timeout(now);
+        let mut outs = vec![Egress::default(); burst.len()];
+        let mut verdicts = vec![Verdict::Flood; burst.len()];
+        assert_eq!(
+            sw.forward_batch(burst, now, &mut outs, &mut verdicts),
+            burst.len()
+        );
+        for (i, (v, ports, frame)) in decided.iter().enumerate() {
+            assert_eq!(
+                (verdicts[i], outs[i].ports()),
+                (*v, &ports[..]),
+                "frame {i}"
+            );
+            assert_eq!(burst[i].1, *frame, "frame {i}");
+        }
+        burst.clear();
+        decided.clear();
+    }
+
+    /// Everything a fabric counts and learns, in a comparable form.
+    fn state(sw: &mut Switch) -> String {
+        let mut entries: Vec<_> = sw.entries().collect();
+        entries.sort_by_key(|(v, m, _)| (*v, *m));
+        let ports: Vec<_> = (0..6).map(|p| sw.port_stats(PortId(p)).cloned()).collect();
+        let domains = [sw.domain_stats(10).copied(), sw.domain_stats(20).copied()];
+        let events: Vec<_> = core::iter::from_fn(|| sw.poll_event()).collect();
+        format!(
+            "{entries:?} {ports:?} {domains:?} {events:?} {:?} {}",
+            sw.drops(),
+            sw.events_lost()
+        )
+    }
+
+    fn fabric() -> Switch {
         let mut sw = Switch::new();
         for vlan in [10, 20] {
             let _ = sw.add_domain(DomainConfig {
@@ -143,31 +226,6 @@ pub mod fuzz {
         for (i, p) in ports.into_iter().enumerate() {
             let _ = sw.set_port(PortId(i as u16), p);
         }
-        let mut out = Egress::with_capacity(8);
-        let mut now = Instant::ZERO;
-        let mut rest = data;
-        while let [ingress, step, len, tail @ ..] = rest {
-            let n = usize::from(*len).min(tail.len());
-            let mut frame = tail[..n].to_vec();
-            rest = &tail[n..];
-            now += core::time::Duration::from_secs(u64::from(*step));
-            sw.handle_timeout(now);
-            let ingress = PortId(u16::from(*ingress % 6));
-            let v = sw.forward(ingress, &mut frame, now, &mut out);
-            let ing_group = sw.port(ingress).and_then(|p| p.horizon);
-            match v {
-                Verdict::Forward => assert_eq!(out.len(), 1),
-                Verdict::Reply => assert_eq!(out.ports()[0].port, ingress),
-                Verdict::Flood => {}
-                Verdict::Drop(_) => assert!(out.is_empty()),
-            }
-            if v != Verdict::Reply {
-                for e in out.ports() {
-                    assert_ne!(e.port, ingress);
-                    let g = sw.port(e.port).and_then(|p| p.horizon);
-                    assert!(ing_group.is_none() || g != ing_group);
-                }
-            }
-        }
+        sw
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::arp::{self, Arp, ETHERTYPE_ARP};
 use crate::port::{HorizonGroup, MAX_VLAN, PortConfig, PortStats, VlanMode};
-use crate::table::{EntryKind, FastMap, MacEntry, MacTable, hash, key};
+use crate::table::{EntryKind, FastMap, LEARNED, MacEntry, MacTable, hash, key};
 use crate::{ConfigError, MacAddr, TPID_8021Q};
 use core::net::Ipv4Addr;
 use core::time::Duration;
@@ -474,6 +474,7 @@ impl Switch {
     ///
     /// Never panics and never allocates once `out` and the table have grown: a frame that
     /// cannot be switched is a [`Verdict::Drop`] counted on the ingress port.
+    #[inline]
     pub fn forward(
         &mut self,
         ingress: PortId,
@@ -481,7 +482,8 @@ impl Switch {
         now: Instant,
         out: &mut Egress,
     ) -> Verdict {
-        let pre = self.classify(ingress, frame);
+        let mut p = Pre::NONE;
+        let pre = self.classify(ingress, frame, &mut p).map(|()| &p);
         self.decide(ingress, frame, pre, secs_of(now), out)
     }
 
@@ -514,21 +516,27 @@ impl Switch {
             .zip(out.chunks_mut(Self::BATCH))
             .zip(verdicts.chunks_mut(Self::BATCH));
         for ((frames, out), verdicts) in chunks {
-            let mut pre = [Err(DropReason::PortDown); Self::BATCH];
-            for (p, (ingress, f)) in pre.iter_mut().zip(frames.iter_mut()) {
-                *p = self.classify(*ingress, f.as_mut());
+            let mut pre = [Pre::NONE; Self::BATCH];
+            let mut dropped = [None; Self::BATCH];
+            // The hashes of the source and destination keys, in turn (0 for a frame that
+            // will be dropped: a harmless read of the first line).
+            let mut hashes = [0u64; 2 * Self::BATCH];
+            let each = pre.iter_mut().zip(&mut dropped);
+            let each = each.zip(hashes.as_chunks_mut::<2>().0);
+            for (((p, d), h), (ingress, f)) in each.zip(frames.iter_mut()) {
+                match self.classify(*ingress, f.as_mut(), p) {
+                    Ok(()) => *h = [p.src_hash, p.dst_hash],
+                    Err(r) => *d = Some(r),
+                }
             }
             // Independent loads of every line the chunk will need, in a loop of a few
-            // instructions a frame: the CPU has them all in flight at once, and the decisions
-            // below find them in the cache.
-            let mut lines = 0u64;
-            for p in pre.iter().take(frames.len()).flatten() {
-                lines ^= self.table.touch(p.src_hash) ^ self.table.touch(p.dst_hash);
-            }
-            std::hint::black_box(lines);
-            let each = pre.iter().zip(frames.iter_mut()).zip(out.iter_mut());
-            for (((p, (ingress, f)), o), v) in each.zip(verdicts.iter_mut()) {
-                *v = self.decide(*ingress, f.as_mut(), *p, secs, o);
+            // instructions a line: the reorder window holds many of them at once, so their
+            // misses overlap, and the decisions below find the lines in the cache.
+            std::hint::black_box(self.table.touch(&hashes[..2 * frames.len()]));
+            let each = pre.iter().zip(dropped).zip(frames.iter_mut());
+            for (((p, d), (ingress, f)), (o, v)) in each.zip(out.iter_mut().zip(verdicts)) {
+                let p = d.map_or(Ok(p), Err);
+                *v = self.decide(*ingress, f.as_mut(), p, secs, o);
             }
         }
         n
@@ -538,10 +546,12 @@ impl Switch {
     pub const BATCH: usize = 32;
 
     /// Counts the frame as received on `ingress` and reads what the decision needs from the
-    /// frame and the configuration, changing nothing else. A batch counts its frames before
-    /// deciding any: the counters come out the same, and the port is read once a frame.
+    /// frame and the configuration into `pre`, changing nothing else (`pre` only when the
+    /// frame is not to be dropped). A batch counts its frames before deciding any: the
+    /// counters come out the same, and the port is read once a frame. The classification is
+    /// written in place, not returned: a batch's array gets it without a copy.
     #[inline]
-    fn classify(&mut self, ingress: PortId, frame: &[u8]) -> Result<Pre, DropReason> {
+    fn classify(&mut self, ingress: PortId, frame: &[u8], pre: &mut Pre) -> Result<(), DropReason> {
         let Some(Some(port)) = self.ports.get_mut(usize::from(ingress.0)) else {
             return Err(DropReason::PortDown);
         };
@@ -588,7 +598,7 @@ impl Switch {
         let d = self.domain_index(vlan).ok_or(DropReason::VlanMismatch)?;
         let d = u64::from(d) << 48;
         let (src_key, dst_key) = (d | src, d | dst);
-        Ok(Pre {
+        *pre = Pre {
             src_key,
             dst_key,
             src_hash: hash(src_key),
@@ -597,12 +607,79 @@ impl Switch {
             vlan,
             ethertype,
             payload,
-        })
+        };
+        Ok(())
     }
 
-    /// Counts the frame, learns its source and decides where it goes.
+    /// Counts the frame, learns its source and decides where it goes: the fast path for a
+    /// known unicast from a source learning would not change, the full path for the rest.
     #[inline]
     fn decide(
+        &mut self,
+        ingress: PortId,
+        frame: &mut [u8],
+        pre: Result<&Pre, DropReason>,
+        secs: u32,
+        out: &mut Egress,
+    ) -> Verdict {
+        if let Ok(p) = pre
+            && let Some(v) = self.forward_known(ingress, frame.len(), p, secs, out)
+        {
+            return v;
+        }
+        self.decide_full(ingress, frame, pre.copied(), secs, out)
+    }
+
+    /// The common case, decided with two table reads and one port's counters: the source is
+    /// in the table on the ingress port and was last seen in this second (so learning would
+    /// write nothing, not even its time: its line stays clean), the frame is no ARP (which
+    /// suppression may answer), and the destination is a unicast address in the table behind
+    /// a port it may be sent to. Then the decision is [`decide_full`](Self::decide_full)'s,
+    /// with the same counters; anything else returns `None` having changed nothing.
+    #[inline]
+    fn forward_known(
+        &mut self,
+        ingress: PortId,
+        len: usize,
+        p: &Pre,
+        secs: u32,
+        out: &mut Egress,
+    ) -> Option<Verdict> {
+        // Both lines are read before either is needed, so that their misses overlap.
+        let src = self.table.meta_h(p.src_key, p.src_hash);
+        let dst = self.table.meta_h(p.dst_key, p.dst_hash);
+        // The source's entry is live (learned or static: the state's low bit ignored) with
+        // the port and time learning would give it.
+        let seen = (u64::from(secs) << 32) | (u64::from(ingress.0) << 16) | LEARNED;
+        if src & !1 != seen
+            || dst == 0
+            || p.dst_key & MULTICAST != 0
+            || p.ethertype == ETHERTYPE_ARP
+        {
+            return None;
+        }
+        let to = PortId((dst >> 16) as u16);
+        let Some(Some(port)) = self.ports.get_mut(usize::from(to.0)) else {
+            return None;
+        };
+        let split = to == ingress || (p.horizon.is_some() && port.fast.horizon == p.horizon);
+        if split || len.saturating_sub(usize::from(p.payload)) > port.fast.mtu {
+            return None;
+        }
+        port.stats.tx_unicast += 1;
+        out.vlan = p.vlan;
+        out.ports.clear();
+        out.ports.push(EgressPort {
+            port: to,
+            tag: port.fast.egress_tag(p.vlan),
+        });
+        Some(Verdict::Forward)
+    }
+
+    /// Learns the frame's source and decides where it goes, whatever the case. Out of line:
+    /// the fast path around it keeps its registers.
+    #[inline(never)]
+    fn decide_full(
         &mut self,
         ingress: PortId,
         frame: &mut [u8],
@@ -884,6 +961,18 @@ struct Pre {
 }
 
 impl Pre {
+    /// A classification yet to be made.
+    const NONE: Pre = Pre {
+        src_key: 0,
+        dst_key: 0,
+        src_hash: 0,
+        dst_hash: 0,
+        horizon: None,
+        vlan: 0,
+        ethertype: 0,
+        payload: 0,
+    };
+
     #[inline]
     fn domain(&self) -> u16 {
         (self.src_key >> 48) as u16
@@ -899,3 +988,6 @@ fn secs_of(now: Instant) -> u32 {
 fn sweep_interval(aging: Duration) -> Duration {
     (aging / 4).max(Duration::from_secs(1))
 }
+
+#[cfg(test)]
+mod tests;

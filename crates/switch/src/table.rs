@@ -74,8 +74,9 @@ pub(crate) fn hash(k: u64) -> u64 {
 const EMPTY: u64 = 0;
 /// A removed entry: lookups go on past it, inserts reuse it.
 const TOMB: u64 = 1;
-const LEARNED: u64 = 2;
-const STATIC: u64 = 3;
+/// The state of a learned entry; a static one's is this plus one.
+pub(crate) const LEARNED: u64 = 2;
+const STATIC: u64 = LEARNED | 1;
 
 const SLOTS: usize = 4;
 /// Bytes of a bucket: one cache line.
@@ -351,14 +352,17 @@ impl MacTable {
         h as usize & self.mask
     }
 
-    /// Reads the home bucket's line and returns a word of it, so that a batch can start the
-    /// memory accesses of several lookups before it needs any of them.
+    /// Reads the home buckets' lines of the keys hashed to `hashes` and returns a function of
+    /// them, so that a batch can start the memory accesses of its lookups before it needs
+    /// any of them.
     #[inline]
-    pub(crate) fn touch(&self, h: u64) -> u64 {
-        self.store
-            .buckets()
-            .get(self.home(h))
-            .map_or(0, |b| u64::from(b[0]))
+    pub(crate) fn touch(&self, hashes: &[u64]) -> u64 {
+        let buckets = self.store.buckets();
+        let mut seen = 0;
+        for &h in hashes {
+            seen ^= buckets.get(self.home(h)).map_or(0, |b| u64::from(b[0]));
+        }
+        seen
     }
 
     /// Finds `k`, hashed to `h`, and returns where it is with its meta word.
@@ -390,6 +394,31 @@ impl MacTable {
         }
     }
 
+    /// The meta word of `k`, hashed to `h`: 0 when the key is absent (a live slot's word is
+    /// never 0). The forwarding fast path reads only this.
+    #[inline]
+    pub(crate) fn meta_h(&self, k: u64, h: u64) -> u64 {
+        let mut b = self.home(h);
+        let buckets = self.store.buckets();
+        let want = !k;
+        loop {
+            let Some(bucket) = buckets.get(b) else {
+                return 0;
+            };
+            let w = words(bucket);
+            // The matching slot's meta word (at most one key matches), selected without a
+            // branch: compares and masks the compiler does four at a time in vector registers.
+            let mut hit = 0;
+            for i in 0..SLOTS {
+                hit |= w[SLOTS + i] & 0u64.wrapping_sub(u64::from(w[i] == want));
+            }
+            if hit != 0 || w[SLOTS..].iter().any(|m| m & 0xff == EMPTY) {
+                return hit;
+            }
+            b = (b + 1) & self.mask;
+        }
+    }
+
     /// The entry for `k`, hashed to `h`.
     #[inline]
     pub(crate) fn get_h(&self, k: u64, h: u64) -> Option<MacEntry> {
@@ -399,7 +428,8 @@ impl MacTable {
     /// The port behind `k`, hashed to `h`.
     #[inline]
     pub(crate) fn port_h(&self, k: u64, h: u64) -> Option<PortId> {
-        self.find(k, h).map(|(_, meta)| PortId((meta >> 16) as u16))
+        let meta = self.meta_h(k, h);
+        (meta != 0).then_some(PortId((meta >> 16) as u16))
     }
 
     /// The entry for `k`.

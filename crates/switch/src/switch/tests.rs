@@ -1,0 +1,222 @@
+//! The forwarding fast path against the full path alone, on traffic that visits every case
+//! the fast path must leave to the full one.
+
+use super::*;
+use crate::port::PortKind;
+
+/// Domain 10 with a MAC limit, ARP suppression and 6 s aging; domain 20 plain. Ports: 0, 1
+/// access 10; 2 trunk (native 10, tagged 10 and 20); 3 access 20 with a MAC limit and a small
+/// MTU; 4, 5 mesh tunnels on 10 in one split-horizon group. A static entry behind port 1.
+fn fabric() -> Switch {
+    let mut sw = Switch::new();
+    sw.add_domain(DomainConfig {
+        max_macs: Some(12),
+        arp_suppression: true,
+        aging: Duration::from_secs(6),
+        ..DomainConfig::new(10)
+    })
+    .unwrap();
+    sw.add_domain(DomainConfig::new(20)).unwrap();
+    let mesh = Some(HorizonGroup(7));
+    let ports = [
+        PortConfig::access(10),
+        PortConfig::access(10),
+        PortConfig::trunk(Some(10), [10, 20].into_iter().collect()),
+        PortConfig {
+            max_macs: Some(3),
+            mtu: 60,
+            ..PortConfig::access(20)
+        },
+        PortConfig {
+            kind: PortKind::GreTeb,
+            horizon: mesh,
+            ..PortConfig::access(10)
+        },
+        PortConfig {
+            kind: PortKind::Vxlan,
+            horizon: mesh,
+            ..PortConfig::access(10)
+        },
+    ];
+    for (i, p) in ports.into_iter().enumerate() {
+        sw.set_port(PortId(i as u16), p).unwrap();
+    }
+    sw.add_static(10, host(15), PortId(1)).unwrap();
+    sw.add_binding(10, Ipv4Addr::new(10, 0, 0, 3), host(3))
+        .unwrap();
+    sw
+}
+
+fn host(n: u64) -> MacAddr {
+    MacAddr::from_u64(0x0200_0000_0000 | n)
+}
+
+fn frame(dst: MacAddr, src: MacAddr, tag: Option<u16>, ethertype: u16, len: usize) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst.0);
+    f.extend_from_slice(&src.0);
+    if let Some(t) = tag {
+        f.extend_from_slice(&TPID_8021Q.to_be_bytes());
+        f.extend_from_slice(&t.to_be_bytes());
+    }
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    if ethertype == ETHERTYPE_ARP {
+        // A request from `src` for 10.0.0.3.
+        f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+        f.extend_from_slice(&src.0);
+        f.extend_from_slice(&[10, 0, 0, 9, 0, 0, 0, 0, 0, 0, 10, 0, 0, 3]);
+    }
+    f.resize(f.len().max(14 + len), 0x5a);
+    f
+}
+
+fn snapshot(sw: &mut Switch) -> String {
+    let mut entries: Vec<_> = sw.entries().collect();
+    entries.sort_by_key(|(v, m, _)| (*v, *m));
+    let ports: Vec<_> = (0..7).map(|p| sw.port_stats(PortId(p)).cloned()).collect();
+    let domains = [sw.domain_stats(10).copied(), sw.domain_stats(20).copied()];
+    let events: Vec<_> = std::iter::from_fn(|| sw.poll_event()).collect();
+    format!(
+        "{entries:?}\n{ports:?}\n{domains:?}\n{events:?}\n{:?}\n{}\n{:?}",
+        sw.drops(),
+        sw.events_lost(),
+        sw.poll_timeout()
+    )
+}
+
+/// Three fabrics get the same traffic: one decides every frame on the full path alone, one
+/// tries the fast path first and counts how often it decided, and one is driven through the
+/// public `forward` and `forward_batch`. Their verdicts, egress lists, rewritten frames,
+/// counters, events and tables must agree throughout. The traffic is mostly known unicast
+/// between hosts that stay behind their port (the fast path's case), with hosts that move,
+/// time that passes within a second, by seconds and past the aging time, broadcasts, ARP,
+/// tags, frames too big for a port, frames back to their own port or across the mesh, and
+/// more new sources than the limits allow.
+#[test]
+fn fast_path_decides_as_the_full_path() {
+    for seed in 1..=8u64 {
+        let (mut full, mut parts, mut api) = (fabric(), fabric(), fabric());
+        let (mut o1, mut o2, mut o3) = (Egress::default(), Egress::default(), Egress::default());
+        let mut outs = vec![Egress::default(); 8];
+        let mut verdicts = [Verdict::Flood; 8];
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut rnd = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        // Where each host lives; hosts 12.. are many and new (the limits), 15 is static.
+        let mut home: Vec<u16> = (0..24).map(|h| [0, 1, 2, 4, 0, 1, 5, 3][h % 8]).collect();
+        // From time 0 on: an absent source on port 0 at second 0 must not look fresh.
+        let mut now = Instant::ZERO;
+        let (mut fast, mut total) = (0u64, 0u64);
+        for step in 0..3000 {
+            match rnd(200) {
+                0..=179 => {}
+                180..=191 => now += Duration::from_millis(250),
+                192..=197 => now += Duration::from_secs(1 + rnd(3)),
+                _ => now += Duration::from_secs(7),
+            }
+            for sw in [&mut full, &mut parts, &mut api] {
+                sw.handle_timeout(now);
+            }
+            if rnd(40) == 0 {
+                let h = rnd(24) as usize;
+                home[h] = rnd(6) as u16;
+            }
+            let pool = if rnd(10) == 0 { 24 } else { 8 };
+            let src = rnd(pool);
+            let dst = match rnd(20) {
+                0 => MacAddr::BROADCAST,
+                1 => MacAddr([1, 0, 0x5e, 0, 0, 1]),
+                2 => host(15),
+                3 => host(src),
+                _ => host(rnd(8)),
+            };
+            let ingress = match rnd(30) {
+                0 => PortId(rnd(7) as u16),
+                _ => PortId(home[src as usize]),
+            };
+            let tag = match (ingress.0, rnd(4)) {
+                (2, 0) => Some(20),
+                (2, 1) => Some(10),
+                (_, 2) if rnd(8) == 0 => Some(0),
+                _ => None,
+            };
+            let ethertype = if rnd(25) == 0 { ETHERTYPE_ARP } else { 0x0800 };
+            let len = [46, 46, 46, 64, 200][rnd(5) as usize];
+            let mut f = frame(dst, host(src), tag, ethertype, len);
+            if rnd(200) == 0 {
+                f.truncate(rnd(18) as usize);
+            }
+            let (mut f1, mut f2) = (f.clone(), f.clone());
+            let secs = secs_of(now);
+
+            let mut p1 = Pre::NONE;
+            let pre = full.classify(ingress, &f1, &mut p1).map(|()| p1);
+            let v1 = full.decide_full(ingress, &mut f1, pre, secs, &mut o1);
+
+            let mut p2 = Pre::NONE;
+            let pre = parts.classify(ingress, &f2, &mut p2).map(|()| p2);
+            let known = match &pre {
+                Ok(p) => parts.forward_known(ingress, f2.len(), p, secs, &mut o2),
+                Err(_) => None,
+            };
+            let v2 = match known {
+                Some(v) => {
+                    fast += 1;
+                    v
+                }
+                None => parts.decide_full(ingress, &mut f2, pre, secs, &mut o2),
+            };
+            total += 1;
+
+            // The public entry points, one frame alone or as a batch of one.
+            let v3 = if step % 2 == 0 {
+                api.forward(ingress, &mut f, now, &mut o3)
+            } else {
+                let mut batch = [(ingress, f.clone())];
+                assert_eq!(
+                    api.forward_batch(&mut batch, now, &mut outs, &mut verdicts),
+                    1
+                );
+                f = batch[0].1.clone();
+                o3 = outs[0].clone();
+                verdicts[0]
+            };
+
+            assert_eq!(v1, v2, "seed {seed} step {step}");
+            assert_eq!(v1, v3, "seed {seed} step {step}");
+            assert_eq!(o1.ports(), o2.ports(), "seed {seed} step {step}");
+            assert_eq!(o1.ports(), o3.ports(), "seed {seed} step {step}");
+            assert_eq!((o1.vlan(), o1.vlan()), (o2.vlan(), o3.vlan()));
+            assert_eq!((&f1, &f1), (&f2, &f), "seed {seed} step {step}");
+            if step % 100 == 0 {
+                let s = snapshot(&mut full);
+                assert_eq!(s, snapshot(&mut parts), "seed {seed} step {step}");
+                assert_eq!(s, snapshot(&mut api), "seed {seed} step {step}");
+            }
+        }
+        let s = snapshot(&mut full);
+        assert_eq!(s, snapshot(&mut parts), "seed {seed}");
+        assert_eq!(s, snapshot(&mut api), "seed {seed}");
+        // The traffic went both ways through every case that matters.
+        assert!(
+            fast * 8 > total,
+            "seed {seed}: fast path took {fast} of {total}"
+        );
+        assert!(
+            fast * 10 < total * 9,
+            "seed {seed}: fast path took {fast} of {total}"
+        );
+        let d = *full.domain_stats(10).unwrap();
+        assert!(
+            d.mac_moves > 0 && d.aged_out > 0 && d.mac_limit_drops > 0,
+            "{d:?}"
+        );
+        assert!(d.static_conflicts > 0 && d.arp_suppressed > 0, "{d:?}");
+        let limited = full.port_stats(PortId(3)).unwrap();
+        assert!(limited.drops.get(DropReason::TooBig) > 0, "{limited:?}");
+    }
+}

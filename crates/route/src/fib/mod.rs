@@ -6,7 +6,40 @@ use crate::addr::{Address, mask};
 use crate::lpm::Lpm;
 use arc_swap::ArcSwap;
 use poptrie::{Entry, FreeRanges, LEAF, Leaf, NONE, Poptrie, Trie, each};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
+
+/// A fast hash for the prefixes of one batch (not exposed to untrusted keys for long: a
+/// map lives for one slot of one batch).
+#[derive(Default)]
+struct MixHasher(u64);
+
+impl Hasher for MixHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u8(&mut self, v: u8) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(26) ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.write_u64(v as u64);
+        self.write_u64((v >> 64) as u64);
+    }
+}
+
+type Mix = BuildHasherDefault<MixHasher>;
+
+/// The real changes of a batch to one slot, by prefix: the next hop before the batch and now.
+type Pending = HashMap<(u128, u8), (Option<NextHopId>, Option<NextHopId>), Mix>;
 
 /// The id of a next hop (or of an ECMP group) as the FIB stores it: an index into the
 /// caller's own table of adjacencies. At most [`MAX_NEXT_HOP`].
@@ -487,102 +520,137 @@ impl<A: Address> Fib<A> {
             }
         }
         radix_sort(&mut order, s);
-        // The slots are visited in increasing order, but they are far apart in memory: read
-        // the routes of the slot a few changes ahead so that its cache misses overlap with
-        // the work on the current one (a load whose value is folded into `touched` serves as
-        // a prefetch).
-        const AHEAD: usize = 16;
-        let mut touched = 0u8;
+        // The changes of each slot, as (slot, end in `order`).
+        let mut groups: Vec<(u32, u32)> = Vec::new();
         let mut k = 0;
         while k < order.len() {
-            let slot = (order[k] >> 32) as usize;
-            let end = k + order[k..].partition_point(|&o| (o >> 32) as usize == slot);
-            for &ahead in order.get(k + AHEAD..end + AHEAD).unwrap_or_default() {
-                if let Some(list) = self.long.get((ahead >> 32) as usize) {
+            let slot = (order[k] >> 32) as u32;
+            let end = k + order[k..].partition_point(|&o| (o >> 32) as u32 == slot);
+            groups.push((slot, end as u32));
+            k = end;
+        }
+        // The slots are visited in increasing order, but their route lists are far apart in
+        // memory. The groups go in windows of `WINDOW`, in three stages a window apart: read
+        // the list headers of the groups two windows ahead, then the list contents of the
+        // next window, then apply the changes of this one. The loads of a stage do not
+        // depend on each other, so their cache misses overlap (a load whose value is folded
+        // into `touched` serves as a prefetch) instead of each change waiting for its own.
+        const WINDOW: usize = 16;
+        let mut touched = 0usize;
+        let mut start = 0usize;
+        for (w, window) in groups.chunks(WINDOW).enumerate() {
+            for &(slot, _) in groups
+                .get((w + 2) * WINDOW..(w + 3) * WINDOW)
+                .unwrap_or_default()
+            {
+                touched ^= self.long.get(slot as usize).map_or(0, Vec::len);
+            }
+            for &(slot, _) in groups
+                .get((w + 1) * WINDOW..(w + 2) * WINDOW)
+                .unwrap_or_default()
+            {
+                if let Some(list) = self.long.get(slot as usize) {
                     // Every cache line of a short list (two entries a line), else the
                     // lines the binary search reads first.
-                    if list.len() <= 32 {
+                    if list.len() <= 8 {
                         for e in list.iter().step_by(2) {
-                            touched ^= e.1;
+                            touched ^= usize::from(e.1);
                         }
                     } else {
                         let mid = list.get(list.len() / 2).map_or(0, |e| e.1);
-                        touched ^= mid ^ list.first().map_or(0, |e| e.1);
+                        touched ^= usize::from(mid ^ list.first().map_or(0, |e| e.1));
                     }
                 }
             }
-            let group = order.get(k..end).unwrap_or_default();
-            if group.len() > 1 && self.long.get(slot).is_some_and(|l| l.len() > MERGE_MIN) {
-                changed += self.merge_slot(slot, group, changes);
-            } else {
-                for &o in group {
-                    if let Some(c) = changes.get(o as u32 as usize) {
-                        changed += usize::from(self.apply_one(c));
+            for &(slot, end) in window {
+                let slot = slot as usize;
+                let group = order.get(start..end as usize).unwrap_or_default();
+                start = end as usize;
+                if group.len() > 1 && self.long.get(slot).is_some_and(|l| l.len() > MERGE_MIN) {
+                    changed += self.merge_slot(slot, group, changes);
+                } else {
+                    for &o in group {
+                        if let Some(c) = changes.get(o as u32 as usize) {
+                            changed += usize::from(self.apply_one(c));
+                        }
                     }
                 }
             }
-            k = end;
         }
         core::hint::black_box(touched);
         changed
     }
 
     /// Applies the changes of one slot (`group`: sorted (slot, index) keys into `changes`)
-    /// by merging them into the slot's list in one pass, instead of one insertion or removal
-    /// each (which moves half a long list every time). Returns how many changed a route.
+    /// whose list is long. Most changes of a routing update stream change nothing (a route
+    /// announced again with the same next hop): each change is looked up in the list, and
+    /// only the real changes are merged into it, in one pass (instead of one insertion or
+    /// removal each, which moves half a long list every time). Returns how many changed a
+    /// route.
     fn merge_slot(&mut self, slot: usize, group: &[u64], changes: &[Change<A::Prefix>]) -> usize {
-        let mut ops: Vec<(u128, u8, Option<NextHopId>)> = group
-            .iter()
-            .filter_map(|&o| match *changes.get(o as u32 as usize)? {
-                Change::Insert(p, nh) => {
-                    let (k, l) = A::prefix_parts(&p);
-                    Some((k, l, Some(nh)))
-                }
-                Change::Remove(p) => {
-                    let (k, l) = A::prefix_parts(&p);
-                    Some((k, l, None))
-                }
-            })
-            .collect();
-        // Stable: the changes to one prefix stay in their order.
-        ops.sort_by_key(|o| (o.0, o.1));
-        let Some(list) = self.long.get_mut(slot) else {
+        let Some(list) = self.long.get(slot) else {
             return 0;
+        };
+        let mut pending: Pending = HashMap::default();
+        let mut changed = 0;
+        let mut max_nh = self.max_nh;
+        for &o in group {
+            let (p, new) = match changes.get(o as u32 as usize) {
+                Some(&Change::Insert(p, nh)) => (p, Some(nh)),
+                Some(&Change::Remove(p)) => (p, None),
+                None => continue,
+            };
+            if let Some(nh) = new {
+                max_nh = max_nh.max(nh);
+            }
+            let (key, len) = A::prefix_parts(&p);
+            if !pending.is_empty()
+                && let Some(e) = pending.get_mut(&(key, len))
+            {
+                changed += usize::from(e.1 != new);
+                e.1 = new;
+                continue;
+            }
+            let cur = list
+                .binary_search_by(|e| (e.0, e.1).cmp(&(key, len)))
+                .ok()
+                .and_then(|i| list.get(i))
+                .map(|e| e.2);
+            if cur != new {
+                changed += 1;
+                pending.insert((key, len), (cur, new));
+            }
+        }
+        self.max_nh = max_nh;
+        let mut ops: Vec<(u128, u8, Option<NextHopId>)> = pending
+            .into_iter()
+            .filter(|(_, (orig, now))| orig != now)
+            .map(|((k, l), (_, now))| (k, l, now))
+            .collect();
+        if ops.is_empty() {
+            return changed;
+        }
+        ops.sort_unstable_by_key(|o| (o.0, o.1));
+        let Some(list) = self.long.get_mut(slot) else {
+            return changed;
         };
         let old = core::mem::take(list);
         let mut merged = Vec::with_capacity(old.len() + ops.len());
-        let (mut changed, mut added, mut removed) = (0, 0, 0);
-        let mut marks = Vec::new();
+        let (mut added, mut removed) = (0, 0);
         let mut rest = &old[..];
-        let mut ops = &ops[..];
-        while let Some(&(key, len, _)) = ops.first() {
+        for &(key, len, now) in &ops {
             let before = rest.partition_point(|e| (e.0, e.1) < (key, len));
             merged.extend_from_slice(rest.get(..before).unwrap_or_default());
             rest = rest.get(before..).unwrap_or_default();
-            let orig = match rest.first() {
+            match rest.first() {
                 Some(e) if (e.0, e.1) == (key, len) => {
                     rest = rest.get(1..).unwrap_or_default();
-                    Some(e.2)
+                    removed += usize::from(now.is_none());
                 }
-                _ => None,
-            };
-            let same = ops.partition_point(|o| (o.0, o.1) == (key, len));
-            let mut state = orig;
-            for &(_, _, new) in ops.get(..same).unwrap_or_default() {
-                if let Some(nh) = new {
-                    self.max_nh = self.max_nh.max(nh);
-                }
-                changed += usize::from(state != new);
-                state = new;
+                _ => added += usize::from(now.is_some()),
             }
-            ops = ops.get(same..).unwrap_or_default();
-            if let Some(nh) = state {
+            if let Some(nh) = now {
                 merged.push((key, len, nh));
-            }
-            if state != orig {
-                marks.push((key, len));
-                added += usize::from(state.is_some() && orig.is_none());
-                removed += usize::from(state.is_none() && orig.is_some());
             }
         }
         merged.extend_from_slice(rest);
@@ -590,7 +658,7 @@ impl<A: Address> Fib<A> {
             *list = merged;
         }
         self.long_count = self.long_count + added - removed;
-        for (key, len) in marks {
+        for (key, len, _) in ops {
             self.mark_long(key, len);
         }
         changed

@@ -257,6 +257,9 @@ pub struct Fib<A: Address> {
     /// The leaf ranges of the current table's garbage that rebuilt slots can reuse.
     free: FreeRanges,
     table: Arc<FibTable<A>>,
+    /// The arrays of an earlier table that no reader held any more when it was replaced:
+    /// the next commit copies the current table into them instead of into fresh memory.
+    spare: Option<Trie>,
     shared: Arc<ArcSwap<FibTable<A>>>,
 }
 
@@ -285,6 +288,7 @@ impl<A: Address> Clone for Fib<A> {
             garbage: self.garbage,
             free: self.free.clone(),
             table: self.table.clone(),
+            spare: None,
             shared: Arc::new(ArcSwap::new(self.table.clone())),
         }
     }
@@ -322,6 +326,7 @@ impl<A: Address> Fib<A> {
             free: FreeRanges::default(),
             shared: Arc::new(ArcSwap::new(table.clone())),
             table,
+            spare: None,
         }
     }
 
@@ -753,7 +758,13 @@ impl<A: Address> Fib<A> {
             each!(&mut trie, t => self.build_full(t, old_nodes, old_leaves));
             (trie, 1 << s)
         } else {
-            let mut trie = self.table.trie.clone();
+            let mut trie = match self.spare.take() {
+                Some(mut t) => {
+                    t.clone_from(&self.table.trie);
+                    t
+                }
+                None => self.table.trie.clone(),
+            };
             let mut garbage = self.garbage;
             let mut free = core::mem::take(&mut self.free);
             let slots = each!(&mut trie, t => self.patch(t, &mut garbage, &mut free));
@@ -769,12 +780,19 @@ impl<A: Address> Fib<A> {
         self.dirty.clear();
         self.dirty_units.clear();
         self.full_pending = false;
-        self.table = Arc::new(FibTable {
-            trie,
-            routes: self.len(),
-            _family: core::marker::PhantomData,
-        });
+        let routes = self.len();
+        let old = core::mem::replace(
+            &mut self.table,
+            Arc::new(FibTable {
+                trie,
+                routes,
+                _family: core::marker::PhantomData,
+            }),
+        );
         self.shared.store(self.table.clone());
+        // Readers that still hold the old table keep it alive; otherwise its arrays are
+        // reused (copying into memory already mapped saves the page faults of a fresh copy).
+        self.spare = Arc::try_unwrap(old).ok().map(|t| t.trie);
         CommitStats {
             slots_rebuilt,
             full_rebuild: full,
@@ -952,6 +970,34 @@ mod tests {
             !fib.commit().full_rebuild,
             "nothing pending, nothing rebuilt"
         );
+    }
+
+    #[test]
+    fn reused_arrays_leave_held_tables_unchanged() {
+        let mut fib = Fib::<Ipv4Addr>::new();
+        let net = |i: u32| ipnet::Ipv4Net::new(Ipv4Addr::from_bits(0x0a00_0000 | (i << 12)), 24);
+        let mut held = Vec::new();
+        for round in 0..8u32 {
+            for i in 0..64 {
+                fib.insert(net(i).unwrap(), round).unwrap();
+            }
+            let stats = fib.commit();
+            assert_eq!(stats.full_rebuild, round == 0);
+            // Every other table is dropped at once, so that its arrays are reused.
+            if round % 2 == 0 {
+                held.push((round, fib.table()));
+            }
+        }
+        for (round, t) in held {
+            for i in 0..64 {
+                let a = Ipv4Addr::from_bits(0x0a00_0000 | (i << 12) | 5);
+                assert_eq!(
+                    t.lookup(a),
+                    Some(round),
+                    "{a} in the table of round {round}"
+                );
+            }
+        }
     }
 
     /// `spread` masks the address bits that vary: few per slot (one change at a time) or all

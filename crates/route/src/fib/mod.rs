@@ -107,6 +107,44 @@ fn radix_sort(v: &mut Vec<u64>, bits: u32) {
     }
 }
 
+/// Lookups [`lower_bounds`] advances together.
+const SEARCH_LANES: usize = 16;
+
+/// For each lane `j`, the index in `lists[j]` (sorted by (key, length)) of the first entry
+/// not below `keys[j]`. The binary searches advance in lockstep, one step of every lane at a
+/// time without a branch per lane, so that their cache misses overlap instead of each
+/// search waiting for its own chain of loads.
+fn lower_bounds(lists: &[&[Entry]], keys: &[(u128, u8)], out: &mut [usize]) {
+    let n = lists.len().min(keys.len()).min(out.len()).min(SEARCH_LANES);
+    // (key, length) below `k`, as the borrow of a subtraction: no branch to mispredict.
+    let below = |e: Option<&Entry>, k: (u128, u8)| {
+        let (ek, el) = e.map_or((u128::MAX, u8::MAX), |e| (e.0, e.1));
+        let (t, b1) = ek.overflowing_sub(k.0);
+        let (_, b2) = t.overflowing_sub(u128::from(el < k.1));
+        usize::from(b1 | b2)
+    };
+    let mut base = [0usize; SEARCH_LANES];
+    let mut size = [0usize; SEARCH_LANES];
+    let mut max = 0;
+    for j in 0..n {
+        size[j] = lists[j].len();
+        max = max.max(size[j]);
+    }
+    while max > 1 {
+        max -= max / 2;
+        for j in 0..n {
+            let half = size[j] / 2;
+            // `mid` is inside the list while `size` > 1; a lane that is done adds nothing.
+            let go = below(lists[j].get(base[j] + half), keys[j]);
+            base[j] += half & go.wrapping_neg();
+            size[j] -= half;
+        }
+    }
+    for j in 0..n {
+        out[j] = base[j] + below(lists[j].get(base[j]), keys[j]);
+    }
+}
+
 /// A compiled, immutable forwarding table for one family: what the data path looks up.
 ///
 /// Get one from [`Fib::table`] or a [`FibReader`]; it never changes, so any number of threads
@@ -543,6 +581,7 @@ impl<A: Address> Fib<A> {
         const WINDOW: usize = 16;
         let mut touched = 0usize;
         let mut start = 0usize;
+        let mut lanes = Vec::new();
         for (w, window) in groups.chunks(WINDOW).enumerate() {
             for &(slot, _) in groups
                 .get((w + 2) * WINDOW..(w + 3) * WINDOW)
@@ -567,6 +606,7 @@ impl<A: Address> Fib<A> {
                     }
                 }
             }
+            lanes.clear();
             for &(slot, end) in window {
                 let slot = slot as usize;
                 let group = order.get(start..end as usize).unwrap_or_default();
@@ -574,12 +614,12 @@ impl<A: Address> Fib<A> {
                 if group.len() > 1 && self.long.get(slot).is_some_and(|l| l.len() > MERGE_MIN) {
                     changed += self.merge_slot(slot, group, changes);
                 } else {
-                    for &o in group {
-                        if let Some(c) = changes.get(o as u32 as usize) {
-                            changed += usize::from(self.apply_one(c));
-                        }
-                    }
+                    lanes.extend_from_slice(group);
                 }
+            }
+            // Slots are independent: the changes to short lists go after the merged ones.
+            for ops in lanes.chunks(SEARCH_LANES) {
+                changed += self.apply_short(ops, changes);
             }
         }
         core::hint::black_box(touched);
@@ -599,38 +639,48 @@ impl<A: Address> Fib<A> {
         let mut pending: Pending = HashMap::default();
         let mut changed = 0;
         let mut max_nh = self.max_nh;
-        for &o in group {
-            let (p, new) = match changes.get(o as u32 as usize) {
-                Some(&Change::Insert(p, nh)) => (p, Some(nh)),
-                Some(&Change::Remove(p)) => (p, None),
-                None => continue,
-            };
-            if let Some(nh) = new {
-                max_nh = max_nh.max(nh);
+        // The list does not change until the end: the changes are looked up in it in
+        // lockstep, SEARCH_LANES at a time.
+        let lists = [&list[..]; SEARCH_LANES];
+        for window in group.chunks(SEARCH_LANES) {
+            let mut keys = [(0u128, 0u8); SEARCH_LANES];
+            let mut new = [None; SEARCH_LANES];
+            for ((&o, key), new) in window.iter().zip(&mut keys).zip(&mut new) {
+                let p = match changes.get(o as u32 as usize) {
+                    Some(&Change::Insert(p, nh)) => {
+                        max_nh = max_nh.max(nh);
+                        *new = Some(nh);
+                        p
+                    }
+                    Some(&Change::Remove(p)) => p,
+                    None => continue,
+                };
+                *key = A::prefix_parts(&p);
             }
-            let (key, len) = A::prefix_parts(&p);
-            if !pending.is_empty()
-                && let Some(e) = pending.get_mut(&(key, len))
-            {
-                changed += usize::from(e.1 != new);
-                e.1 = new;
-                continue;
-            }
-            let cur = list
-                .binary_search_by(|e| (e.0, e.1).cmp(&(key, len)))
-                .ok()
-                .and_then(|i| list.get(i))
-                .map(|e| e.2);
-            if cur != new {
-                changed += 1;
-                pending.insert((key, len), (cur, new));
+            let n = window.len();
+            let mut at = [0usize; SEARCH_LANES];
+            lower_bounds(&lists[..n], &keys[..n], &mut at[..n]);
+            for j in 0..n {
+                let (key, new) = (keys[j], new[j]);
+                if !pending.is_empty()
+                    && let Some(e) = pending.get_mut(&key)
+                {
+                    changed += usize::from(e.1 != new);
+                    e.1 = new;
+                    continue;
+                }
+                let cur = list.get(at[j]).filter(|e| (e.0, e.1) == key).map(|e| e.2);
+                if cur != new {
+                    changed += 1;
+                    pending.insert(key, (cur, new));
+                }
             }
         }
         self.max_nh = max_nh;
-        let mut ops: Vec<(u128, u8, Option<NextHopId>)> = pending
+        let mut ops: Vec<(u128, u8, Option<NextHopId>, Option<NextHopId>)> = pending
             .into_iter()
             .filter(|(_, (orig, now))| orig != now)
-            .map(|((k, l), (_, now))| (k, l, now))
+            .map(|((k, l), (orig, now))| (k, l, orig, now))
             .collect();
         if ops.is_empty() {
             return changed;
@@ -639,32 +689,108 @@ impl<A: Address> Fib<A> {
         let Some(list) = self.long.get_mut(slot) else {
             return changed;
         };
-        let old = core::mem::take(list);
-        let mut merged = Vec::with_capacity(old.len() + ops.len());
-        let (mut added, mut removed) = (0, 0);
-        let mut rest = &old[..];
-        for &(key, len, now) in &ops {
-            let before = rest.partition_point(|e| (e.0, e.1) < (key, len));
-            merged.extend_from_slice(rest.get(..before).unwrap_or_default());
-            rest = rest.get(before..).unwrap_or_default();
-            match rest.first() {
-                Some(e) if (e.0, e.1) == (key, len) => {
-                    rest = rest.get(1..).unwrap_or_default();
-                    removed += usize::from(now.is_none());
+        // In place: next hops are overwritten, removed entries closed up in one pass, and new
+        // ones merged in from the back, so that each entry moves at most twice and the long
+        // list is not copied into new memory.
+        let mut gone = Vec::new();
+        let mut new = Vec::new();
+        for &(key, len, orig, now) in &ops {
+            if orig.is_none() {
+                if let Some(nh) = now {
+                    new.push((key, len, nh));
                 }
-                _ => added += usize::from(now.is_some()),
+                continue;
             }
-            if let Some(nh) = now {
-                merged.push((key, len, nh));
+            if let Ok(i) = list.binary_search_by(|e| (e.0, e.1).cmp(&(key, len)))
+                && let Some(e) = list.get_mut(i)
+            {
+                match now {
+                    Some(nh) => e.2 = nh,
+                    None => gone.push(i),
+                }
             }
         }
-        merged.extend_from_slice(rest);
-        if let Some(list) = self.long.get_mut(slot) {
-            *list = merged;
+        let removed = gone.len();
+        if removed > 0 {
+            let (mut i, mut k) = (0, 0);
+            list.retain(|_| {
+                let keep = gone.get(k) != Some(&i);
+                k += usize::from(!keep);
+                i += 1;
+                keep
+            });
+        }
+        let added = new.len();
+        if added > 0 {
+            let mut end = list.len();
+            list.resize(end + added, (0, 0, 0));
+            let mut w = list.len();
+            for &e in new.iter().rev() {
+                let pos = list
+                    .get(..end)
+                    .unwrap_or_default()
+                    .partition_point(|x| (x.0, x.1) < (e.0, e.1));
+                let shift = w - end;
+                list.copy_within(pos..end, pos + shift);
+                w = pos + shift - 1;
+                if let Some(x) = list.get_mut(w) {
+                    *x = e;
+                }
+                end = pos;
+            }
         }
         self.long_count = self.long_count + added - removed;
-        for (key, len, _) in ops {
+        for (key, len, _, _) in ops {
             self.mark_long(key, len);
+        }
+        changed
+    }
+
+    /// Applies changes to slots with short lists (`ops`: at most [`SEARCH_LANES`] sorted
+    /// (slot, index) keys into `changes`). Their prefixes are first looked up together, in
+    /// lockstep: a change that changes nothing (most of an update stream) ends there; the
+    /// others, and every change after a real one in the same slot, are applied one by one.
+    fn apply_short(&mut self, ops: &[u64], changes: &[Change<A::Prefix>]) -> usize {
+        let n = ops.len().min(SEARCH_LANES);
+        let mut cur = [None; SEARCH_LANES];
+        {
+            let mut keys = [(0u128, 0u8); SEARCH_LANES];
+            let mut lists: [&[Entry]; SEARCH_LANES] = [&[]; SEARCH_LANES];
+            for ((&o, key), list) in ops.iter().zip(&mut keys).zip(&mut lists) {
+                if let Some(Change::Insert(p, _) | Change::Remove(p)) =
+                    changes.get(o as u32 as usize)
+                {
+                    *key = A::prefix_parts(p);
+                }
+                *list = self.long.get((o >> 32) as usize).map_or(&[], |l| &l[..]);
+            }
+            let mut at = [0usize; SEARCH_LANES];
+            lower_bounds(&lists[..n], &keys[..n], &mut at[..n]);
+            for j in 0..n {
+                cur[j] = lists[j]
+                    .get(at[j])
+                    .filter(|e| (e.0, e.1) == keys[j])
+                    .map(|e| e.2);
+            }
+        }
+        let mut changed = 0;
+        let mut modified = usize::MAX;
+        for (&o, cur) in ops.iter().zip(cur) {
+            let slot = (o >> 32) as usize;
+            let Some(c) = changes.get(o as u32 as usize) else {
+                continue;
+            };
+            let same = match *c {
+                Change::Insert(_, nh) => cur == Some(nh),
+                Change::Remove(_) => cur.is_none(),
+            };
+            if same && slot != modified {
+                continue;
+            }
+            if self.apply_one(c) {
+                changed += 1;
+                modified = slot;
+            }
         }
         changed
     }

@@ -41,6 +41,29 @@ type Mix = BuildHasherDefault<MixHasher>;
 /// The real changes of a batch to one slot, by prefix: the next hop before the batch and now.
 type Pending = HashMap<(u128, u8), (Option<NextHopId>, Option<NextHopId>), Mix>;
 
+/// The changes of a batch to one prefix, which apply as their last one: the next hop the
+/// first sets (none for a removal), and how many of the others change the one before.
+#[derive(Clone, Copy, Debug)]
+struct Sequence {
+    first: Option<NextHopId>,
+    inner: u32,
+}
+
+/// How many changes of the sequence of change `i` change a route, when the prefix's next
+/// hop before them is `before`.
+fn counted(seq: &[Sequence], i: usize, before: Option<NextHopId>) -> usize {
+    seq.get(i)
+        .map_or(0, |q| usize::from(before != q.first) + q.inner as usize)
+}
+
+/// The next hop a change leaves its prefix with.
+fn value_of<P>(c: &Change<P>) -> Option<NextHopId> {
+    match *c {
+        Change::Insert(_, nh) => Some(nh),
+        Change::Remove(_) => None,
+    }
+}
+
 /// The id of a next hop (or of an ECMP group) as the FIB stores it: an index into the
 /// caller's own table of adjacencies. At most [`MAX_NEXT_HOP`].
 pub type NextHopId = u32;
@@ -546,6 +569,42 @@ impl<A: Address> Fib<A> {
     }
 
     fn apply_chunk(&mut self, changes: &[Change<A::Prefix>]) -> usize {
+        // An update stream announces the same prefixes again and again (a batch of 65,536
+        // RIS updates holds 29% distinct IPv4 prefixes, 14% IPv6): only the last change of
+        // each prefix is applied, with what the ones before it add to the count.
+        let mut index: HashMap<(u128, u8), u32, Mix> =
+            HashMap::with_capacity_and_hasher(changes.len(), Mix::default());
+        let mut net: Vec<Change<A::Prefix>> = Vec::with_capacity(changes.len());
+        let mut seq: Vec<Sequence> = Vec::with_capacity(changes.len());
+        for c in changes {
+            let (p, v) = match *c {
+                Change::Insert(p, nh) => {
+                    self.max_nh = self.max_nh.max(nh);
+                    (p, Some(nh))
+                }
+                Change::Remove(p) => (p, None),
+            };
+            match index.entry(A::prefix_parts(&p)) {
+                std::collections::hash_map::Entry::Occupied(e) => {
+                    let i = *e.get() as usize;
+                    if let (Some(last), Some(q)) = (net.get_mut(i), seq.get_mut(i)) {
+                        q.inner += u32::from(value_of(last) != v);
+                        *last = *c;
+                    }
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(net.len() as u32);
+                    net.push(*c);
+                    seq.push(Sequence { first: v, inner: 0 });
+                }
+            }
+        }
+        drop(index);
+        self.apply_net(&net, &seq)
+    }
+
+    /// Applies changes to distinct prefixes; `seq` tells what each stands for.
+    fn apply_net(&mut self, changes: &[Change<A::Prefix>], seq: &[Sequence]) -> usize {
         let s = s_of::<A>();
         let mut changed = 0;
         // Long prefixes, as (slot << 32 | index): sorting them orders the batch by slot and
@@ -559,7 +618,8 @@ impl<A: Address> Fib<A> {
             } else {
                 // Short prefixes live apart from the long ones: their order among these
                 // does not matter.
-                changed += usize::from(self.apply_one(c));
+                let old = self.apply_one(c);
+                changed += counted(seq, i, old);
             }
         }
         radix_sort(&mut order, s);
@@ -612,14 +672,14 @@ impl<A: Address> Fib<A> {
                 let group = order.get(start..end as usize).unwrap_or_default();
                 start = end as usize;
                 if group.len() > 1 && self.long.get(slot).is_some_and(|l| l.len() > MERGE_MIN) {
-                    changed += self.merge_slot(slot, group, changes);
+                    changed += self.merge_slot(slot, group, changes, seq);
                 } else {
                     lanes.extend_from_slice(group);
                 }
             }
             // Slots are independent: the changes to short lists go after the merged ones.
             for ops in lanes.chunks(SEARCH_LANES) {
-                changed += self.apply_short(ops, changes);
+                changed += self.apply_short(ops, changes, seq);
             }
         }
         core::hint::black_box(touched);
@@ -632,7 +692,13 @@ impl<A: Address> Fib<A> {
     /// only the real changes are merged into it, in one pass (instead of one insertion or
     /// removal each, which moves half a long list every time). Returns how many changed a
     /// route.
-    fn merge_slot(&mut self, slot: usize, group: &[u64], changes: &[Change<A::Prefix>]) -> usize {
+    fn merge_slot(
+        &mut self,
+        slot: usize,
+        group: &[u64],
+        changes: &[Change<A::Prefix>],
+        seq: &[Sequence],
+    ) -> usize {
         let Some(list) = self.long.get(slot) else {
             return 0;
         };
@@ -660,18 +726,18 @@ impl<A: Address> Fib<A> {
             let n = window.len();
             let mut at = [0usize; SEARCH_LANES];
             lower_bounds(&lists[..n], &keys[..n], &mut at[..n]);
-            for j in 0..n {
-                let (key, new) = (keys[j], new[j]);
+            for (j, &o) in window.iter().enumerate() {
+                let (key, new, i) = (keys[j], new[j], o as u32 as usize);
                 if !pending.is_empty()
                     && let Some(e) = pending.get_mut(&key)
                 {
-                    changed += usize::from(e.1 != new);
+                    changed += counted(seq, i, e.1);
                     e.1 = new;
                     continue;
                 }
                 let cur = list.get(at[j]).filter(|e| (e.0, e.1) == key).map(|e| e.2);
+                changed += counted(seq, i, cur);
                 if cur != new {
-                    changed += 1;
                     pending.insert(key, (cur, new));
                 }
             }
@@ -750,7 +816,12 @@ impl<A: Address> Fib<A> {
     /// (slot, index) keys into `changes`). Their prefixes are first looked up together, in
     /// lockstep: a change that changes nothing (most of an update stream) ends there; the
     /// others, and every change after a real one in the same slot, are applied one by one.
-    fn apply_short(&mut self, ops: &[u64], changes: &[Change<A::Prefix>]) -> usize {
+    fn apply_short(
+        &mut self,
+        ops: &[u64],
+        changes: &[Change<A::Prefix>],
+        seq: &[Sequence],
+    ) -> usize {
         let n = ops.len().min(SEARCH_LANES);
         let mut cur = [None; SEARCH_LANES];
         {
@@ -777,32 +848,32 @@ impl<A: Address> Fib<A> {
         let mut modified = usize::MAX;
         for (&o, cur) in ops.iter().zip(cur) {
             let slot = (o >> 32) as usize;
-            let Some(c) = changes.get(o as u32 as usize) else {
+            let i = o as u32 as usize;
+            let Some(c) = changes.get(i) else {
                 continue;
             };
-            let same = match *c {
-                Change::Insert(_, nh) => cur == Some(nh),
-                Change::Remove(_) => cur.is_none(),
-            };
-            if same && slot != modified {
+            let new = value_of(c);
+            if cur == new && slot != modified {
+                changed += counted(seq, i, cur);
                 continue;
             }
-            if self.apply_one(c) {
-                changed += 1;
+            let old = self.apply_one(c);
+            changed += counted(seq, i, old);
+            if old != new {
                 modified = slot;
             }
         }
         changed
     }
 
-    /// One change of [`apply`](Self::apply), whose next hop is in range; true if it changed
-    /// a route.
-    fn apply_one(&mut self, c: &Change<A::Prefix>) -> bool {
+    /// One change of [`apply`](Self::apply), whose next hop is in range; returns the next
+    /// hop the prefix had before.
+    fn apply_one(&mut self, c: &Change<A::Prefix>) -> Option<NextHopId> {
         match *c {
             Change::Insert(p, nh) => {
                 self.max_nh = self.max_nh.max(nh);
                 let (key, len) = A::prefix_parts(&p);
-                let old = if u32::from(len) <= s_of::<A>() {
+                if u32::from(len) <= s_of::<A>() {
                     let old = self.short.insert_key(key, len, nh);
                     if old != Some(nh) {
                         self.mark_range(key, len);
@@ -810,10 +881,9 @@ impl<A: Address> Fib<A> {
                     old
                 } else {
                     self.insert_long(key, len, nh)
-                };
-                old != Some(nh)
+                }
             }
-            Change::Remove(p) => self.remove(&p).is_some(),
+            Change::Remove(p) => self.remove(&p),
         }
     }
 

@@ -610,7 +610,9 @@ impl<A: Address> Fib<A> {
         let mut k = 0;
         while k < order.len() {
             let slot = order[k] >> 32;
-            let end = k + order[k..].partition_point(|&o| o >> 32 == slot);
+            // A linear scan: most slots have a change or two (a binary search over the
+            // rest of the batch missed the cache at every step).
+            let end = k + order[k..].iter().take_while(|&&o| o >> 32 == slot).count();
             let group = order.get(k..end).unwrap_or_default();
             k = end;
             if let [o] = group {
@@ -669,7 +671,10 @@ impl<A: Address> Fib<A> {
         let mut k = 0;
         while k < order.len() {
             let slot = (order[k] >> 32) as u32;
-            let end = k + order[k..].partition_point(|&o| (o >> 32) as u32 == slot);
+            let end = k + order[k..]
+                .iter()
+                .take_while(|&&o| (o >> 32) as u32 == slot)
+                .count();
             groups.push((slot, end as u32));
             k = end;
         }

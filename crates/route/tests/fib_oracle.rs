@@ -202,3 +202,86 @@ proptest! {
         check::<Ipv6Addr>(ops, wide, batched)?;
     }
 }
+
+/// Batches into one direct slot whose list is long (thousands of prefixes), as the IPv6
+/// slots of a full table are: most changes announce a route again with its next hop, the
+/// others add, change or remove routes, some prefixes several times in one batch. After each
+/// batch the count of changes [`Fib::apply`] reports, and the lookups around and exact gets
+/// of the prefixes it touched, are checked against the oracle.
+fn long_slot_batches<A: Address>(base: u128, seed: u64) {
+    let mut rng = seed;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let below = u32::from(A::DIRECT_BITS);
+    let span = (u32::from(A::BITS) - below).min(30);
+    let prefix = |r: u64| {
+        // Lengths past the direct bits, host bits below `span` from the random bits.
+        let len = below as u8 + 1 + (r % u64::from(span)) as u8;
+        let bits = u128::from((r >> 8) as u32 & ((1u32 << (span - 1)) << 1).wrapping_sub(1));
+        A::make_prefix(base | (bits << (128 - below - span)), len)
+    };
+    let mut fib = Fib::<A>::new();
+    let mut model: HashMap<A::Prefix, u32> = HashMap::new();
+    let mut known = Vec::new();
+    for _ in 0..2000 {
+        let p = prefix(next());
+        let v = (next() % 16) as u32;
+        fib.insert(p, v).unwrap();
+        model.insert(p, v);
+        known.push(p);
+    }
+    fib.commit();
+    for _ in 0..4 {
+        let mut batch = Vec::new();
+        let mut used = Vec::new();
+        let mut want = 0;
+        for _ in 0..800 {
+            let r = next();
+            let p = if r % 8 == 0 {
+                prefix(next())
+            } else {
+                known[(r >> 8) as usize % known.len()]
+            };
+            let c = match r >> 61 {
+                0 => Change::Remove(p),
+                // A new next hop.
+                1 => Change::Insert(p, (next() % 16) as u32),
+                // Announced again as it is (or added, when absent).
+                _ => Change::Insert(p, model.get(&p).copied().unwrap_or(3)),
+            };
+            want += usize::from(match c {
+                Change::Insert(p, v) => model.insert(p, v) != Some(v),
+                Change::Remove(p) => model.remove(&p).is_some(),
+            });
+            used.push(p);
+            batch.push(c);
+        }
+        assert_eq!(fib.apply(&batch).unwrap(), want);
+        fib.commit();
+        assert_eq!(fib.len(), model.len());
+        let table = fib.table();
+        let addrs = probes::<A>(&used);
+        for a in &addrs {
+            assert_eq!(
+                table.lookup(*a),
+                oracle(&model, *a).map(|x| x.1),
+                "addr {a}"
+            );
+        }
+        for p in &used {
+            assert_eq!(fib.get(p), model.get(p).copied(), "{p}");
+        }
+    }
+}
+
+#[test]
+fn batches_into_a_long_slot_match_the_oracle() {
+    for seed in [1, 0x9e37_79b9_7f4a_7c15] {
+        long_slot_batches::<Ipv4Addr>(0x0a00_0000u128 << 96, seed);
+        long_slot_batches::<Ipv6Addr>(0x2001_0db8u128 << 96, seed);
+    }
+}

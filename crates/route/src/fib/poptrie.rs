@@ -129,6 +129,14 @@ impl<L: Leaf> Poptrie<L> {
         }
     }
 
+    /// Makes `self` a copy of `other`, in the memory `self` already has.
+    fn copy_from(&mut self, other: &Self) {
+        self.s = other.s;
+        self.direct.clone_from(&other.direct);
+        self.nodes.clone_from(&other.nodes);
+        self.leaves.clone_from(&other.leaves);
+    }
+
     /// True before anything was built into the arrays.
     pub(crate) fn is_blank(&self) -> bool {
         self.nodes.is_empty() && self.leaves.len() <= L::PER_MAP
@@ -539,10 +547,28 @@ impl FreeRanges {
 }
 
 /// A Poptrie with the narrowest leaves that hold every next hop.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) enum Trie {
     Narrow(Poptrie<u16>),
     Wide(Poptrie<u32>),
+}
+
+impl Clone for Trie {
+    fn clone(&self) -> Self {
+        match self {
+            Trie::Narrow(t) => Trie::Narrow(t.clone()),
+            Trie::Wide(t) => Trie::Wide(t.clone()),
+        }
+    }
+
+    /// Copies into the arrays `self` already has when the leaf widths agree.
+    fn clone_from(&mut self, source: &Self) {
+        match (self, source) {
+            (Trie::Narrow(a), Trie::Narrow(b)) => a.copy_from(b),
+            (Trie::Wide(a), Trie::Wide(b)) => a.copy_from(b),
+            (a, b) => *a = b.clone(),
+        }
+    }
 }
 
 impl Trie {

@@ -159,7 +159,7 @@ pub mod fuzz {
             decided.push((v, out.ports().to_vec(), frame));
         }
         replay(&mut batched, now, &mut burst, &mut decided);
-        assert_eq!(state(&mut sw), state(&mut batched));
+        assert_eq!(state(&mut sw, 6), state(&mut batched, 6));
     }
 
     /// Decides `burst` as one batch at `now` and checks it against `decided`; empties both.
@@ -188,17 +188,22 @@ pub mod fuzz {
         decided.clear();
     }
 
-    /// Everything a fabric counts and learns, in a comparable form.
-    fn state(sw: &mut Switch) -> String {
+    /// Everything a fabric counts and learns (its table, the counters of ports `0..ports`
+    /// and of bridge domains 10 and 20, its events, drops and next timeout), in a form two
+    /// fabrics can be compared by. Draining the events is part of reading them.
+    pub fn state(sw: &mut Switch, ports: u16) -> String {
         let mut entries: Vec<_> = sw.entries().collect();
         entries.sort_by_key(|(v, m, _)| (*v, *m));
-        let ports: Vec<_> = (0..6).map(|p| sw.port_stats(PortId(p)).cloned()).collect();
+        let ports: Vec<_> = (0..ports)
+            .map(|p| sw.port_stats(PortId(p)).cloned())
+            .collect();
         let domains = [sw.domain_stats(10).copied(), sw.domain_stats(20).copied()];
         let events: Vec<_> = core::iter::from_fn(|| sw.poll_event()).collect();
         format!(
-            "{entries:?} {ports:?} {domains:?} {events:?} {:?} {}",
+            "{entries:?}\n{ports:?}\n{domains:?}\n{events:?}\n{:?}\n{}\n{:?}",
             sw.drops(),
-            sw.events_lost()
+            sw.events_lost(),
+            sw.poll_timeout()
         )
     }
 

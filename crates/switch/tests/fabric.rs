@@ -575,17 +575,7 @@ fn some_frame() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn snapshot(sw: &mut Switch) -> String {
-    let mut entries: Vec<_> = sw.entries().collect();
-    entries.sort_by_key(|(v, m, _)| (*v, *m));
-    let ports: Vec<_> = (0..8).map(|p| sw.port_stats(PortId(p)).cloned()).collect();
-    let domains = [sw.domain_stats(10).copied(), sw.domain_stats(20).copied()];
-    let events: Vec<_> = std::iter::from_fn(|| sw.poll_event()).collect();
-    format!(
-        "{entries:?}\n{ports:?}\n{domains:?}\n{events:?}\n{:?}\n{}\n{:?}",
-        sw.drops(),
-        sw.events_lost(),
-        sw.poll_timeout()
-    )
+    gatekit_switch::fuzz::state(sw, 8)
 }
 
 proptest! {

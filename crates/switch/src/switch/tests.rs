@@ -71,17 +71,7 @@ fn frame(dst: MacAddr, src: MacAddr, tag: Option<u16>, ethertype: u16, len: usiz
 }
 
 fn snapshot(sw: &mut Switch) -> String {
-    let mut entries: Vec<_> = sw.entries().collect();
-    entries.sort_by_key(|(v, m, _)| (*v, *m));
-    let ports: Vec<_> = (0..7).map(|p| sw.port_stats(PortId(p)).cloned()).collect();
-    let domains = [sw.domain_stats(10).copied(), sw.domain_stats(20).copied()];
-    let events: Vec<_> = std::iter::from_fn(|| sw.poll_event()).collect();
-    format!(
-        "{entries:?}\n{ports:?}\n{domains:?}\n{events:?}\n{:?}\n{}\n{:?}",
-        sw.drops(),
-        sw.events_lost(),
-        sw.poll_timeout()
-    )
+    crate::fuzz::state(sw, 7)
 }
 
 /// Three fabrics get the same traffic: one decides every frame on the full path alone, one

@@ -118,7 +118,8 @@ pub struct Config {
     /// flows, so that the next packet of the same flow (same tuple, TCP flags, input port
     /// and mark; no SYN, FIN or RST) skips the connection-table hash and the filter chains
     /// when nothing in them can tell it apart: the filter table has no length, payload,
-    /// set or rate-limit match and no `LOG` rule, and the flow is not translated. The
+    /// set or rate-limit match (sets change at run time, whether matched with `-m set` or
+    /// named as addresses or ports) and no `LOG` rule, and the flow is not translated. The
     /// packet still updates its flow and the counters of the rules its predecessor
     /// matched, so every counter and verdict is what the full walk gives. Bursts of one
     /// flow (a TCP segment train from a TSO super-packet, a UDP GRO batch) are the case it
@@ -330,6 +331,10 @@ fn table_is_flow_invariant(t: &crate::compile::CTable) -> bool {
                 CMatch::Length(..)
                     | CMatch::Payload(..)
                     | CMatch::Set(..)
+                    | CMatch::Src(CAddr::Set(_), _)
+                    | CMatch::Dst(CAddr::Set(_), _)
+                    | CMatch::SrcPort(CPorts::Set(_), _)
+                    | CMatch::DstPort(CPorts::Set(_), _)
                     | CMatch::Limit(..)
                     | CMatch::HashLimit(..)
             )

@@ -7,8 +7,8 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use etherparse::PacketBuilder;
-use gatekit_firewall::{Config, Firewall, Route, Source, iptables};
-use gatekit_packet::{Instant, Meta, PacketBuf, PktBuf, PortId};
+use gatekit_firewall::{Config, Firewall, Route, Source, Verdict, iptables};
+use gatekit_packet::{DropReason, Instant, Meta, PacketBuf, PktBuf, PortId};
 use proptest::prelude::*;
 
 const WAN: PortId = PortId(0);
@@ -214,5 +214,69 @@ fn segment_trains_take_the_cached_path() {
     }
     for rules in &RULES[3..] {
         assert_eq!(compare(rules, &events), 0);
+    }
+}
+
+/// Sets change at run time without a new rule set: a flow already established must meet
+/// the new membership on its next packet, whichever way the rules name the set. Rule sets
+/// that use sets are therefore never cached.
+#[test]
+fn set_updates_reach_established_flows() {
+    use gatekit_firewall::ir::{Action, AddrMatch, AddrRange, Match, Rule, SetDecl, SetKind};
+    let decl = || SetDecl::new("blocked", SetKind::Addr);
+    let by_match = iptables::parse_with_sets(
+        "FORWARD_CUST -m set --match-set blocked src -j DROP\n",
+        &[decl()],
+    )
+    .unwrap();
+    let mut by_addr = iptables::parse_with_sets("", &[decl()]).unwrap();
+    let rule = Rule::new(
+        vec![Match::Src {
+            addr: AddrMatch::Set("blocked".into()),
+            neg: false,
+        }],
+        Action::Drop,
+    );
+    by_addr
+        .filter
+        .chain_mut("FORWARD_CUST")
+        .expect("the appliance's FORWARD_CUST chain")
+        .rules
+        .push(rule);
+    for rs in [by_match, by_addr] {
+        let engine = |cache| {
+            let cfg = Config {
+                flow_cache: cache,
+                ..Config::default()
+            };
+            let mut f = Firewall::with_config(&rs, cfg).unwrap_or_else(|e| panic!("{e}"));
+            f.set_iface(WAN, "eth0", Some(Ipv4Addr::new(192, 0, 2, 1)));
+            f.set_iface(LAN, "eth1", Some(Ipv4Addr::new(10, 0, 0, 1)));
+            f
+        };
+        for mut f in [engine(true), engine(false)] {
+            let t = Instant::from_secs(1);
+            let send = |f: &mut Firewall, outbound: bool| {
+                let e = Event {
+                    flow: 2,
+                    outbound,
+                    flags: "",
+                    len: 10,
+                    mark: 0,
+                    gap: 0,
+                };
+                let (mut p, from) = packet(&e);
+                let mut m = Meta::new(from, t);
+                f.process(&mut p, &mut m, Source::Port(from), &mut router, t)
+            };
+            for outbound in [true, false, true, true] {
+                assert!(matches!(send(&mut f, outbound), Verdict::Accept(_)));
+            }
+            f.sets()
+                .add_addrs("blocked", &[AddrRange::host(Ipv4Addr::new(10, 0, 0, 5))])
+                .unwrap();
+            assert_eq!(send(&mut f, true), Verdict::Drop(DropReason::Filtered));
+            assert_eq!(f.stats().fast_path, 0);
+        }
     }
 }

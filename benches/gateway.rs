@@ -104,20 +104,12 @@ struct Sites {
 }
 
 impl Sites {
-    /// Site A's TUN side takes `pkt`; returns the underlay packet it sends.
-    fn a_out(&mut self, pkt: &[u8]) -> PktBuf {
+    /// Site A's (or B's) TUN side takes `pkt`; returns the underlay packet it sends.
+    fn tun_in(&mut self, at_b: bool, pkt: &[u8]) -> PktBuf {
         let buf = PktBuf::from_slice(pkt, HEADROOM, TAILROOM);
         let meta = Meta::new(PortId(0), self.now);
-        self.a
-            .process(Ingress::Iface(0), buf, meta, self.now, &mut self.out);
-        self.out.take(Egress::Underlay)
-    }
-    /// Site B's TUN side takes `pkt`; returns the underlay packet it sends.
-    fn b_out(&mut self, pkt: &[u8]) -> PktBuf {
-        let buf = PktBuf::from_slice(pkt, HEADROOM, TAILROOM);
-        let meta = Meta::new(PortId(0), self.now);
-        self.b
-            .process(Ingress::Iface(0), buf, meta, self.now, &mut self.out);
+        let gw = if at_b { &mut self.b } else { &mut self.a };
+        gw.process(Ingress::Iface(0), buf, meta, self.now, &mut self.out);
         self.out.take(Egress::Underlay)
     }
     /// Site `to`'s underlay takes `pkt` (an outer packet with headroom again).
@@ -139,11 +131,11 @@ fn sites() -> Sites {
         out: Out::default(),
         now: Instant::from_secs(1),
     };
-    let p = s.a_out(&segment(true, "S", 0));
+    let p = s.tun_in(false, &segment(true, "S", 0));
     s.deliver(true, p);
-    let p = s.b_out(&segment(false, "SA", 0));
+    let p = s.tun_in(true, &segment(false, "SA", 0));
     s.deliver(false, p);
-    let p = s.a_out(&segment(true, "A", 0));
+    let p = s.tun_in(false, &segment(true, "A", 0));
     s.deliver(true, p);
     s
 }
@@ -159,7 +151,7 @@ fn gateway(c: &mut Bench) {
     let data = segment(true, "A", SIZE - 40);
     assert_eq!(data.len(), SIZE);
     // The segments take the whole path: checked once, outside the measurement.
-    let p = s.a_out(&data);
+    let p = s.tun_in(false, &data);
     let inner = s.deliver(true, p);
     // B delivers A's segment as sent, one hop older at each gateway.
     let d = inner.data();

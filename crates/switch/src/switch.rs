@@ -493,10 +493,11 @@ impl Switch {
     /// number.
     ///
     /// The verdicts, egress lists, counters, events and table afterwards are exactly those of
-    /// calling `forward` on each frame in order. It is faster with a large MAC table: the
-    /// frames are taken [`BATCH`](Self::BATCH) at a time, their headers read and their table
-    /// slots looked up all together first, so that the memory accesses of the lookups overlap
-    /// instead of following one another, and then the frames are decided in order.
+    /// calling `forward` on each frame in order. It is faster with a large MAC table: a frame's
+    /// header is read and its two table lines are asked for (a prefetch, which waits for
+    /// nothing) [`AHEAD`](Self::AHEAD) frames before it is decided, so that the lines of the
+    /// frames ahead load while the frames behind are decided, and a decision finds its lines
+    /// in the cache.
     pub fn forward_batch<F: AsMut<[u8]>>(
         &mut self,
         frames: &mut [(PortId, F)],
@@ -511,39 +512,36 @@ impl Switch {
         else {
             return 0;
         };
-        let chunks = frames
-            .chunks_mut(Self::BATCH)
-            .zip(out.chunks_mut(Self::BATCH))
-            .zip(verdicts.chunks_mut(Self::BATCH));
-        for ((frames, out), verdicts) in chunks {
-            let mut pre = [Pre::NONE; Self::BATCH];
-            let mut dropped = [None; Self::BATCH];
-            // The hashes of the source and destination keys, in turn (0 for a frame that
-            // will be dropped: a harmless read of the first line).
-            let mut hashes = [0u64; 2 * Self::BATCH];
-            let each = pre.iter_mut().zip(&mut dropped);
-            let each = each.zip(hashes.as_chunks_mut::<2>().0);
-            for (((p, d), h), (ingress, f)) in each.zip(frames.iter_mut()) {
-                match self.classify(*ingress, f.as_mut(), p) {
-                    Ok(()) => *h = [p.src_hash, p.dst_hash],
-                    Err(r) => *d = Some(r),
-                }
-            }
-            // Independent loads of every line the chunk will need, in a loop of a few
-            // instructions a line: the reorder window holds many of them at once, so their
-            // misses overlap, and the decisions below find the lines in the cache.
-            std::hint::black_box(self.table.touch(&hashes[..2 * frames.len()]));
-            let each = pre.iter().zip(dropped).zip(frames.iter_mut());
-            for (((p, d), (ingress, f)), (o, v)) in each.zip(out.iter_mut().zip(verdicts)) {
-                let p = d.map_or(Ok(p), Err);
+        // The classifications of the frames in flight, by frame index modulo `AHEAD`: frame
+        // `i` is decided from its slot, then frame `i + AHEAD` is classified into it. The
+        // classification reads only the configuration, which deciding does not change, so
+        // classifying ahead gives what classifying in turn would.
+        let mut ring = [Pre::NONE; Self::AHEAD];
+        let mut dropped = [None; Self::AHEAD];
+        for i in 0..n + Self::AHEAD {
+            let s = i % Self::AHEAD;
+            if let Some(k) = i.checked_sub(Self::AHEAD)
+                && let (Some((ingress, f)), Some(o), Some(v)) =
+                    (frames.get_mut(k), out.get_mut(k), verdicts.get_mut(k))
+            {
+                let p = dropped[s].map_or(Ok(&ring[s]), Err);
                 *v = self.decide(*ingress, f.as_mut(), p, secs, o);
+            }
+            if let Some((ingress, f)) = frames.get_mut(i) {
+                let p = &mut ring[s];
+                dropped[s] = self.classify(*ingress, f.as_mut(), p).err();
+                if dropped[s].is_none() {
+                    self.table.prefetch(p.src_hash);
+                    self.table.prefetch(p.dst_hash);
+                }
             }
         }
         n
     }
 
-    /// How many frames [`forward_batch`](Self::forward_batch) reads ahead.
-    pub const BATCH: usize = 32;
+    /// How many frames ahead of its decision [`forward_batch`](Self::forward_batch) reads a
+    /// frame's header and asks for its table lines.
+    pub const AHEAD: usize = 16;
 
     /// Counts the frame as received on `ingress` and reads what the decision needs from the
     /// frame and the configuration into `pre`, changing nothing else (`pre` only when the

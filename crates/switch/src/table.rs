@@ -8,8 +8,8 @@
 //! integers, not attacker-chosen strings that need SipHash: a flood of chosen MACs is bounded
 //! by the learning limits instead); a full bucket spills into the next one. The table is kept
 //! at most half full, so a lookup almost always reads one cache line (and a MAC takes 32 to
-//! 64 bytes: 32 MiB for 1M MACs), and a batch of lookups can touch all their lines first to
-//! overlap the misses ([`MacTable::touch`]).
+//! 64 bytes: 32 MiB for 1M MACs), and a batch of lookups can ask for its lines ahead of need
+//! so that the misses overlap ([`MacTable::prefetch`]).
 
 use gatekit_packet::PortId;
 use std::collections::HashMap;
@@ -352,17 +352,12 @@ impl MacTable {
         h as usize & self.mask
     }
 
-    /// Reads the home buckets' lines of the keys hashed to `hashes` and returns a function of
-    /// them, so that a batch can start the memory accesses of its lookups before it needs
-    /// any of them.
-    #[inline]
-    pub(crate) fn touch(&self, hashes: &[u64]) -> u64 {
-        let buckets = self.store.buckets();
-        let mut seen = 0;
-        for &h in hashes {
-            seen ^= buckets.get(self.home(h)).map_or(0, |b| u64::from(b[0]));
-        }
-        seen
+    /// Asks the memory system for the home bucket's line of the key hashed to `h`, without
+    /// waiting for it: a batch starts the memory accesses of its next lookups while it works
+    /// on the ones before.
+    #[inline(always)]
+    pub(crate) fn prefetch(&self, h: u64) {
+        prefetch_index::prefetch_index(self.store.buckets(), self.home(h));
     }
 
     /// Finds `k`, hashed to `h`, and returns where it is with its meta word.

@@ -253,3 +253,54 @@ fn stale_socket_is_replaced_live_one_and_other_files_are_not() {
     assert_eq!(std::fs::read(&path).unwrap(), b"precious");
     std::fs::remove_file(&path).unwrap();
 }
+
+/// Sixteen connections are served at once; the seventeenth is told so and closed, and the
+/// socket takes new connections again as soon as one of the sixteen goes.
+#[test]
+fn connection_limit_refuses_then_recovers() {
+    let path = temp_path("limit");
+    let control = ControlPlane::new();
+    control.publish(snapshot());
+    let sock = CtlSocket::bind(&path, control.handle()).unwrap();
+
+    // Sixteen held open, each proven served (a status answered) before the next.
+    let mut held: Vec<UnixStream> = (0..16)
+        .map(|_| {
+            let s = UnixStream::connect(&path).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            (&s).write_all(b"{\"cmd\":\"status\"}\n").unwrap();
+            let mut answer = String::new();
+            BufReader::new(&s).read_line(&mut answer).unwrap();
+            assert!(answer.contains("site-a"), "{answer}");
+            s
+        })
+        .collect();
+
+    let refused = UnixStream::connect(&path).unwrap();
+    refused
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = String::new();
+    BufReader::new(&refused).read_line(&mut answer).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    let message = v["message"].as_str().unwrap_or_default();
+    assert!(message.contains("too many control connections"), "{v}");
+
+    // One goes; its slot comes back once its thread sees the close.
+    drop(held.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = exchange(&path, &[b"{\"cmd\":\"status\"}\n"]);
+        if r[0]["name"] == "site-a" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no slot came back: {}",
+            r[0]
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(held);
+    sock.stop();
+}

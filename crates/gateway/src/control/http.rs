@@ -7,11 +7,12 @@
 //! and at most [`MAX_CONNECTIONS`] are served at once (others get `503` at once).
 
 use super::ControlHandle;
+use super::accept;
 use super::metrics::{CONTENT_TYPE, render_prometheus};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -21,8 +22,6 @@ pub const MAX_HEAD: usize = 8 * 1024;
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 16;
-/// How often the accept loop looks at the stop flag.
-const POLL: Duration = Duration::from_millis(20);
 
 /// Why the endpoint could not start.
 #[derive(Debug, thiserror::Error)]
@@ -104,49 +103,14 @@ impl Drop for MetricsServer {
 }
 
 fn accept_loop(listener: TcpListener, control: ControlHandle, stop: Arc<AtomicBool>) {
-    let busy = Arc::new(AtomicUsize::new(0));
-    while !stop.load(Ordering::Relaxed) {
-        let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                std::thread::sleep(POLL);
-                continue;
-            }
-            Err(e) => {
-                // EMFILE and friends: back off rather than spin.
-                tracing::warn!("metrics endpoint: accept: {e}");
-                std::thread::sleep(POLL);
-                continue;
-            }
-        };
-        if busy.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
-            busy.fetch_sub(1, Ordering::AcqRel);
-            let _ = refuse_busy(stream);
-            continue;
-        }
-        let control = control.clone();
-        let guard = Slot(busy.clone());
-        let spawned = std::thread::Builder::new()
-            .name("gatekit-metrics-conn".into())
-            .spawn(move || {
-                let _guard = guard;
-                if let Err(e) = serve(stream, &control) {
-                    tracing::debug!("metrics endpoint: {e}");
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::warn!("metrics endpoint: cannot spawn a connection thread: {e}");
-        }
-    }
-}
-
-/// Gives a connection slot back when the connection's thread ends (or never started).
-struct Slot(Arc<AtomicUsize>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
+    let ep = accept::Endpoint {
+        what: "metrics endpoint",
+        thread: "gatekit-metrics-conn",
+        max: MAX_CONNECTIONS,
+        refuse: refuse_busy,
+        serve: move |stream| serve(stream, &control),
+    };
+    accept::run(listener, &stop, ep);
 }
 
 fn refuse_busy(mut stream: TcpStream) -> io::Result<()> {

@@ -40,6 +40,7 @@
 //! # Ok::<(), gatekit_gateway::control::QueueFull>(())
 //! ```
 
+mod accept;
 mod capture;
 pub mod ctl;
 mod http;

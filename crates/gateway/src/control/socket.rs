@@ -5,14 +5,14 @@
 //! renamed into place, so it is never reachable with looser permissions) and removed on stop.
 //! A stale socket left by a gateway that died is replaced; a live one is an error.
 
-use super::{ControlHandle, REPLY_TIMEOUT};
+use super::{ControlHandle, REPLY_TIMEOUT, accept};
 use crate::status::{Command, Reply};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -22,8 +22,6 @@ pub const MAX_LINE: usize = 64 * 1024;
 const MAX_CONNECTIONS: usize = 16;
 /// How long a connection may stay idle between requests.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How often the accept loop looks at the stop flag.
-const POLL: Duration = Duration::from_millis(20);
 
 const EXPECTED: &str = "expected one JSON object per line with a \"cmd\" of \
      status, reload, capture_start (with \"port\" and \"file\"), capture_stop (with \"port\") \
@@ -142,40 +140,17 @@ fn remove_stale(path: &Path) -> io::Result<()> {
 }
 
 fn accept_loop(listener: UnixListener, control: ControlHandle, stop: Arc<AtomicBool>) {
-    let busy = Arc::new(AtomicUsize::new(0));
-    while !stop.load(Ordering::Relaxed) {
-        let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                std::thread::sleep(POLL);
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!("control socket: accept: {e}");
-                std::thread::sleep(POLL);
-                continue;
-            }
-        };
-        if busy.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
-            busy.fetch_sub(1, Ordering::AcqRel);
-            let _ = refuse(stream);
-            continue;
-        }
-        let control = control.clone();
-        let stop = stop.clone();
-        let busy = busy.clone();
-        let spawned = std::thread::Builder::new()
-            .name("gatekit-ctl-conn".into())
-            .spawn(move || {
-                if let Err(e) = serve(stream, &control, &stop) {
-                    tracing::debug!("control socket: {e}");
-                }
-                busy.fetch_sub(1, Ordering::AcqRel);
-            });
-        if let Err(e) = spawned {
-            tracing::warn!("control socket: cannot spawn a connection thread: {e}");
-        }
-    }
+    let ep = accept::Endpoint {
+        what: "control socket",
+        thread: "gatekit-ctl-conn",
+        max: MAX_CONNECTIONS,
+        refuse,
+        serve: {
+            let stop = stop.clone();
+            move |stream| serve(stream, &control, &stop)
+        },
+    };
+    accept::run(listener, &stop, ep);
 }
 
 fn refuse(mut stream: UnixStream) -> io::Result<()> {

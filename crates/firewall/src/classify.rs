@@ -1203,12 +1203,14 @@ impl Classifier {
                     continue;
                 }
                 let mut cur = [tree.root; G];
+                // Before any match (in the first tree searched) no node is pruned.
+                let fresh = best[..n].iter().all(|&b| b == u64::MAX);
                 loop {
                     let mut more = false;
                     for i in 0..n {
                         let c = cur[i];
                         if c.dim != LEAF {
-                            if c.pruned(best[i]) {
+                            if !fresh && c.pruned(best[i]) {
                                 cur[i] = EMPTY;
                                 continue;
                             }

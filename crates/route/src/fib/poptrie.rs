@@ -137,6 +137,55 @@ impl<L: Leaf> Poptrie<L> {
         self.leaves.clone_from(&other.leaves);
     }
 
+    /// Makes `self`, a copy of the table `other` was patched from, a copy of `other`: what
+    /// the patch changed in place (`log`) and what it appended are copied, not the rest.
+    /// False (and nothing done) if the arrays do not fit that.
+    fn sync_from(&mut self, other: &Self, log: &PatchLog) -> bool {
+        if self.s != other.s
+            || self.direct.len() != other.direct.len()
+            || self.nodes.len() > other.nodes.len()
+            || self.leaves.len() > other.leaves.len()
+        {
+            return false;
+        }
+        for &slot in &log.slots {
+            if let (Some(d), Some(&e)) = (
+                self.direct.get_mut(slot as usize),
+                other.direct.get(slot as usize),
+            ) {
+                *d = e;
+            }
+        }
+        for &n in &log.nodes {
+            if let (Some(d), Some(&e)) =
+                (self.nodes.get_mut(n as usize), other.nodes.get(n as usize))
+            {
+                *d = e;
+            }
+        }
+        for &(o, len) in &log.leaves {
+            let r = o as usize..o as usize + len as usize;
+            if let (Some(d), Some(e)) = (self.leaves.get_mut(r.clone()), other.leaves.get(r)) {
+                d.copy_from_slice(e);
+            }
+        }
+        let (n, l) = (self.nodes.len(), self.leaves.len());
+        self.nodes
+            .extend_from_slice(other.nodes.get(n..).unwrap_or_default());
+        self.leaves
+            .extend_from_slice(other.leaves.get(l..).unwrap_or_default());
+        true
+    }
+
+    /// The leaf range of a compact-node direct entry.
+    pub(crate) fn compact_range(&self, e: u32) -> Option<(u32, u32)> {
+        if e & (LEAF | COMPACT) != COMPACT {
+            return None;
+        }
+        let o = e & !COMPACT;
+        Some((o, L::PER_MAP as u32 + self.map_at(o as usize).count_ones()))
+    }
+
     /// True before anything was built into the arrays.
     pub(crate) fn is_blank(&self) -> bool {
         self.nodes.is_empty() && self.leaves.len() <= L::PER_MAP
@@ -571,7 +620,30 @@ impl Clone for Trie {
     }
 }
 
+/// What a commit that patched a copy of the table changed in place, besides what it
+/// appended: direct slots, full nodes rewritten, and leaf ranges reused.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PatchLog {
+    pub(crate) slots: Vec<u32>,
+    pub(crate) nodes: Vec<u32>,
+    pub(crate) leaves: Vec<(u32, u32)>,
+}
+
 impl Trie {
+    /// Makes `self` a copy of `source`. When `log` says how `source` was patched from a copy
+    /// of `self` (the table before it), only what the patch changed is copied, not the
+    /// whole arrays.
+    pub(crate) fn copy_from(&mut self, source: &Self, log: Option<&PatchLog>) {
+        let synced = match (&mut *self, source, log) {
+            (Trie::Narrow(a), Trie::Narrow(b), Some(log)) => a.sync_from(b, log),
+            (Trie::Wide(a), Trie::Wide(b), Some(log)) => a.sync_from(b, log),
+            _ => false,
+        };
+        if !synced {
+            self.clone_from(source);
+        }
+    }
+
     /// An empty trie whose leaves hold next hops up to `max_nh`.
     pub(crate) fn new(s: u32, max_nh: u32) -> Self {
         if max_nh <= <u16 as Leaf>::MAX {

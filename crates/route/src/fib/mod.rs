@@ -2,7 +2,7 @@
 
 mod poptrie;
 
-use crate::addr::{Address, mask};
+use crate::addr::{Address, Word, mask};
 use crate::lpm::Lpm;
 use arc_swap::ArcSwap;
 use poptrie::{Entry, FreeRanges, LEAF, Leaf, NONE, PatchLog, Poptrie, Trie, each};
@@ -140,11 +140,11 @@ const SEARCH_LANES: usize = 16;
 /// not below `keys[j]`. The binary searches advance in lockstep, one step of every lane at a
 /// time without a branch per lane, so that their cache misses overlap instead of each
 /// search waiting for its own chain of loads.
-fn lower_bounds(lists: &[&[Entry]], keys: &[(u128, u8)], out: &mut [usize]) {
+fn lower_bounds<W: Word>(lists: &[&[Entry<W>]], keys: &[(u128, u8)], out: &mut [usize]) {
     let n = lists.len().min(keys.len()).min(out.len()).min(SEARCH_LANES);
     // (key, length) below `k`, as the borrow of a subtraction: no branch to mispredict.
-    let below = |e: Option<&Entry>, k: (u128, u8)| {
-        let (ek, el) = e.map_or((u128::MAX, u8::MAX), |e| (e.0, e.1));
+    let below = |e: Option<&Entry<W>>, k: (u128, u8)| {
+        let (ek, el) = e.map_or((u128::MAX, u8::MAX), |e| (e.0.to_key(), e.1));
         let (t, b1) = ek.overflowing_sub(k.0);
         let (_, b2) = t.overflowing_sub(u128::from(el < k.1));
         usize::from(b1 | b2)
@@ -305,7 +305,7 @@ pub struct Fib<A: Address> {
     /// Prefixes of at most `DIRECT_BITS` bits: they set the defaults of direct slots.
     short: Lpm<A, NextHopId>,
     /// Longer prefixes, per direct slot (indexed by slot), sorted by (key, length).
-    long: Vec<Vec<Entry>>,
+    long: Vec<Vec<Entry<A::Word>>>,
     long_count: usize,
     dirty: Vec<u32>,
     dirty_mark: Vec<u64>,
@@ -489,10 +489,10 @@ impl<A: Address> Fib<A> {
     fn insert_long(&mut self, key: u128, len: u8, next_hop: NextHopId) -> Option<NextHopId> {
         let slot = Self::slot_of(key);
         let list = self.long.get_mut(slot)?;
-        let old = match list.binary_search_by(|e| (e.0, e.1).cmp(&(key, len))) {
+        let old = match list.binary_search_by(|e| (e.0.to_key(), e.1).cmp(&(key, len))) {
             Ok(i) => Some(core::mem::replace(&mut list[i].2, next_hop)),
             Err(i) => {
-                list.insert(i, (key, len, next_hop));
+                list.insert(i, (A::Word::from_key(key), len, next_hop));
                 self.long_count += 1;
                 None
             }
@@ -524,7 +524,7 @@ impl<A: Address> Fib<A> {
 
     /// The routes of the node at (`key`, `depth`) in `slot`: the next hop of the longest
     /// prefix of at most `depth` bits covering it, and the longer prefixes under it.
-    fn unit_routes(&self, slot: usize, key: u128, depth: u32) -> (u32, &[Entry]) {
+    fn unit_routes(&self, slot: usize, key: u128, depth: u32) -> (u32, &[Entry<A::Word>]) {
         let list = self.long.get(slot).map_or(&[][..], |l| &l[..]);
         let s = s_of::<A>();
         let default = (s + 1..=depth)
@@ -532,13 +532,15 @@ impl<A: Address> Fib<A> {
             .find_map(|len| {
                 let len = len as u8;
                 let k = key & mask(len);
-                let i = list.binary_search_by(|e| (e.0, e.1).cmp(&(k, len))).ok()?;
+                let i = list
+                    .binary_search_by(|e| (e.0.to_key(), e.1).cmp(&(k, len)))
+                    .ok()?;
                 list.get(i).map(|e| e.2)
             })
             .unwrap_or_else(|| self.default_of(slot));
-        let lo = list.partition_point(|e| (e.0, e.1) <= (key, depth as u8));
+        let lo = list.partition_point(|e| (e.0.to_key(), e.1) <= (key, depth as u8));
         let hi = match key.checked_add(1u128 << (128 - depth)) {
-            Some(end) => list.partition_point(|e| e.0 < end),
+            Some(end) => list.partition_point(|e| e.0.to_key() < end),
             None => list.len(),
         };
         (default, list.get(lo..hi).unwrap_or_default())
@@ -549,7 +551,7 @@ impl<A: Address> Fib<A> {
         let slot = Self::slot_of(key);
         let list = self.long.get_mut(slot)?;
         let i = list
-            .binary_search_by(|e| (e.0, e.1).cmp(&(key, len)))
+            .binary_search_by(|e| (e.0.to_key(), e.1).cmp(&(key, len)))
             .ok()?;
         let old = list.remove(i).2;
         if list.is_empty() {
@@ -786,7 +788,10 @@ impl<A: Address> Fib<A> {
                     e.1 = new;
                     continue;
                 }
-                let cur = list.get(at[j]).filter(|e| (e.0, e.1) == key).map(|e| e.2);
+                let cur = list
+                    .get(at[j])
+                    .filter(|e| (e.0.to_key(), e.1) == key)
+                    .map(|e| e.2);
                 changed += counted(seq, i, cur);
                 if cur != new {
                     pending.insert(key, (cur, new));
@@ -814,11 +819,11 @@ impl<A: Address> Fib<A> {
         for &(key, len, orig, now) in &ops {
             if orig.is_none() {
                 if let Some(nh) = now {
-                    new.push((key, len, nh));
+                    new.push((A::Word::from_key(key), len, nh));
                 }
                 continue;
             }
-            if let Ok(i) = list.binary_search_by(|e| (e.0, e.1).cmp(&(key, len)))
+            if let Ok(i) = list.binary_search_by(|e| (e.0.to_key(), e.1).cmp(&(key, len)))
                 && let Some(e) = list.get_mut(i)
             {
                 match now {
@@ -840,13 +845,13 @@ impl<A: Address> Fib<A> {
         let added = new.len();
         if added > 0 {
             let mut end = list.len();
-            list.resize(end + added, (0, 0, 0));
+            list.resize(end + added, (A::Word::default(), 0, 0));
             let mut w = list.len();
             for &e in new.iter().rev() {
                 let pos = list
                     .get(..end)
                     .unwrap_or_default()
-                    .partition_point(|x| (x.0, x.1) < (e.0, e.1));
+                    .partition_point(|x| (x.0.to_key(), x.1) < (e.0.to_key(), e.1));
                 let shift = w - end;
                 list.copy_within(pos..end, pos + shift);
                 w = pos + shift - 1;
@@ -877,7 +882,7 @@ impl<A: Address> Fib<A> {
         let mut cur = [None; SEARCH_LANES];
         {
             let mut keys = [(0u128, 0u8); SEARCH_LANES];
-            let mut lists: [&[Entry]; SEARCH_LANES] = [&[]; SEARCH_LANES];
+            let mut lists: [&[Entry<A::Word>]; SEARCH_LANES] = [&[]; SEARCH_LANES];
             for ((&o, key), list) in ops.iter().zip(&mut keys).zip(&mut lists) {
                 if let Some(Change::Insert(p, _) | Change::Remove(p)) =
                     changes.get(o as u32 as usize)
@@ -891,7 +896,7 @@ impl<A: Address> Fib<A> {
             for j in 0..n {
                 cur[j] = lists[j]
                     .get(at[j])
-                    .filter(|e| (e.0, e.1) == keys[j])
+                    .filter(|e| (e.0.to_key(), e.1) == keys[j])
                     .map(|e| e.2);
             }
         }
@@ -958,7 +963,7 @@ impl<A: Address> Fib<A> {
         }
         let list = self.long.get(Self::slot_of(key))?;
         let i = list
-            .binary_search_by(|e| (e.0, e.1).cmp(&(key, len)))
+            .binary_search_by(|e| (e.0.to_key(), e.1).cmp(&(key, len)))
             .ok()?;
         Some(list[i].2)
     }
@@ -970,7 +975,7 @@ impl<A: Address> Fib<A> {
             self.long
                 .iter()
                 .flatten()
-                .map(|&(k, l, nh)| (A::make_prefix(k, l), nh)),
+                .map(|&(k, l, nh)| (A::make_prefix(k.to_key(), l), nh)),
         )
     }
 

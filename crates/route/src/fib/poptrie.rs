@@ -98,8 +98,9 @@ pub(crate) struct Node {
     base0: u32,
 }
 
-/// A prefix below the direct bits: left-aligned key, length, next hop.
-pub(crate) type Entry = (u128, u8, u32);
+/// A prefix below the direct bits: key (the family's address word, host bits clear),
+/// length, next hop. 12 bytes for IPv4, 32 for IPv6.
+pub(crate) type Entry<W> = (W, u8, u32);
 
 #[derive(Clone, Debug)]
 pub(crate) struct Poptrie<L> {
@@ -341,10 +342,10 @@ impl<L: Leaf> Poptrie<L> {
     /// Builds the subtree of one direct slot and returns its direct entry. `entries` are the
     /// prefixes longer than `s` inside the slot, sorted by (key, length); `default` is the
     /// next hop of the longest prefix of at most `s` bits covering the slot.
-    pub(crate) fn build_slot(
+    pub(crate) fn build_slot<W: Word>(
         &mut self,
         default: u32,
-        entries: &[Entry],
+        entries: &[Entry<W>],
         free: &mut FreeRanges,
     ) -> u32 {
         if entries.is_empty() {
@@ -416,7 +417,13 @@ impl<L: Leaf> Poptrie<L> {
     /// its children and leaves are appended. `entries` are the prefixes longer than `depth`
     /// under it, sorted by (key, length); `default` is the next hop of the longest shorter
     /// prefix covering it. Its parent still points to it, so nothing above changes.
-    pub(crate) fn rebuild_node(&mut self, n: usize, depth: u32, default: u32, entries: &[Entry]) {
+    pub(crate) fn rebuild_node<W: Word>(
+        &mut self,
+        n: usize,
+        depth: u32,
+        default: u32,
+        entries: &[Entry<W>],
+    ) {
         let plan = Plan::new(depth, default, entries);
         self.emit(n, depth, &plan, entries);
     }
@@ -429,7 +436,7 @@ impl<L: Leaf> Poptrie<L> {
         leafvec
     }
 
-    fn emit(&mut self, idx: usize, depth: u32, plan: &Plan, entries: &[Entry]) {
+    fn emit<W: Word>(&mut self, idx: usize, depth: u32, plan: &Plan, entries: &[Entry<W>]) {
         let base1 = self.nodes.len() as u32;
         let base0 = self.leaves.len() as u32;
         let leafvec = self.push_leaves(plan);
@@ -504,7 +511,7 @@ impl Plan {
         (leafvec, runs, n)
     }
 
-    fn new(depth: u32, default: u32, entries: &[Entry]) -> Plan {
+    fn new<W: Word>(depth: u32, default: u32, entries: &[Entry<W>]) -> Plan {
         let end = depth + 6;
         let mut plan = Plan {
             leaf: [default; 64],

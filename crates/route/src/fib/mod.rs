@@ -274,8 +274,10 @@ pub struct CommitStats {
 /// the routes and mark the parts of the compiled table they touch; [`commit`](Self::commit)
 /// recompiles only those parts into a new [`FibTable`] and publishes it with an atomic pointer
 /// swap. Readers keep using the table they loaded until they load again, so an update never
-/// stalls or half-applies for them. Batch many changes per commit: a commit copies the
-/// compiled arrays once (a few MiB for a full IPv4 table) whatever the batch size.
+/// stalls or half-applies for them. Batch many changes per commit: a commit has a fixed
+/// cost besides its changes (it copies the compiled arrays, a few MiB for a full IPv4
+/// table, or only what the commit before changed when no reader holds the table before
+/// the current one).
 ///
 /// The compiled form is a Poptrie: an `2^18`-entry direct array followed by 64-ary nodes
 /// with popcount-compressed children and leaves.

@@ -54,6 +54,12 @@ pub trait Word: sealed::Sealed + Copy + Default + Send + Sync + 'static {
     fn top(self, s: u32) -> usize;
     /// The 6 bits starting at bit `depth` (from the most significant), zero-padded past the end.
     fn chunk6(self, depth: u32) -> usize;
+    /// The word's bits, left-aligned in a `u128`.
+    #[doc(hidden)]
+    fn to_key(self) -> u128;
+    /// The word whose left-aligned bits are `key`.
+    #[doc(hidden)]
+    fn from_key(key: u128) -> Self;
 }
 
 impl Word for u32 {
@@ -68,6 +74,14 @@ impl Word for u32 {
             None => 0,
         }
     }
+    #[inline(always)]
+    fn to_key(self) -> u128 {
+        u128::from(self) << 96
+    }
+    #[inline(always)]
+    fn from_key(key: u128) -> Self {
+        (key >> 96) as u32
+    }
 }
 
 impl Word for u128 {
@@ -81,6 +95,14 @@ impl Word for u128 {
             Some(v) => (v >> 122) as usize,
             None => 0,
         }
+    }
+    #[inline(always)]
+    fn to_key(self) -> u128 {
+        self
+    }
+    #[inline(always)]
+    fn from_key(key: u128) -> Self {
+        key
     }
 }
 

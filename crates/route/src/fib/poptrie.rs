@@ -98,8 +98,9 @@ pub(crate) struct Node {
     base0: u32,
 }
 
-/// A prefix below the direct bits: left-aligned key, length, next hop.
-pub(crate) type Entry = (u128, u8, u32);
+/// A prefix below the direct bits: key (the family's address word, host bits clear),
+/// length, next hop. 12 bytes for IPv4, 32 for IPv6.
+pub(crate) type Entry<W> = (W, u8, u32);
 
 #[derive(Clone, Debug)]
 pub(crate) struct Poptrie<L> {
@@ -135,6 +136,55 @@ impl<L: Leaf> Poptrie<L> {
         self.direct.clone_from(&other.direct);
         self.nodes.clone_from(&other.nodes);
         self.leaves.clone_from(&other.leaves);
+    }
+
+    /// Makes `self`, a copy of the table `other` was patched from, a copy of `other`: what
+    /// the patch changed in place (`log`) and what it appended are copied, not the rest.
+    /// False (and nothing done) if the arrays do not fit that.
+    fn sync_from(&mut self, other: &Self, log: &PatchLog) -> bool {
+        if self.s != other.s
+            || self.direct.len() != other.direct.len()
+            || self.nodes.len() > other.nodes.len()
+            || self.leaves.len() > other.leaves.len()
+        {
+            return false;
+        }
+        for &slot in &log.slots {
+            if let (Some(d), Some(&e)) = (
+                self.direct.get_mut(slot as usize),
+                other.direct.get(slot as usize),
+            ) {
+                *d = e;
+            }
+        }
+        for &n in &log.nodes {
+            if let (Some(d), Some(&e)) =
+                (self.nodes.get_mut(n as usize), other.nodes.get(n as usize))
+            {
+                *d = e;
+            }
+        }
+        for &(o, len) in &log.leaves {
+            let r = o as usize..o as usize + len as usize;
+            if let (Some(d), Some(e)) = (self.leaves.get_mut(r.clone()), other.leaves.get(r)) {
+                d.copy_from_slice(e);
+            }
+        }
+        let (n, l) = (self.nodes.len(), self.leaves.len());
+        self.nodes
+            .extend_from_slice(other.nodes.get(n..).unwrap_or_default());
+        self.leaves
+            .extend_from_slice(other.leaves.get(l..).unwrap_or_default());
+        true
+    }
+
+    /// The leaf range of a compact-node direct entry.
+    pub(crate) fn compact_range(&self, e: u32) -> Option<(u32, u32)> {
+        if e & (LEAF | COMPACT) != COMPACT {
+            return None;
+        }
+        let o = e & !COMPACT;
+        Some((o, L::PER_MAP as u32 + self.map_at(o as usize).count_ones()))
     }
 
     /// True before anything was built into the arrays.
@@ -292,10 +342,10 @@ impl<L: Leaf> Poptrie<L> {
     /// Builds the subtree of one direct slot and returns its direct entry. `entries` are the
     /// prefixes longer than `s` inside the slot, sorted by (key, length); `default` is the
     /// next hop of the longest prefix of at most `s` bits covering the slot.
-    pub(crate) fn build_slot(
+    pub(crate) fn build_slot<W: Word>(
         &mut self,
         default: u32,
-        entries: &[Entry],
+        entries: &[Entry<W>],
         free: &mut FreeRanges,
     ) -> u32 {
         if entries.is_empty() {
@@ -367,7 +417,13 @@ impl<L: Leaf> Poptrie<L> {
     /// its children and leaves are appended. `entries` are the prefixes longer than `depth`
     /// under it, sorted by (key, length); `default` is the next hop of the longest shorter
     /// prefix covering it. Its parent still points to it, so nothing above changes.
-    pub(crate) fn rebuild_node(&mut self, n: usize, depth: u32, default: u32, entries: &[Entry]) {
+    pub(crate) fn rebuild_node<W: Word>(
+        &mut self,
+        n: usize,
+        depth: u32,
+        default: u32,
+        entries: &[Entry<W>],
+    ) {
         let plan = Plan::new(depth, default, entries);
         self.emit(n, depth, &plan, entries);
     }
@@ -380,7 +436,7 @@ impl<L: Leaf> Poptrie<L> {
         leafvec
     }
 
-    fn emit(&mut self, idx: usize, depth: u32, plan: &Plan, entries: &[Entry]) {
+    fn emit<W: Word>(&mut self, idx: usize, depth: u32, plan: &Plan, entries: &[Entry<W>]) {
         let base1 = self.nodes.len() as u32;
         let base0 = self.leaves.len() as u32;
         let leafvec = self.push_leaves(plan);
@@ -455,7 +511,7 @@ impl Plan {
         (leafvec, runs, n)
     }
 
-    fn new(depth: u32, default: u32, entries: &[Entry]) -> Plan {
+    fn new<W: Word>(depth: u32, default: u32, entries: &[Entry<W>]) -> Plan {
         let end = depth + 6;
         let mut plan = Plan {
             leaf: [default; 64],
@@ -571,7 +627,30 @@ impl Clone for Trie {
     }
 }
 
+/// What a commit that patched a copy of the table changed in place, besides what it
+/// appended: direct slots, full nodes rewritten, and leaf ranges reused.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PatchLog {
+    pub(crate) slots: Vec<u32>,
+    pub(crate) nodes: Vec<u32>,
+    pub(crate) leaves: Vec<(u32, u32)>,
+}
+
 impl Trie {
+    /// Makes `self` a copy of `source`. When `log` says how `source` was patched from a copy
+    /// of `self` (the table before it), only what the patch changed is copied, not the
+    /// whole arrays.
+    pub(crate) fn copy_from(&mut self, source: &Self, log: Option<&PatchLog>) {
+        let synced = match (&mut *self, source, log) {
+            (Trie::Narrow(a), Trie::Narrow(b), Some(log)) => a.sync_from(b, log),
+            (Trie::Wide(a), Trie::Wide(b), Some(log)) => a.sync_from(b, log),
+            _ => false,
+        };
+        if !synced {
+            self.clone_from(source);
+        }
+    }
+
     /// An empty trie whose leaves hold next hops up to `max_nh`.
     pub(crate) fn new(s: u32, max_nh: u32) -> Self {
         if max_nh <= <u16 as Leaf>::MAX {

@@ -136,6 +136,12 @@ fn radix_sort(v: &mut Vec<u64>, bits: u32) {
 /// Lookups [`lower_bounds`] advances together.
 const SEARCH_LANES: usize = 16;
 
+/// Where the route (`key`, `len`) is in a slot's list, sorted by (key, length): its index,
+/// or where it would go.
+fn search<W: Word>(list: &[Entry<W>], key: u128, len: u8) -> Result<usize, usize> {
+    list.binary_search_by(|e| (e.0.to_key(), e.1).cmp(&(key, len)))
+}
+
 /// For each lane `j`, the index in `lists[j]` (sorted by (key, length)) of the first entry
 /// not below `keys[j]`. The binary searches advance in lockstep, one step of every lane at a
 /// time without a branch per lane, so that their cache misses overlap instead of each
@@ -491,7 +497,7 @@ impl<A: Address> Fib<A> {
     fn insert_long(&mut self, key: u128, len: u8, next_hop: NextHopId) -> Option<NextHopId> {
         let slot = Self::slot_of(key);
         let list = self.long.get_mut(slot)?;
-        let old = match list.binary_search_by(|e| (e.0.to_key(), e.1).cmp(&(key, len))) {
+        let old = match search(list, key, len) {
             Ok(i) => Some(core::mem::replace(&mut list[i].2, next_hop)),
             Err(i) => {
                 list.insert(i, (A::Word::from_key(key), len, next_hop));
@@ -534,9 +540,7 @@ impl<A: Address> Fib<A> {
             .find_map(|len| {
                 let len = len as u8;
                 let k = key & mask(len);
-                let i = list
-                    .binary_search_by(|e| (e.0.to_key(), e.1).cmp(&(k, len)))
-                    .ok()?;
+                let i = search(list, k, len).ok()?;
                 list.get(i).map(|e| e.2)
             })
             .unwrap_or_else(|| self.default_of(slot));
@@ -552,9 +556,7 @@ impl<A: Address> Fib<A> {
     fn remove_long(&mut self, key: u128, len: u8) -> Option<NextHopId> {
         let slot = Self::slot_of(key);
         let list = self.long.get_mut(slot)?;
-        let i = list
-            .binary_search_by(|e| (e.0.to_key(), e.1).cmp(&(key, len)))
-            .ok()?;
+        let i = search(list, key, len).ok()?;
         let old = list.remove(i).2;
         if list.is_empty() {
             // Give the memory back: a slot that empties rarely fills again soon.
@@ -825,7 +827,7 @@ impl<A: Address> Fib<A> {
                 }
                 continue;
             }
-            if let Ok(i) = list.binary_search_by(|e| (e.0.to_key(), e.1).cmp(&(key, len)))
+            if let Ok(i) = search(list, key, len)
                 && let Some(e) = list.get_mut(i)
             {
                 match now {
@@ -964,9 +966,7 @@ impl<A: Address> Fib<A> {
             return self.short.get(prefix).copied();
         }
         let list = self.long.get(Self::slot_of(key))?;
-        let i = list
-            .binary_search_by(|e| (e.0.to_key(), e.1).cmp(&(key, len)))
-            .ok()?;
+        let i = search(list, key, len).ok()?;
         Some(list[i].2)
     }
 

@@ -162,6 +162,9 @@ struct PortFast {
     mtu: usize,
     /// The VLAN of untagged and priority-tagged frames: an access port's, a trunk's native.
     untagged: Option<u16>,
+    /// The index of that VLAN's bridge domain ([`NO_DOMAIN`] when there is none yet): an
+    /// untagged frame is classified without the VLAN map.
+    untagged_domain: u16,
     horizon: Option<HorizonGroup>,
     trunk: bool,
 }
@@ -175,6 +178,7 @@ impl PortFast {
         PortFast {
             mtu: cfg.mtu,
             untagged,
+            untagged_domain: NO_DOMAIN,
             horizon: cfg.horizon,
             trunk,
         }
@@ -261,6 +265,11 @@ impl Switch {
         }
         let idx = self.domains.len() as u16;
         self.vlan_domain[usize::from(cfg.vlan)] = idx;
+        for p in self.ports.iter_mut().flatten() {
+            if p.fast.untagged == Some(cfg.vlan) {
+                p.fast.untagged_domain = idx;
+            }
+        }
         let members = self
             .ports
             .iter()
@@ -300,8 +309,12 @@ impl Switch {
                 d.members.insert(at, id);
             }
         }
+        let mut fast = PortFast::new(&cfg);
+        if let Some(d) = fast.untagged.and_then(|v| self.domain_index(v)) {
+            fast.untagged_domain = d;
+        }
         self.ports[i] = Some(PortState {
-            fast: PortFast::new(&cfg),
+            fast,
             stats: PortStats::default(),
             cfg: Box::new(cfg),
         });
@@ -512,31 +525,49 @@ impl Switch {
         else {
             return 0;
         };
-        // The classifications of the frames in flight, by frame index modulo `AHEAD`: frame
-        // `i` is decided from its slot, then frame `i + AHEAD` is classified into it. The
-        // classification reads only the configuration, which deciding does not change, so
-        // classifying ahead gives what classifying in turn would.
+        // The classifications of the frames in flight, a chunk of `AHEAD` frames at a time:
+        // frame `j` of the chunk is decided from slot `j`, then frame `j` of the next chunk
+        // (`AHEAD` frames later) is classified into it. The classification reads only the
+        // configuration, which deciding does not change, so classifying ahead gives what
+        // classifying in turn would.
         let mut ring = [Pre::NONE; Self::AHEAD];
         let mut dropped = [None; Self::AHEAD];
-        for i in 0..n + Self::AHEAD {
-            let s = i % Self::AHEAD;
-            if let Some(k) = i.checked_sub(Self::AHEAD)
-                && let (Some((ingress, f)), Some(o), Some(v)) =
-                    (frames.get_mut(k), out.get_mut(k), verdicts.get_mut(k))
+        let (mut cur, mut rest) = frames.split_at_mut(n.min(Self::AHEAD));
+        for (((ingress, f), p), d) in cur.iter_mut().zip(&mut ring).zip(&mut dropped) {
+            *d = self.classify_ahead(*ingress, f.as_mut(), p);
+        }
+        for (out, verdicts) in out
+            .chunks_mut(Self::AHEAD)
+            .zip(verdicts.chunks_mut(Self::AHEAD))
+        {
+            let (next, after) = rest.split_at_mut(rest.len().min(Self::AHEAD));
+            let slots = ring.iter_mut().zip(&mut dropped);
+            for (j, (((ingress, f), (o, v)), (p, d))) in cur
+                .iter_mut()
+                .zip(out.iter_mut().zip(verdicts.iter_mut()))
+                .zip(slots)
+                .enumerate()
             {
-                let p = dropped[s].map_or(Ok(&ring[s]), Err);
-                *v = self.decide(*ingress, f.as_mut(), p, secs, o);
-            }
-            if let Some((ingress, f)) = frames.get_mut(i) {
-                let p = &mut ring[s];
-                dropped[s] = self.classify(*ingress, f.as_mut(), p).err();
-                if dropped[s].is_none() {
-                    self.table.prefetch(p.src_hash);
-                    self.table.prefetch(p.dst_hash);
+                let pre = d.map_or(Ok(&*p), Err);
+                *v = self.decide(*ingress, f.as_mut(), pre, secs, o);
+                if let Some((ingress, f)) = next.get_mut(j) {
+                    *d = self.classify_ahead(*ingress, f.as_mut(), p);
                 }
             }
+            (cur, rest) = (next, after);
         }
         n
+    }
+
+    /// [`classify`](Self::classify), then asks for the frame's two table lines.
+    #[inline(always)]
+    fn classify_ahead(&mut self, ingress: PortId, frame: &[u8], p: &mut Pre) -> Option<DropReason> {
+        let r = self.classify(ingress, frame, p).err();
+        if r.is_none() {
+            self.table.prefetch(p.src_hash);
+            self.table.prefetch(p.dst_hash);
+        }
+        r
     }
 
     /// How many frames ahead of its decision [`forward_batch`](Self::forward_batch) reads a
@@ -575,25 +606,31 @@ impl Switch {
         if src & MULTICAST != 0 || src == 0 {
             return Err(DropReason::Malformed);
         }
-        // IEEE 802.1Q ingress classification.
-        let (vlan, ethertype, payload) = match tag {
-            None => (port.fast.untagged, et, 14),
+        // IEEE 802.1Q ingress classification. Untagged and priority-tagged frames take the
+        // port's own VLAN, whose domain the port keeps at hand.
+        let untagged = (port.fast.untagged, port.fast.untagged_domain);
+        let ((vlan, d), ethertype, payload) = match tag {
+            None => (untagged, et, 14),
             Some([t0, t1, t2, t3]) => {
                 let t = u16::from_be_bytes([t0, t1]) & 0x0fff;
                 let vlan = match t {
-                    0 => port.fast.untagged,
+                    0 => untagged,
                     t if port.fast.trunk => match &port.cfg.vlan {
-                        VlanMode::Trunk { allowed, .. } if allowed.contains(t) => Some(t),
-                        _ => None,
+                        VlanMode::Trunk { allowed, .. } if allowed.contains(t) => (
+                            Some(t),
+                            *self.vlan_domain.get(usize::from(t)).unwrap_or(&NO_DOMAIN),
+                        ),
+                        _ => (None, NO_DOMAIN),
                     },
-                    _ => None,
+                    _ => (None, NO_DOMAIN),
                 };
                 (vlan, u16::from_be_bytes([t2, t3]), 18)
             }
         };
-        let vlan = vlan.ok_or(DropReason::VlanMismatch)?;
+        let (Some(vlan), false) = (vlan, d == NO_DOMAIN) else {
+            return Err(DropReason::VlanMismatch);
+        };
         let horizon = port.fast.horizon;
-        let d = self.domain_index(vlan).ok_or(DropReason::VlanMismatch)?;
         let d = u64::from(d) << 48;
         let (src_key, dst_key) = (d | src, d | dst);
         *pre = Pre {

@@ -138,6 +138,67 @@ fn vlans_access_and_trunk() {
     );
 }
 
+/// Ports configured before the domains of their VLANs drop those VLANs' frames until the
+/// domains exist, then switch them, untagged, priority-tagged and tagged alike.
+#[test]
+fn ports_before_their_domains() {
+    let mut sw = Switch::new();
+    sw.set_port(PortId(0), PortConfig::access(10)).unwrap();
+    sw.set_port(
+        PortId(1),
+        PortConfig::trunk(Some(10), [10, 20].into_iter().collect()),
+    )
+    .unwrap();
+    sw.set_port(PortId(2), PortConfig::access(20)).unwrap();
+    let mut out = Egress::with_capacity(8);
+    let cases = [(0, None), (0, Some(0)), (1, None), (1, Some(20)), (2, None)];
+    for (port, tag) in cases {
+        let mut f = frame(MacAddr::BROADCAST, mac(9), tag, 46);
+        assert_eq!(
+            sw.forward(PortId(port), &mut f, T, &mut out),
+            Verdict::Drop(DropReason::VlanMismatch),
+            "port {port} tag {tag:?} before any domain"
+        );
+    }
+    sw.add_domain(DomainConfig::new(10)).unwrap();
+    // VLAN 10 now switches, on the access port and as the trunk's native VLAN.
+    for (port, tag, to) in [(0, None, 1), (0, Some(0), 1), (1, None, 0)] {
+        let mut f = frame(MacAddr::BROADCAST, mac(port as u8 + 1), tag, 46);
+        assert_eq!(
+            sw.forward(PortId(port), &mut f, T, &mut out),
+            Verdict::Flood
+        );
+        assert_eq!(
+            (out.vlan(), ports(&out)),
+            (10, vec![to]),
+            "port {port} tag {tag:?}"
+        );
+    }
+    // VLAN 20 has no domain yet, tagged or untagged.
+    for (port, tag) in [(1, Some(20)), (2, None)] {
+        let mut f = frame(MacAddr::BROADCAST, mac(9), tag, 46);
+        assert_eq!(
+            sw.forward(PortId(port), &mut f, T, &mut out),
+            Verdict::Drop(DropReason::VlanMismatch),
+            "port {port} tag {tag:?}"
+        );
+    }
+    sw.add_domain(DomainConfig::new(20)).unwrap();
+    let mut f = frame(mac(1), mac(5), None, 46);
+    assert_eq!(sw.forward(PortId(2), &mut f, T, &mut out), Verdict::Flood);
+    assert_eq!((out.vlan(), ports(&out)), (20, vec![1]));
+    // Known unicast on VLAN 10 takes the learned port, in a batch as one at a time.
+    let mut frames = [(PortId(1), frame(mac(1), mac(2), None, 46))];
+    let mut outs = [Egress::with_capacity(8)];
+    let mut verdicts = [Verdict::Flood];
+    assert_eq!(
+        sw.forward_batch(&mut frames, T, &mut outs, &mut verdicts),
+        1
+    );
+    assert_eq!(verdicts[0], Verdict::Forward);
+    assert_eq!((outs[0].vlan(), ports(&outs[0])), (10, vec![0]));
+}
+
 #[test]
 fn split_horizon_between_mesh_tunnels() {
     let mut sw = fabric();

@@ -53,28 +53,41 @@ up() {
   echo "up: try 'ip netns exec gk-ha ping 10.2.0.10', logs in $RUN"
 }
 
-cpu_of() { ps -o times= -p "$1" 2>/dev/null | tr -d ' ' || echo 0; }
+# CPU seconds a process has used (user + system), to 10 ms: /proc/PID/stat, fields 14 and 15.
+cpu_of() {
+  awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); print ($12 + $13) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
+# Busy and total jiffies of the whole machine (every CPU): the first line of /proc/stat.
+machine_cpu() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
 
 bench() {
   local secs=${BENCH_SECONDS:-10}
   ip netns exec gk-hb iperf3 -s -D -1 -p 5201
   ip netns exec gk-bb iperf3 -s -D -1 -p 5202
   sleep 0.5
-  local a0 b0; a0=$(cpu_of "$(cat $RUN/gwa.pid)"); b0=$(cpu_of "$(cat $RUN/gwb.pid)")
+  local a0 b0 m0; a0=$(cpu_of "$(cat $RUN/gwa.pid)"); b0=$(cpu_of "$(cat $RUN/gwb.pid)"); m0=$(machine_cpu)
   local tun base
-  tun=$(ip netns exec gk-ha iperf3 -c 10.2.0.10 -p 5201 -t "$secs" -J | python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"])')
-  local a1 b1; a1=$(cpu_of "$(cat $RUN/gwa.pid)"); b1=$(cpu_of "$(cat $RUN/gwb.pid)")
+  tun=$(ip netns exec gk-ha iperf3 -c 10.2.0.10 -p 5201 -t "$secs" -J | python3 -c 'import json,sys; e=json.load(sys.stdin)["end"]["sum_received"]; print(e["bits_per_second"], e["bytes"], e["seconds"])')
+  local a1 b1 m1; a1=$(cpu_of "$(cat $RUN/gwa.pid)"); b1=$(cpu_of "$(cat $RUN/gwb.pid)"); m1=$(machine_cpu)
   base=$(ip netns exec gk-ba iperf3 -c 10.9.0.2 -p 5202 -t "$secs" -J | python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"])')
-  python3 - "$tun" "$base" "$secs" "$a0" "$a1" "$b0" "$b1" "$(grep -h '^encap' $RUN/site-a.toml | cut -d'"' -f2)" <<'PY'
+  python3 - "$tun" "$base" "$a0" "$a1" "$b0" "$b1" "$m0" "$m1" "$(nproc)" "$(grep -h '^encap' $RUN/site-a.toml | cut -d'"' -f2)" <<'PY'
 import sys
-tun, base, secs = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
-def cpu(s):  # ps times: seconds of CPU
-    return float(s or 0)
-ca = cpu(sys.argv[5]) - cpu(sys.argv[4]); cb = cpu(sys.argv[7]) - cpu(sys.argv[6])
-print(f"gatekit ESP tunnel ({sys.argv[8]}), 1 TCP stream: {tun/1e9:.2f} Gbit/s")
+bps, nbytes, secs = map(float, sys.argv[1].split())
+base = float(sys.argv[2])
+ca = float(sys.argv[4]) - float(sys.argv[3])
+cb = float(sys.argv[6]) - float(sys.argv[5])
+(busy0, all0), (busy1, all1) = (map(float, sys.argv[k].split()) for k in (7, 8))
+cores = int(sys.argv[9])
+gb = nbytes / 1e9
+print(f"gatekit ESP tunnel ({sys.argv[10]}), 1 TCP stream: {bps/1e9:.2f} Gbit/s ({gb:.2f} GB in {secs:.1f} s)")
 print(f"bare veth baseline, 1 TCP stream: {base/1e9:.2f} Gbit/s")
-print(f"ratio: {tun/base:.3f} of the bare path")
-print(f"gateway CPU during the tunnel run: gw-a {100*ca/secs:.0f}%, gw-b {100*cb/secs:.0f}% of one core")
+print(f"ratio: {bps/base:.3f} of the bare path")
+print(f"gateway CPU during the tunnel run: gw-a {100*ca/secs:.0f}%, gw-b {100*cb/secs:.0f}% of one core;"
+      f" {ca/gb:.2f} and {cb/gb:.2f} CPU-seconds per GB moved")
+busy = (busy1 - busy0) / (all1 - all0) if all1 > all0 else 0.0
+print(f"whole machine during the tunnel run: {100*busy:.0f}% of {cores} CPUs busy"
+      f" (everything running, not only the tunnel)")
 PY
 }
 

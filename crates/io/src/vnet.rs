@@ -273,17 +273,6 @@ pub(crate) fn pseudo_sum(ip: &[u8], v6: bool, proto: u8, l4_len: usize) -> u64 {
     }
 }
 
-/// The transport checksum of a segment from its headers (`head`, up to the payload) and the
-/// sum of its payload; `l4_len` is the transport header and payload length.
-fn headers_checksum(head: &[u8], lay: &Layout, l4_len: usize, payload_sum: u64) -> u16 {
-    let proto = if lay.tcp { 6 } else { 17 };
-    let pseudo = pseudo_sum(&head[lay.l3..], lay.v6, proto, l4_len);
-    !checksum::fold(checksum::sum(
-        checksum::add(pseudo, payload_sum),
-        &head[lay.l4..],
-    ))
-}
-
 /// Cuts a GSO super-packet (headers then payload, as the kernel hands it over) into segments
 /// of at most `gso_size` payload bytes each, with lengths, IPv4 ids, TCP sequence numbers,
 /// flags and every checksum fixed up, as the kernel's own software GSO would.
@@ -296,6 +285,7 @@ pub struct Segmenter<'p> {
     hdr: VnetHeader,
     packet: &'p [u8],
     lay: Option<Layout>,
+    fixed: Fixed,
     gso: usize,
     count: usize,
     ip_id: u16,
@@ -312,6 +302,7 @@ impl<'p> Segmenter<'p> {
                     hdr: *hdr,
                     packet,
                     lay: None,
+                    fixed: Fixed::default(),
                     gso: packet.len(),
                     count: 1,
                     ip_id: 0,
@@ -351,6 +342,7 @@ impl<'p> Segmenter<'p> {
             hdr: *hdr,
             packet,
             lay: Some(lay),
+            fixed: fixed_sums(packet, &lay),
             gso,
             count: payload.div_ceil(gso).max(1),
             ip_id,
@@ -403,42 +395,91 @@ impl<'p> Segmenter<'p> {
         // The payload is summed while it is copied; the transport headers before it have an
         // even length (TCP's is a multiple of 4, UDP's is 8), so the sums simply add.
         let payload_sum = checksum::copy_and_sum(0, chunk, &mut out[h..]);
+        // The checksums are the fixed sums plus the fields written here, added as values:
+        // reading the header back would wait for the narrow stores just made to it.
         let l3 = lay.l3;
         let ip_len = len - l3;
         if lay.v6 {
             let pl = (ip_len - 40) as u16;
             out[l3 + 4..l3 + 6].copy_from_slice(&pl.to_be_bytes());
         } else {
+            let id = self.ip_id.wrapping_add(i as u16);
             out[l3 + 2..l3 + 4].copy_from_slice(&(ip_len as u16).to_be_bytes());
-            out[l3 + 4..l3 + 6].copy_from_slice(&self.ip_id.wrapping_add(i as u16).to_be_bytes());
-            out[l3 + 10..l3 + 12].fill(0);
-            let c = checksum::internet(&out[l3..lay.l4]);
+            out[l3 + 4..l3 + 6].copy_from_slice(&id.to_be_bytes());
+            let c = !checksum::fold(self.fixed.ip + ip_len as u64 + u64::from(id));
             out[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
         }
         let l4 = lay.l4;
+        let l4_len = (len - l4) as u64;
         if lay.tcp {
             let s = self.seq.wrapping_add((i * self.gso) as u32);
             out[l4 + 4..l4 + 8].copy_from_slice(&s.to_be_bytes());
+            let mut flags = headers[l4 + 13];
             if i + 1 != self.count {
-                out[l4 + 13] &= !(0x01 | 0x08); // FIN, PSH only on the last segment
+                flags &= !(0x01 | 0x08); // FIN, PSH only on the last segment
             }
             if i > 0 {
-                out[l4 + 13] &= !0x80; // CWR only on the first
+                flags &= !0x80; // CWR only on the first
             }
-            out[l4 + 16..l4 + 18].fill(0);
-            let c = headers_checksum(&out[..h], &lay, len - l4, payload_sum);
+            out[l4 + 13] = flags;
+            let word = u16::from_be_bytes([headers[l4 + 12], flags]);
+            let acc = self.fixed.l4 + l4_len + u64::from(s >> 16) + u64::from(s & 0xffff);
+            let acc = checksum::add(acc + u64::from(word), payload_sum);
+            let c = !checksum::fold(acc);
             out[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
         } else {
-            let ul = (len - l4) as u16;
-            out[l4 + 4..l4 + 6].copy_from_slice(&ul.to_be_bytes());
-            out[l4 + 6..l4 + 8].fill(0);
-            let mut c = headers_checksum(&out[..h], &lay, len - l4, payload_sum);
+            out[l4 + 4..l4 + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+            // The length counts twice: in the pseudo-header and in the UDP header.
+            let acc = checksum::add(self.fixed.l4 + 2 * l4_len, payload_sum);
+            let mut c = !checksum::fold(acc);
             if c == 0 {
                 c = 0xffff; // RFC 768: a computed zero is sent as all ones
             }
             out[l4 + 6..l4 + 8].copy_from_slice(&c.to_be_bytes());
         }
         Ok(())
+    }
+}
+
+/// What every segment's checksums share, summed once per super-packet: the IPv4 header and
+/// the transport header (with the pseudo-header's addresses and protocol), with the fields
+/// that differ between segments (lengths, IPv4 id, TCP sequence number and flags, the
+/// checksums) taken as zero. Both are folded to 16 bits: a segment adds its own fields to
+/// them as plain integers.
+#[derive(Debug, Clone, Copy, Default)]
+struct Fixed {
+    ip: u64,
+    l4: u64,
+}
+
+fn fixed_sums(packet: &[u8], lay: &Layout) -> Fixed {
+    let mut h = [0u8; 60];
+    let ip = if lay.v6 {
+        0
+    } else {
+        // IPv4: 20 to 60 bytes.
+        let n = lay.l4 - lay.l3;
+        h[..n].copy_from_slice(&packet[lay.l3..lay.l4]);
+        h[2..6].fill(0); // total length, id
+        h[10..12].fill(0); // checksum
+        checksum::sum(0, &h[..n])
+    };
+    // TCP: 20 to 60 bytes; UDP: 8.
+    let n = lay.end - lay.l4;
+    h[..n].copy_from_slice(&packet[lay.l4..lay.end]);
+    if lay.tcp {
+        h[4..8].fill(0); // sequence number
+        h[12..14].fill(0); // data offset and flags
+        h[16..18].fill(0); // checksum
+    } else {
+        h[4..8].fill(0); // length, checksum
+    }
+    let proto = if lay.tcp { 6 } else { 17 };
+    let pseudo = pseudo_sum(&packet[lay.l3..], lay.v6, proto, 0);
+    // Folded to 16 bits, so that adding a segment's fields cannot overflow.
+    Fixed {
+        ip: u64::from(checksum::fold(ip)),
+        l4: u64::from(checksum::fold(checksum::sum(pseudo, &h[..n]))),
     }
 }
 
@@ -625,6 +666,186 @@ mod tests {
             panic!()
         };
         assert_eq!(joined, t.payload());
+    }
+
+    /// A super-packet as a TUN hands it over, built by etherparse with the fields given (the
+    /// checksums left as garbage: with `F_NEEDS_CSUM` they are the segmenter's to fill).
+    #[allow(clippy::too_many_arguments)]
+    fn super_packet(
+        v6: bool,
+        addrs: [u8; 32],
+        ip_id: u16,
+        ip_opts: usize,
+        tcp: Option<(u32, u8, usize)>,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        use etherparse::{IpNumber, Ipv4Header, Ipv4Options, Ipv6Header, TcpHeader, UdpHeader};
+        let proto = if tcp.is_some() {
+            IpNumber::TCP
+        } else {
+            IpNumber::UDP
+        };
+        let l4 = match tcp {
+            Some((seq, flags, opts)) => {
+                let mut t = TcpHeader::new(40000, 5201, seq, 64000);
+                t.fin = flags & 0x01 != 0;
+                t.syn = false;
+                t.rst = false;
+                t.psh = flags & 0x08 != 0;
+                t.ack = flags & 0x10 != 0;
+                t.acknowledgment_number = 77;
+                t.urg = flags & 0x20 != 0;
+                t.ece = flags & 0x40 != 0;
+                t.cwr = flags & 0x80 != 0;
+                t.set_options_raw(&vec![1u8; opts * 4]).unwrap(); // NOPs
+                t.checksum = 0x1234;
+                t.to_bytes().to_vec()
+            }
+            None => {
+                let mut u = UdpHeader {
+                    source_port: 1000,
+                    destination_port: 2000,
+                    length: (8 + payload.len()) as u16,
+                    checksum: 0x4321,
+                };
+                u.checksum = 0x4321;
+                u.to_bytes().to_vec()
+            }
+        };
+        let mut out = if v6 {
+            let mut h = Ipv6Header {
+                traffic_class: 0,
+                flow_label: Default::default(),
+                payload_length: (l4.len() + payload.len()) as u16,
+                next_header: proto,
+                hop_limit: 64,
+                source: addrs[..16].try_into().unwrap(),
+                destination: addrs[16..].try_into().unwrap(),
+            };
+            h.hop_limit = 63;
+            h.to_bytes().to_vec()
+        } else {
+            let mut h = Ipv4Header::new(
+                (l4.len() + payload.len()) as u16,
+                64,
+                proto,
+                addrs[..4].try_into().unwrap(),
+                addrs[4..8].try_into().unwrap(),
+            )
+            .unwrap();
+            h.identification = ip_id;
+            h.options = Ipv4Options::try_from(&vec![1u8; ip_opts * 4][..]).unwrap();
+            h.set_payload_len(l4.len() + payload.len()).unwrap();
+            h.header_checksum = 0xbeef;
+            h.to_bytes().to_vec()
+        };
+        out.extend_from_slice(&l4);
+        out.extend_from_slice(payload);
+        out
+    }
+
+    proptest::proptest! {
+        /// Any TSO or USO super-packet (IPv4 with options or IPv6; TCP with options and any
+        /// flags, or UDP; any payload and segment size) becomes segments that etherparse
+        /// reads as the original's headers with each segment's lengths, IPv4 id, sequence
+        /// number and flags, valid checksums, and the payload in order.
+        #[test]
+        fn segments_are_what_etherparse_expects(
+            v6 in proptest::bool::ANY,
+            addrs in proptest::array::uniform32(proptest::num::u8::ANY),
+            ip_id in proptest::num::u16::ANY,
+            ip_opts in 0usize..=10,
+            tcp in proptest::option::weighted(0.8, (proptest::num::u32::ANY, proptest::num::u8::ANY, 0usize..=10)),
+            len in 1usize..5000,
+            gso in 1u16..1600,
+            seed in proptest::num::u8::ANY,
+        ) {
+            use etherparse::NetSlice;
+            let payload: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect();
+            let ip_opts = if v6 { 0 } else { ip_opts };
+            let big = super_packet(v6, addrs, ip_id, ip_opts, tcp, &payload);
+            let gso_type = match (tcp.is_some(), v6) {
+                (true, false) => GsoType::TcpV4,
+                (true, true) => GsoType::TcpV6,
+                (false, _) => GsoType::UdpL4,
+            };
+            let hdr = VnetHeader { flags: F_NEEDS_CSUM, gso_type, gso_size: gso, ..VnetHeader::default() };
+            let segs = segment(&hdr, &big, 0, fresh).unwrap();
+            let n = len.div_ceil(usize::from(gso));
+            proptest::prop_assert_eq!(segs.len(), n);
+            let orig = SlicedPacket::from_ip(&big).unwrap();
+            let mut joined = Vec::new();
+            for (i, seg) in segs.iter().enumerate() {
+                let s = SlicedPacket::from_ip(seg).unwrap();
+                let body = match (&s.net, &orig.net) {
+                    (Some(NetSlice::Ipv4(v)), Some(NetSlice::Ipv4(o))) => {
+                        let (h, mut want) = (v.header().to_header(), o.header().to_header());
+                        proptest::prop_assert_eq!(h.header_checksum, h.calc_header_checksum());
+                        want.identification = ip_id.wrapping_add(i as u16);
+                        want.total_len = seg.len() as u16;
+                        want.header_checksum = h.header_checksum;
+                        proptest::prop_assert_eq!(&h, &want);
+                        let (t, o) = (s.transport.as_ref().unwrap(), orig.transport.as_ref().unwrap());
+                        check_transport(t, o, (i, n, usize::from(gso)), Ip::V4(&h))?
+                    }
+                    (Some(NetSlice::Ipv6(v)), Some(NetSlice::Ipv6(o))) => {
+                        let (h, mut want) = (v.header().to_header(), o.header().to_header());
+                        want.payload_length = (seg.len() - 40) as u16;
+                        proptest::prop_assert_eq!(&h, &want);
+                        let (t, o) = (s.transport.as_ref().unwrap(), orig.transport.as_ref().unwrap());
+                        check_transport(t, o, (i, n, usize::from(gso)), Ip::V6(&h))?
+                    }
+                    _ => panic!("not the original's IP version"),
+                };
+                joined.extend_from_slice(&body);
+            }
+            proptest::prop_assert_eq!(joined, payload);
+        }
+    }
+
+    /// The IP header a transport checksum is computed against.
+    enum Ip<'a> {
+        V4(&'a etherparse::Ipv4Header),
+        V6(&'a etherparse::Ipv6Header),
+    }
+
+    /// The segment's transport header against the original's: TCP with this segment's
+    /// sequence number, FIN and PSH only on the last segment, CWR only on the first; UDP
+    /// with its own length. Both with the checksum etherparse computes. Returns the payload.
+    fn check_transport(
+        t: &TransportSlice<'_>,
+        o: &TransportSlice<'_>,
+        (i, n, gso): (usize, usize, usize),
+        ip: Ip<'_>,
+    ) -> Result<Vec<u8>, proptest::test_runner::TestCaseError> {
+        match (t, o) {
+            (TransportSlice::Tcp(t), TransportSlice::Tcp(o)) => {
+                let (h, mut want) = (t.to_header(), o.to_header());
+                want.sequence_number = want.sequence_number.wrapping_add((i * gso) as u32);
+                want.fin &= i + 1 == n;
+                want.psh &= i + 1 == n;
+                want.cwr &= i == 0;
+                want.checksum = h.checksum;
+                proptest::prop_assert_eq!(&h, &want);
+                let c = match ip {
+                    Ip::V4(ip) => h.calc_checksum_ipv4(ip, t.payload()),
+                    Ip::V6(ip) => h.calc_checksum_ipv6(ip, t.payload()),
+                };
+                proptest::prop_assert_eq!(h.checksum, c.unwrap());
+                Ok(t.payload().to_vec())
+            }
+            (TransportSlice::Udp(u), TransportSlice::Udp(_)) => {
+                let h = u.to_header();
+                proptest::prop_assert_eq!(usize::from(h.length), 8 + u.payload().len());
+                let c = match ip {
+                    Ip::V4(ip) => h.calc_checksum_ipv4(ip, u.payload()),
+                    Ip::V6(ip) => h.calc_checksum_ipv6(ip, u.payload()),
+                };
+                proptest::prop_assert_eq!(h.checksum, c.unwrap());
+                Ok(u.payload().to_vec())
+            }
+            _ => panic!("not the original's transport"),
+        }
     }
 
     #[test]

@@ -143,6 +143,7 @@ pub mod fuzz {
         if let Some(a) = vnet::tcp_segment(pkt) {
             assert!(a.hdr_end <= pkt.len() && a.l4 < a.hdr_end);
             let _ = vnet::tcp_can_merge(pkt, &a, 1, &a, pkt, &a);
+            let _ = vnet::tcp_run([pkt, pkt].into_iter(), 64, 65535);
         }
     }
 }

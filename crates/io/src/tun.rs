@@ -256,8 +256,9 @@ fn set_offload(fd: BorrowedFd<'_>) -> io::Result<Offloads> {
 /// With the virtio-net header, `recv` cuts the kernel's GSO super-packets into segments of the
 /// device MTU (completing partial checksums), so the pipeline only ever sees MTU-sized
 /// packets; `send` coalesces runs of consecutive in-order TCP segments of one flow into one
-/// super-packet per write (the kernel's GRO done in user space), and writes everything else
-/// one packet per `write`. TUN has no batched read or write, so offloads are what amortises
+/// super-packet per write (the kernel's GRO done in user space; like GRO, it takes only
+/// segments whose checksums are right, since the kernel fills the super-packet's afresh),
+/// and writes everything else one packet per `write`. TUN has no batched read or write, so offloads are what amortises
 /// the system calls here.
 pub struct TunPort<B: IoBuf = PoolBuf> {
     q: TunQueue,
@@ -488,35 +489,8 @@ impl<B: IoBuf> TunPort<B> {
 
     /// How many packets from `i` on form one coalescable TCP run (1 if none).
     fn run_len(&self, batch: &Batch<B>, i: usize) -> usize {
-        let Some((first, _, _)) = batch.get(i) else {
-            return 1;
-        };
-        let a = first.data();
-        let Some(head) = vnet::tcp_segment(a) else {
-            return 1;
-        };
-        if head.payload == 0 {
-            return 1;
-        }
-        let mut last = head;
-        let mut count = 1;
-        let mut total = a.len();
-        while let Some((b, _, _)) = batch.get(i + count) {
-            let b = b.data();
-            let Some(next) = vnet::tcp_segment(b) else {
-                break;
-            };
-            if total + next.payload > MAX_SUPER
-                || count >= MAX_RUN
-                || !vnet::tcp_can_merge(a, &head, count, &last, b, &next)
-            {
-                break;
-            }
-            total += next.payload;
-            last = next;
-            count += 1;
-        }
-        count
+        let packets = (i..).map_while(|k| batch.get(k)).map(|(b, _, _)| b.data());
+        vnet::tcp_run(packets, MAX_RUN, MAX_SUPER)
     }
 
     fn write_error(&mut self, e: io::Error, packets: u64) -> Result<bool, PortError> {

@@ -537,6 +537,57 @@ pub(crate) fn tcp_segment(p: &[u8]) -> Option<TcpSeg> {
     })
 }
 
+/// Whether the TCP checksum of segment `p` (as [`tcp_segment`] read it) is right. A segment
+/// joins a super-packet only if so: the super-packet goes to the kernel with its checksum
+/// left to fill ([`F_NEEDS_CSUM`]), which would make a damaged segment look sound to the
+/// receiving host, where on its own its checksum gets it dropped.
+pub(crate) fn tcp_checksum_ok(p: &[u8], seg: &TcpSeg) -> bool {
+    let Some(l4) = p.get(seg.l4..) else {
+        return false;
+    };
+    let pseudo = pseudo_sum(p, seg.v6, 6, l4.len());
+    checksum::fold(checksum::sum(pseudo, l4)) == 0xffff
+}
+
+/// How many packets from the front of `packets` make one super-packet: 1 unless the first is
+/// a TCP segment with payload and a right checksum, then as many as follow it in order
+/// ([`tcp_can_merge`], each with a right checksum), up to `max_run` segments and
+/// `max_super` bytes.
+pub(crate) fn tcp_run<'a>(
+    mut packets: impl Iterator<Item = &'a [u8]>,
+    max_run: usize,
+    max_super: usize,
+) -> usize {
+    let Some(a) = packets.next() else {
+        return 1;
+    };
+    let Some(head) = tcp_segment(a) else {
+        return 1;
+    };
+    if head.payload == 0 || !tcp_checksum_ok(a, &head) {
+        return 1;
+    }
+    let mut last = head;
+    let mut count = 1;
+    let mut total = a.len();
+    for b in packets {
+        let Some(next) = tcp_segment(b) else {
+            break;
+        };
+        if total + next.payload > max_super
+            || count >= max_run
+            || !tcp_can_merge(a, &head, count, &last, b, &next)
+            || !tcp_checksum_ok(b, &next)
+        {
+            break;
+        }
+        total += next.payload;
+        last = next;
+        count += 1;
+    }
+    count
+}
+
 /// Whether segment `next` (bytes `b`) can follow `head` (bytes `a`, already `count` segments
 /// of `head.payload` bytes each) in one super-packet: same flow and header bytes except the
 /// ones that change per segment, sequence numbers contiguous, only ACK (and PSH on the last)
@@ -845,6 +896,52 @@ mod tests {
                 Ok(u.payload().to_vec())
             }
             _ => panic!("not the original's transport"),
+        }
+    }
+
+    /// Segments `seq0..` of one flow, `len` payload bytes each, ACK set, built by etherparse.
+    fn flow_segments(v6: bool, n: usize, len: usize) -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|i| {
+                let seq = 5000 + (i * len) as u32;
+                let b = if v6 {
+                    PacketBuilder::ipv6([0xfd; 16], [0xfe; 16], 64)
+                } else {
+                    PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+                }
+                .tcp(40000, 5201, seq, 65000)
+                .ack(9);
+                let payload: Vec<u8> = (0..len).map(|k| (k + i) as u8).collect();
+                let mut out = Vec::new();
+                b.write(&mut out, &payload).unwrap();
+                out
+            })
+            .collect()
+    }
+
+    /// Runs stop at a segment whose checksum is wrong, whether its payload or its checksum
+    /// field was damaged; a damaged first segment goes alone.
+    #[test]
+    fn a_segment_with_a_wrong_checksum_is_not_coalesced() {
+        for v6 in [false, true] {
+            let run = |segs: &[Vec<u8>]| tcp_run(segs.iter().map(|s| &s[..]), 64, 65535);
+            let segs = flow_segments(v6, 5, 1000);
+            assert_eq!(run(&segs), 5, "v6 {v6}");
+            assert_eq!(tcp_run(segs.iter().map(|s| &s[..]), 3, 65535), 3);
+            let l4 = if v6 { 40 } else { 20 };
+            // A payload byte of the third segment.
+            let mut bad = segs.clone();
+            *bad[2].last_mut().unwrap() ^= 0x40;
+            assert_eq!(run(&bad), 2, "v6 {v6}: damaged payload");
+            assert_eq!(run(&bad[2..]), 1, "v6 {v6}: damaged first segment");
+            assert_eq!(run(&bad[3..]), 2, "v6 {v6}: the rest still runs");
+            // The checksum field of the second.
+            let mut bad = segs.clone();
+            bad[1][l4 + 17] ^= 0x01;
+            assert_eq!(run(&bad), 1, "v6 {v6}: damaged checksum field");
+            let seg = tcp_segment(&segs[0]).unwrap();
+            assert!(tcp_checksum_ok(&segs[0], &seg));
+            assert!(!tcp_checksum_ok(&bad[1], &tcp_segment(&bad[1]).unwrap()));
         }
     }
 

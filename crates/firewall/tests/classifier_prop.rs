@@ -177,6 +177,9 @@ proptest! {
                         _ => [p[0], p[1], p[2] & 0xffff, p[3] & 0xffff, p[4] & 0xff],
                     };
                     prop_assert_eq!(tree.lookup(&k), lin.lookup(&k), "key {:?}", k);
+                    let mut out = [None];
+                    tree.lookup_batch(&[k], &mut out);
+                    prop_assert_eq!(out[0], lin.lookup(&k), "batch, key {:?}", k);
                 }
             }
         }

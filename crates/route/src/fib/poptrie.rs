@@ -282,6 +282,8 @@ impl<L: Leaf> Poptrie<L> {
             prefetch_index(&self.nodes, child as usize);
             child
         } else {
+            // Read when the whole batch group is done.
+            prefetch_index(&self.leaves, leaf as usize);
             LEAF | leaf
         }
     }

@@ -343,22 +343,11 @@ impl<L: Leaf> Poptrie<L> {
             }
             return;
         }
-        if compact.count_ones() as usize > LANES / 2 {
-            // Most lanes are at a compact node (addresses inside routed space): every lane
-            // reads one, without a branch; the others read the empty map at offset 0 and
-            // keep their entry.
-            for j in 0..LANES {
-                let m = u32::from(e[j] & (LEAF | COMPACT) == COMPACT).wrapping_neg();
-                let x = self.compact(e[j] & !COMPACT & m, a[j].to_word().skip(self.s));
-                e[j] = (x & m) | (e[j] & !m);
-            }
-        } else {
-            let mut bits = compact;
-            while bits != 0 {
-                let j = bits.trailing_zeros() as usize & (LANES - 1);
-                bits &= bits - 1;
-                e[j] = self.compact(e[j] & !COMPACT, a[j].to_word().skip(self.s));
-            }
+        let mut bits = compact;
+        while bits != 0 {
+            let j = bits.trailing_zeros() as usize & (LANES - 1);
+            bits &= bits - 1;
+            e[j] = self.compact(e[j] & !COMPACT, a[j].to_word().skip(self.s));
         }
         let mut bits = full;
         while bits != 0 {

@@ -58,6 +58,8 @@ pub trait Word: sealed::Sealed + Copy + Default + Send + Sync + 'static {
     fn skip(self, n: u32) -> Self;
     /// The first 6 bits, as an index.
     fn head6(self) -> usize;
+    /// The first 64 bits (zero-padded).
+    fn head64(self) -> u64;
     /// The word's bits, left-aligned in a `u128`.
     #[doc(hidden)]
     fn to_key(self) -> u128;
@@ -85,6 +87,10 @@ impl Word for u32 {
     #[inline(always)]
     fn head6(self) -> usize {
         (self >> 26) as usize
+    }
+    #[inline(always)]
+    fn head64(self) -> u64 {
+        u64::from(self) << 32
     }
     #[inline(always)]
     fn to_key(self) -> u128 {
@@ -115,6 +121,10 @@ impl Word for u128 {
     #[inline(always)]
     fn head6(self) -> usize {
         (self >> 122) as usize
+    }
+    #[inline(always)]
+    fn head64(self) -> u64 {
+        (self >> 64) as u64
     }
     #[inline(always)]
     fn to_key(self) -> u128 {
@@ -293,6 +303,12 @@ mod tests {
         for d in 0..128 {
             let w = k ^ 0x0123_4567_89ab_cdef_0011_2233_4455_6677;
             assert_eq!(w.skip(d).head6(), w.chunk6(d), "u128 depth {d}");
+        }
+        // Within the first 64 bits, the 6 bits at a depth are cut from head64 alike.
+        for d in 0..=58 {
+            let w = k ^ 0x0123_4567_89ab_cdef_0011_2233_4455_6677;
+            assert_eq!(((w.head64() << d) >> 58) as usize, w.chunk6(d), "u128 {d}");
+            assert_eq!(((a.head64() << d) >> 58) as usize, a.chunk6(d), "u32 {d}");
         }
         assert_eq!(0xffff_ffffu32.chunk6(30), 0b11_0000);
         assert_eq!(mask(0), 0);

@@ -261,11 +261,17 @@ impl<L: Leaf> Poptrie<L> {
     /// the index of the leaf where the lookup ends.
     #[inline(always)]
     fn descend<W: Word>(&self, e: u32, w: W) -> u32 {
+        self.descend_by(e, w.head6())
+    }
+
+    /// [`descend`](Self::descend) by slot `i` (below 64).
+    #[inline(always)]
+    fn descend_by(&self, e: u32, i: usize) -> u32 {
         let Some(node) = self.nodes.get(e as usize) else {
             // No such leaf either: its lookup finds no route.
             return LEAF | NONE;
         };
-        let i = w.head6();
+        let i = i & 63;
         let bit = 1u64 << i;
         let child = node
             .base1
@@ -349,25 +355,36 @@ impl<L: Leaf> Poptrie<L> {
             bits &= bits - 1;
             e[j] = self.compact(e[j] & !COMPACT, a[j].to_word().skip(self.s));
         }
+        let mut head = [0u64; LANES];
         let mut bits = full;
         while bits != 0 {
             let j = bits.trailing_zeros() as usize & (LANES - 1);
             bits &= bits - 1;
-            w[j] = a[j].to_word().skip(self.s);
+            w[j] = a[j].to_word();
+            head[j] = w[j].head64();
         }
         // Full nodes: a lane that ends in a node keeps the index of its leaf (tagged), which
         // is read once at the end, not at every level.
+        // The lanes still descending are all at the same depth: while its 6 bits are in the
+        // first 64 of the address, they are cut from those (the whole word only past them).
         let deep = full;
+        let mut depth = self.s;
         while full != 0 {
             let mut bits = full;
+            let near = depth <= 58;
             while bits != 0 {
                 let j = bits.trailing_zeros() as usize & (LANES - 1);
                 bits &= bits - 1;
-                let x = self.descend(e[j], w[j]);
+                let i = if near {
+                    ((head[j] << (depth & 63)) >> 58) as usize
+                } else {
+                    w[j].chunk6(depth)
+                };
+                let x = self.descend_by(e[j], i);
                 e[j] = x;
-                w[j] = w[j].skip(6);
                 full &= !(u32::from(x & LEAF != 0) << j);
             }
+            depth += 6;
         }
         let mut bits = deep;
         while bits != 0 {

@@ -222,6 +222,9 @@ impl<L: Leaf> Poptrie<L> {
             .get(w.top(self.s))
             .copied()
             .unwrap_or(LEAF | NONE);
+        if e & LEAF != 0 {
+            return e & !LEAF;
+        }
         let mut w = w.skip(self.s);
         let mut e = self.first(e, w);
         if e & LEAF != 0 {

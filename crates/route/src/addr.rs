@@ -54,6 +54,12 @@ pub trait Word: sealed::Sealed + Copy + Default + Send + Sync + 'static {
     fn top(self, s: u32) -> usize;
     /// The 6 bits starting at bit `depth` (from the most significant), zero-padded past the end.
     fn chunk6(self, depth: u32) -> usize;
+    /// The word without its first `n` bits (`n` below the width): shifted left, zero-filled.
+    fn skip(self, n: u32) -> Self;
+    /// The first 6 bits, as an index.
+    fn head6(self) -> usize;
+    /// The first 64 bits (zero-padded).
+    fn head64(self) -> u64;
     /// The word's bits, left-aligned in a `u128`.
     #[doc(hidden)]
     fn to_key(self) -> u128;
@@ -73,6 +79,18 @@ impl Word for u32 {
             Some(v) => (v >> 26) as usize,
             None => 0,
         }
+    }
+    #[inline(always)]
+    fn skip(self, n: u32) -> Self {
+        self << (n & 31)
+    }
+    #[inline(always)]
+    fn head6(self) -> usize {
+        (self >> 26) as usize
+    }
+    #[inline(always)]
+    fn head64(self) -> u64 {
+        u64::from(self) << 32
     }
     #[inline(always)]
     fn to_key(self) -> u128 {
@@ -95,6 +113,18 @@ impl Word for u128 {
             Some(v) => (v >> 122) as usize,
             None => 0,
         }
+    }
+    #[inline(always)]
+    fn skip(self, n: u32) -> Self {
+        self << (n & 127)
+    }
+    #[inline(always)]
+    fn head6(self) -> usize {
+        (self >> 122) as usize
+    }
+    #[inline(always)]
+    fn head64(self) -> u64 {
+        (self >> 64) as u64
     }
     #[inline(always)]
     fn to_key(self) -> u128 {
@@ -266,6 +296,20 @@ mod tests {
             assert_eq!(a.chunk6(d), k.chunk6(d), "depth {d}");
         }
         assert_eq!(a.top(18), k.top(18));
+        // Skipping bits and reading the head is chunk6 (zero-padded past the end alike).
+        for d in 0..32 {
+            assert_eq!(a.skip(d).head6(), a.chunk6(d), "u32 depth {d}");
+        }
+        for d in 0..128 {
+            let w = k ^ 0x0123_4567_89ab_cdef_0011_2233_4455_6677;
+            assert_eq!(w.skip(d).head6(), w.chunk6(d), "u128 depth {d}");
+        }
+        // Within the first 64 bits, the 6 bits at a depth are cut from head64 alike.
+        for d in 0..=58 {
+            let w = k ^ 0x0123_4567_89ab_cdef_0011_2233_4455_6677;
+            assert_eq!(((w.head64() << d) >> 58) as usize, w.chunk6(d), "u128 {d}");
+            assert_eq!(((a.head64() << d) >> 58) as usize, a.chunk6(d), "u32 {d}");
+        }
         assert_eq!(0xffff_ffffu32.chunk6(30), 0b11_0000);
         assert_eq!(mask(0), 0);
         assert_eq!(mask(128), u128::MAX);

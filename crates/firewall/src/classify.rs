@@ -332,18 +332,11 @@ impl Entry {
             order: r.order(),
         }
     }
-    /// [`Entry::contains`] for a key padded to eight fields.
+    /// Whether the key is in the box: its first [`DIMS`] fields (a batch pads its keys to
+    /// eight).
     #[inline(always)]
-    fn contains8(&self, k: &[u32; 8]) -> bool {
-        let (lo, w) = (&self.lo, &self.width);
-        (k[0].wrapping_sub(lo[0]) <= w[0])
-            & (k[1].wrapping_sub(lo[1]) <= w[1])
-            & (k[2].wrapping_sub(lo[2]) <= w[2])
-            & (k[3].wrapping_sub(lo[3]) <= w[3])
-            & (k[4].wrapping_sub(lo[4]) <= w[4])
-    }
-    #[inline(always)]
-    fn contains(&self, k: &Key) -> bool {
+    fn contains<const N: usize>(&self, k: &[u32; N]) -> bool {
+        const { assert!(N >= DIMS) };
         let (lo, w) = (&self.lo, &self.width);
         // Non-short-circuit on purpose, as in `in_box`.
         (k[0].wrapping_sub(lo[0]) <= w[0])
@@ -1269,7 +1262,7 @@ impl Classifier {
                     if e.order >= best[i] {
                         break;
                     }
-                    if e.contains8(&k[i]) {
+                    if e.contains(&k[i]) {
                         best[i] = e.order;
                         break;
                     }

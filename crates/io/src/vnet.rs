@@ -721,7 +721,6 @@ mod tests {
 
     /// A super-packet as a TUN hands it over, built by etherparse with the fields given (the
     /// checksums left as garbage: with `F_NEEDS_CSUM` they are the segmenter's to fill).
-    #[allow(clippy::too_many_arguments)]
     fn super_packet(
         v6: bool,
         addrs: [u8; 32],
@@ -740,8 +739,6 @@ mod tests {
             Some((seq, flags, opts)) => {
                 let mut t = TcpHeader::new(40000, 5201, seq, 64000);
                 t.fin = flags & 0x01 != 0;
-                t.syn = false;
-                t.rst = false;
                 t.psh = flags & 0x08 != 0;
                 t.ack = flags & 0x10 != 0;
                 t.acknowledgment_number = 77;
@@ -753,18 +750,17 @@ mod tests {
                 t.to_bytes().to_vec()
             }
             None => {
-                let mut u = UdpHeader {
+                let u = UdpHeader {
                     source_port: 1000,
                     destination_port: 2000,
                     length: (8 + payload.len()) as u16,
                     checksum: 0x4321,
                 };
-                u.checksum = 0x4321;
                 u.to_bytes().to_vec()
             }
         };
         let mut out = if v6 {
-            let mut h = Ipv6Header {
+            let h = Ipv6Header {
                 traffic_class: 0,
                 flow_label: Default::default(),
                 payload_length: (l4.len() + payload.len()) as u16,
@@ -773,7 +769,6 @@ mod tests {
                 source: addrs[..16].try_into().unwrap(),
                 destination: addrs[16..].try_into().unwrap(),
             };
-            h.hop_limit = 63;
             h.to_bytes().to_vec()
         } else {
             let mut h = Ipv4Header::new(

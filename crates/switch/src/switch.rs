@@ -369,10 +369,7 @@ impl Switch {
     }
 
     fn domain_index(&self, vlan: u16) -> Option<u16> {
-        match self.vlan_domain.get(usize::from(vlan)) {
-            Some(&d) if d != NO_DOMAIN => Some(d),
-            _ => None,
-        }
+        Some(domain_of(&self.vlan_domain, vlan)).filter(|&d| d != NO_DOMAIN)
     }
 
     /// Adds a static MAC entry: never aged, never moved by learning.
@@ -616,10 +613,9 @@ impl Switch {
                 let vlan = match t {
                     0 => untagged,
                     t if port.fast.trunk => match &port.cfg.vlan {
-                        VlanMode::Trunk { allowed, .. } if allowed.contains(t) => (
-                            Some(t),
-                            *self.vlan_domain.get(usize::from(t)).unwrap_or(&NO_DOMAIN),
-                        ),
+                        VlanMode::Trunk { allowed, .. } if allowed.contains(t) => {
+                            (Some(t), domain_of(&self.vlan_domain, t))
+                        }
                         _ => (None, NO_DOMAIN),
                     },
                     _ => (None, NO_DOMAIN),
@@ -1012,6 +1008,15 @@ impl Pre {
     fn domain(&self) -> u16 {
         (self.src_key >> 48) as u16
     }
+}
+
+/// The index of the bridge domain of `vlan` in the VLAN map, [`NO_DOMAIN`] if it has none.
+#[inline]
+fn domain_of(vlan_domain: &[u16], vlan: u16) -> u16 {
+    vlan_domain
+        .get(usize::from(vlan))
+        .copied()
+        .unwrap_or(NO_DOMAIN)
 }
 
 /// `now` in whole seconds, as the table keeps time.

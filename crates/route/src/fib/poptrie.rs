@@ -264,12 +264,14 @@ impl<L: Leaf> Poptrie<L> {
     /// the index of the leaf where the lookup ends.
     #[inline(always)]
     fn descend<W: Word>(&self, e: u32, w: W) -> u32 {
-        self.descend_by(e, w.head6())
+        self.descend_by::<false>(e, w.head6())
     }
 
-    /// [`descend`](Self::descend) by slot `i` (below 64).
+    /// [`descend`](Self::descend) by slot `i` (below 64). With `AHEAD` (a batch, which reads
+    /// the line only after a step of every other lane) it also asks for the child node's or
+    /// the leaf's line; a single lookup reads it next, so a prefetch would only cost it.
     #[inline(always)]
-    fn descend_by(&self, e: u32, i: usize) -> u32 {
+    fn descend_by<const AHEAD: bool>(&self, e: u32, i: usize) -> u32 {
         let Some(node) = self.nodes.get(e as usize) else {
             // No such leaf either: its lookup finds no route.
             return LEAF | NONE;
@@ -288,11 +290,15 @@ impl<L: Leaf> Poptrie<L> {
             // A batch reads the child after a step of every other lane: its line is on the
             // way meanwhile (1.2-1.3x on table-derived IPv6 addresses with the caches shared
             // with another table, as in the bench).
-            prefetch_index(&self.nodes, child as usize);
+            if AHEAD {
+                prefetch_index(&self.nodes, child as usize);
+            }
             child
         } else {
             // Read when the whole batch group is done.
-            prefetch_index(&self.leaves, leaf as usize);
+            if AHEAD {
+                prefetch_index(&self.leaves, leaf as usize);
+            }
             LEAF | leaf
         }
     }
@@ -383,7 +389,7 @@ impl<L: Leaf> Poptrie<L> {
                 } else {
                     w[j].chunk6(depth)
                 };
-                let x = self.descend_by(e[j], i);
+                let x = self.descend_by::<true>(e[j], i);
                 e[j] = x;
                 full &= !(u32::from(x & LEAF != 0) << j);
             }

@@ -113,6 +113,8 @@ pub(crate) struct Poptrie<L> {
 
 /// Lookups a batch advances together.
 const LANES: usize = 32;
+/// Bits every family resolves with the direct array ([`Address::DIRECT_BITS`]).
+pub(crate) const DIRECT: u32 = 18;
 
 /// The popcount mask of slots `0..=i`.
 #[inline(always)]
@@ -317,22 +319,30 @@ impl<L: Leaf> Poptrie<L> {
     /// in a full node keeps the index of its leaf and reads it once, at the end, instead of
     /// every lane reading a leaf (or a dummy) at every level: 395 instructions a lookup on
     /// table-derived IPv6 addresses before, 247 after (216 with the 64-bit cut in `finish`).
+    ///
+    /// The direct array is taken as an array of exactly `2^DIRECT` entries, so that the top
+    /// bits of an address index it with no mask and no bounds check.
     #[inline]
     pub(crate) fn lookup_batch<A: Address>(&self, addrs: &[A], out: &mut [u32]) {
-        let mask = self.direct.len().wrapping_sub(1);
+        let direct = match <&[u32; 1 << DIRECT]>::try_from(&self.direct[..]) {
+            Ok(d) if self.s == DIRECT => d,
+            // Not built by `Trie::new` (every family resolves DIRECT bits directly).
+            _ => {
+                for (a, o) in addrs.iter().zip(out) {
+                    *o = self.lookup(a.to_word());
+                }
+                return;
+            }
+        };
         let mut groups = addrs.chunks_exact(LANES);
         let mut outs = out.chunks_exact_mut(LANES);
         for (a, o) in (&mut groups).zip(&mut outs) {
             if let (Ok(a), Ok(o)) = (<&[A; LANES]>::try_from(a), <&mut [u32; LANES]>::try_from(o)) {
                 let mut e = [0u32; LANES];
-                for j in 0..LANES {
-                    e[j] = self
-                        .direct
-                        .get(a[j].to_word().top(self.s) & mask)
-                        .copied()
-                        .unwrap_or(LEAF | NONE);
+                for (e, a) in e.iter_mut().zip(a) {
+                    *e = direct[a.to_word().top(DIRECT) % (1 << DIRECT)];
                 }
-                self.finish(a, o, e);
+                self.finish(a, o, &mut e);
             }
         }
         for (a, o) in groups.remainder().iter().zip(outs.into_remainder()) {
@@ -343,8 +353,7 @@ impl<L: Leaf> Poptrie<L> {
     /// The rest of the lookups of one group of [`LANES`] addresses, given their direct
     /// entries.
     #[inline(always)]
-    fn finish<A: Address>(&self, a: &[A; LANES], o: &mut [u32; LANES], mut e: [u32; LANES]) {
-        let mut w = [A::Word::default(); LANES];
+    fn finish<A: Address>(&self, a: &[A; LANES], o: &mut [u32; LANES], e: &mut [u32; LANES]) {
         // Lanes at a compact node and lanes at a full node, one bit each.
         let (mut compact, mut full) = (0u32, 0u32);
         for (j, &x) in e.iter().enumerate() {
@@ -364,13 +373,24 @@ impl<L: Leaf> Poptrie<L> {
             bits &= bits - 1;
             e[j] = self.compact(e[j] & !COMPACT, a[j].to_word().skip(self.s));
         }
+        if full != 0 {
+            self.descend_lanes(a, e, full);
+        }
+        for j in 0..LANES {
+            o[j] = e[j] & !LEAF;
+        }
+    }
+
+    /// The full-node levels of a group: `full` marks the lanes whose direct entries are
+    /// full nodes. Each ends with its next hop in `e`.
+    #[inline(always)]
+    fn descend_lanes<A: Address>(&self, a: &[A; LANES], e: &mut [u32; LANES], mut full: u32) {
         let mut head = [0u64; LANES];
         let mut bits = full;
         while bits != 0 {
             let j = bits.trailing_zeros() as usize & (LANES - 1);
             bits &= bits - 1;
-            w[j] = a[j].to_word();
-            head[j] = w[j].head64();
+            head[j] = a[j].to_word().head64();
         }
         // Full nodes: a lane that ends in a node keeps the index of its leaf (tagged), which
         // is read once at the end, not at every level.
@@ -387,7 +407,7 @@ impl<L: Leaf> Poptrie<L> {
                 let i = if near {
                     ((head[j] << (depth & 63)) >> 58) as usize
                 } else {
-                    w[j].chunk6(depth)
+                    a[j].to_word().chunk6(depth)
                 };
                 let x = self.descend_by::<true>(e[j], i);
                 e[j] = x;
@@ -399,10 +419,7 @@ impl<L: Leaf> Poptrie<L> {
         while bits != 0 {
             let j = bits.trailing_zeros() as usize & (LANES - 1);
             bits &= bits - 1;
-            e[j] = self.leaf((e[j] & !LEAF) as usize);
-        }
-        for j in 0..LANES {
-            o[j] = e[j] & !LEAF;
+            e[j] = LEAF | self.leaf((e[j] & !LEAF) as usize);
         }
     }
 

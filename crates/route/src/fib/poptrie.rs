@@ -266,41 +266,20 @@ impl<L: Leaf> Poptrie<L> {
     /// the index of the leaf where the lookup ends.
     #[inline(always)]
     fn descend<W: Word>(&self, e: u32, w: W) -> u32 {
-        self.descend_by::<false>(e, w.head6())
-    }
-
-    /// [`descend`](Self::descend) by slot `i` (below 64). With `AHEAD` (a batch, which reads
-    /// the line only after a step of every other lane) it also asks for the child node's or
-    /// the leaf's line; a single lookup reads it next, so a prefetch would only cost it.
-    #[inline(always)]
-    fn descend_by<const AHEAD: bool>(&self, e: u32, i: usize) -> u32 {
         let Some(node) = self.nodes.get(e as usize) else {
             // No such leaf either: its lookup finds no route.
             return LEAF | NONE;
         };
-        let i = i & 63;
-        let bit = 1u64 << i;
-        let child = node
-            .base1
-            .wrapping_add((node.vector & (bit - 1)).count_ones());
-        let leaf = node
-            .base0
-            .wrapping_add((node.leafvec & upto(i)).count_ones())
-            .wrapping_sub(1);
+        let bit = 1u64 << (w.head6() & 63);
         // A branch: most steps descend, and a select without one measured slower.
         if node.vector & bit != 0 {
-            // A batch reads the child after a step of every other lane: its line is on the
-            // way meanwhile (1.2-1.3x on table-derived IPv6 addresses with the caches shared
-            // with another table, as in the bench).
-            if AHEAD {
-                prefetch_index(&self.nodes, child as usize);
-            }
-            child
+            node.base1
+                .wrapping_add((node.vector & (bit - 1)).count_ones())
         } else {
-            // Read when the whole batch group is done.
-            if AHEAD {
-                prefetch_index(&self.leaves, leaf as usize);
-            }
+            let leaf = node
+                .base0
+                .wrapping_add((node.leafvec & (bit | (bit - 1))).count_ones())
+                .wrapping_sub(1);
             LEAF | leaf
         }
     }
@@ -409,9 +388,33 @@ impl<L: Leaf> Poptrie<L> {
                 } else {
                     a[j].to_word().chunk6(depth)
                 };
-                let x = self.descend_by::<true>(e[j], i);
-                e[j] = x;
-                full &= !(u32::from(x & LEAF != 0) << j);
+                // `descend`, with the lane's end taken in the branch that finds it, and
+                // the line the lane reads next asked for: it is on the way while the other
+                // lanes take their step (1.2-1.3x on table-derived IPv6 addresses with the
+                // caches shared with another table, as in the bench).
+                let bit = 1u64 << (i & 63);
+                match self.nodes.get(e[j] as usize) {
+                    Some(node) if node.vector & bit != 0 => {
+                        let child = node
+                            .base1
+                            .wrapping_add((node.vector & (bit - 1)).count_ones());
+                        prefetch_index(&self.nodes, child as usize);
+                        e[j] = child;
+                    }
+                    Some(node) => {
+                        let leaf = node
+                            .base0
+                            .wrapping_add((node.leafvec & (bit | (bit - 1))).count_ones())
+                            .wrapping_sub(1);
+                        prefetch_index(&self.leaves, leaf as usize);
+                        e[j] = LEAF | leaf;
+                        full &= !(1 << j);
+                    }
+                    None => {
+                        e[j] = LEAF | NONE;
+                        full &= !(1 << j);
+                    }
+                }
             }
             depth += 6;
         }

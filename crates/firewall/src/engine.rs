@@ -15,7 +15,7 @@ use crate::compile::{
     BucketCfg, CAction, CAddr, CChain, CMatch, CPorts, CRule, Compiled, MAX_DEPTH, compile,
 };
 use crate::conntrack::{
-    Conn, ConnStats, ConnTrack, Direction, FlowTuple, ProtoState, TcpState, Tuple, Tuple6,
+    Conn, ConnStats, ConnTrack, Direction, FlowKey, FlowTuple, ProtoState, TcpState, Tuple, Tuple6,
 };
 use crate::error::ValidateError;
 use crate::headers::{
@@ -114,8 +114,8 @@ pub struct Config {
     pub hashlimit_keys: usize,
     /// Flows examined per [`Firewall::handle_timeout`] call.
     pub sweep_budget: usize,
-    /// Remember the path of the last accepted packets of established IPv4 TCP and UDP
-    /// flows, so that the next packet of the same flow (same tuple, TCP flags, input port
+    /// Remember the path of the last accepted packets of established TCP and UDP flows
+    /// (the last two of each family), so that the next packet of the same flow (same tuple, TCP flags, input port
     /// and mark; no SYN, FIN or RST) skips the connection-table hash and the filter chains
     /// when nothing in them can tell it apart: the filter table has no length, payload,
     /// set or rate-limit match (sets change at run time, whether matched with `-m set` or
@@ -259,23 +259,23 @@ pub struct Firewall {
     drops: DropCounters,
     /// Whether the filter table of the running rules can be remembered per flow.
     filter_invariant: bool,
-    /// The remembered paths (see [`Config::flow_cache`]).
-    memo: [Option<FlowMemo>; MEMO_SLOTS],
-    /// The slot the next remembered path replaces.
-    memo_next: usize,
+    /// The remembered paths of IPv4 flows (see [`Config::flow_cache`]).
+    memo: Memo<Tuple>,
+    /// The remembered paths of IPv6 flows.
+    memo6: Memo<Tuple6>,
     /// The counters the current filter walk touched, while one is being recorded.
     trail: Trail,
 }
 
-/// Flows remembered at once: the two directions of one connection.
+/// Flows remembered at once, per family: the two directions of one connection.
 const MEMO_SLOTS: usize = 2;
 /// Most rules a remembered path may have matched (counting rules, jumps, the verdict).
 const TRAIL_MAX: usize = 6;
 
-/// The path an accepted packet of an established, untranslated IPv4 flow took.
+/// The path an accepted packet of an established, untranslated flow took.
 #[derive(Debug, Clone, Copy)]
-struct FlowMemo {
-    tuple: Tuple,
+struct FlowMemo<K> {
+    tuple: K,
     from: Source,
     flags: u8,
     mark_in: u32,
@@ -311,12 +311,125 @@ impl Trail {
 
 /// Whether a flow is in a state that a packet without SYN, FIN or RST leaves as it is, as
 /// an established flow (ESTABLISHED to the rules) without translation.
-fn steady(c: &Conn) -> bool {
+fn steady<K: MemoKey>(c: &Conn<K>) -> bool {
     let established = match c.proto {
         ProtoState::Tcp { state, .. } => state == TcpState::Established && c.replied,
-        ProtoState::Other => c.original.proto == headers::UDP && c.replied,
+        ProtoState::Other => c.original.protocol() == headers::UDP && c.replied,
     };
-    established && !c.src_nat() && !c.dst_nat()
+    established && !K::translated(c)
+}
+
+/// A flow tuple whose paths can be remembered.
+trait MemoKey: FlowKey {
+    /// Whether the flow's addresses or ports are translated.
+    fn translated(c: &Conn<Self>) -> bool;
+}
+
+impl MemoKey for Tuple {
+    fn translated(c: &Conn<Tuple>) -> bool {
+        c.src_nat() || c.dst_nat()
+    }
+}
+
+impl MemoKey for Tuple6 {
+    /// There is no NAT66.
+    fn translated(_: &Conn<Tuple6>) -> bool {
+        false
+    }
+}
+
+/// The remembered paths of one family: the two directions of one connection.
+#[derive(Debug, Clone, Copy)]
+struct Memo<K> {
+    slots: [Option<FlowMemo<K>>; MEMO_SLOTS],
+    /// The slot the next remembered path replaces.
+    next: usize,
+}
+
+impl<K> Default for Memo<K> {
+    fn default() -> Self {
+        Memo {
+            slots: core::array::from_fn(|_| None),
+            next: 0,
+        }
+    }
+}
+
+impl<K: MemoKey> Memo<K> {
+    /// Keeps the path of an accepted packet of an established flow, if the next packet of
+    /// the flow can take it: a TCP or UDP flow without translation in a state that packets
+    /// without SYN, FIN or RST leave as it is, and a short enough walk.
+    fn remember(&mut self, ct: &ConnTrack<K>, m: FlowMemo<K>) {
+        if m.trail.entries().is_none() || m.flags & 0x07 != 0 {
+            return;
+        }
+        if !ct.get(m.id).is_some_and(steady) {
+            return;
+        }
+        let slot = self
+            .slots
+            .iter()
+            .position(|s| s.is_some_and(|s| s.tuple == m.tuple))
+            .unwrap_or(self.next);
+        if let Some(s) = self.slots.get_mut(slot) {
+            *s = Some(m);
+        }
+        self.next = (slot + 1) % MEMO_SLOTS;
+    }
+
+    /// The verdict for a packet that follows a remembered path, with the flow and the rule
+    /// counters updated as the full walk would; `None` if it does not follow one. `dst` is
+    /// the packet's destination, for the routing decision.
+    #[allow(clippy::too_many_arguments)]
+    fn replay(
+        &self,
+        ct: &mut ConnTrack<K>,
+        counters: &mut [[u64; 2]],
+        info: &PktInfo,
+        tuple: &K,
+        mark: &mut u32,
+        from: Source,
+        route: impl FnOnce() -> Route,
+        now: Instant,
+    ) -> Option<Route> {
+        let m = *self.slots.iter().flatten().find(|m| {
+            m.tuple == *tuple
+                && m.flags == info.tcp_flags
+                && m.from == from
+                && m.mark_in == *mark
+                && info.has_ports
+                && info.icmp.is_none()
+        })?;
+        // The flow must still be there, unexpired, seen the same way, and still in a state
+        // the packet leaves alone: it may have been removed and made again since.
+        let c = ct.get(m.id)?;
+        let same = match m.dir {
+            Direction::Original => c.original == *tuple,
+            Direction::Reply => c.reply == *tuple,
+        };
+        if !same || c.expires <= now || !steady(c) {
+            return None;
+        }
+        if route() != m.route {
+            return None;
+        }
+        let t = ct.timeouts;
+        let c = ct.get_mut(m.id)?;
+        if !c.update(m.dir, info.tcp_flags, info.total, &t, now) {
+            // Not reached: the remembered state takes any packet without SYN, FIN or RST.
+            ct.count_invalid();
+            return None;
+        }
+        let len = info.total as u64;
+        for &k in m.trail.entries()? {
+            if let Some(c) = counters.get_mut(k as usize) {
+                c[0] += 1;
+                c[1] += len;
+            }
+        }
+        *mark = m.mark_out;
+        Some(m.route)
+    }
 }
 
 /// Whether every packet of a flow meets the same fate in `t` as the one before it, given
@@ -385,8 +498,8 @@ impl Firewall {
             stats: FirewallStats::default(),
             drops: DropCounters::default(),
             filter_invariant: false,
-            memo: [None; MEMO_SLOTS],
-            memo_next: 0,
+            memo: Memo::default(),
+            memo6: Memo::default(),
             trail: Trail::default(),
         };
         fw.reset_state();
@@ -398,7 +511,8 @@ impl Firewall {
         self.limits = vec![None; self.rules.limits.len()];
         self.hashlimits = vec![HashMap::new(); self.rules.hashlimits.len()];
         self.filter_invariant = self.cfg.flow_cache && table_is_flow_invariant(&self.rules.filter);
-        self.memo = [None; MEMO_SLOTS];
+        self.memo = Memo::default();
+        self.memo6 = Memo::default();
     }
 
     /// The handle that swaps this engine's rules and updates its sets.
@@ -429,7 +543,8 @@ impl Firewall {
             name: Arc::from(name),
             addr,
         });
-        self.memo = [None; MEMO_SLOTS];
+        self.memo = Memo::default();
+        self.memo6 = Memo::default();
     }
 
     /// Counters.
@@ -640,17 +755,20 @@ impl Firewall {
             && ct == CtStates::ESTABLISHED
             && let Some((id, dir)) = conn
         {
-            self.remember(FlowMemo {
-                tuple,
-                from,
-                flags: info.tcp_flags,
-                mark_in,
-                mark_out: meta.mark,
-                id,
-                dir,
-                route,
-                trail: self.trail,
-            });
+            self.memo.remember(
+                &self.ct,
+                FlowMemo {
+                    tuple,
+                    from,
+                    flags: info.tcp_flags,
+                    mark_in,
+                    mark_out: meta.mark,
+                    id,
+                    dir,
+                    route,
+                    trail: self.trail,
+                },
+            );
         }
 
         // Source translation: postrouting, or input for local delivery.
@@ -704,27 +822,7 @@ impl Firewall {
         Verdict::Accept(route)
     }
 
-    /// Keeps the path of an accepted packet of an established flow, if the next packet of
-    /// the flow can take it: a TCP or UDP flow without translation in a state that packets
-    /// without SYN, FIN or RST leave as it is, and a short enough walk.
-    fn remember(&mut self, m: FlowMemo) {
-        if m.trail.entries().is_none() || m.flags & 0x07 != 0 {
-            return;
-        }
-        if !self.ct.get(m.id).is_some_and(steady) {
-            return;
-        }
-        let slot = self
-            .memo
-            .iter()
-            .position(|s| s.is_some_and(|s| s.tuple == m.tuple))
-            .unwrap_or(self.memo_next);
-        self.memo[slot] = Some(m);
-        self.memo_next = (slot + 1) % MEMO_SLOTS;
-    }
-
-    /// The verdict for a packet that follows a remembered path, with the flow and the rule
-    /// counters updated as the full walk would; `None` if it does not follow one.
+    /// The verdict for an IPv4 packet that follows a remembered path (see [`Memo::replay`]).
     fn replay(
         &mut self,
         info: &PktInfo,
@@ -734,45 +832,19 @@ impl Firewall {
         router: &mut dyn FnMut(IpAddr) -> Route,
         now: Instant,
     ) -> Option<Verdict> {
-        let m = *self.memo.iter().flatten().find(|m| {
-            m.tuple == *tuple
-                && m.flags == info.tcp_flags
-                && m.from == from
-                && m.mark_in == meta.mark
-                && info.has_ports
-                && info.icmp.is_none()
-        })?;
-        // The flow must still be there, unexpired, seen the same way, and still in a state
-        // the packet leaves alone: it may have been removed and made again since.
-        let c = self.ct.get(m.id)?;
-        let same = match m.dir {
-            Direction::Original => c.original == *tuple,
-            Direction::Reply => c.reply == *tuple,
-        };
-        if !same || c.expires <= now || !steady(c) {
-            return None;
-        }
-        if router(IpAddr::V4(Ipv4Addr::from(info.dst))) != m.route {
-            return None;
-        }
-        let t = self.ct.timeouts;
-        let c = self.ct.get_mut(m.id)?;
-        if !c.update(m.dir, info.tcp_flags, info.total, &t, now) {
-            // Not reached: the remembered state takes any packet without SYN, FIN or RST.
-            self.ct.count_invalid();
-            return None;
-        }
-        let len = info.total as u64;
-        for &k in m.trail.entries()? {
-            if let Some(c) = self.counters.get_mut(k as usize) {
-                c[0] += 1;
-                c[1] += len;
-            }
-        }
-        meta.mark = m.mark_out;
+        let route = self.memo.replay(
+            &mut self.ct,
+            &mut self.counters,
+            info,
+            tuple,
+            &mut meta.mark,
+            from,
+            || router(IpAddr::V4(Ipv4Addr::from(info.dst))),
+            now,
+        )?;
         self.stats.accepted += 1;
         self.stats.fast_path += 1;
-        Some(Verdict::Accept(m.route))
+        Some(Verdict::Accept(route))
     }
 
     /// The IPv6 path: conntrack (its own table), the routing decision, filter. No nat.
@@ -786,7 +858,24 @@ impl Firewall {
         info: &PktInfo,
     ) -> Verdict {
         let tuple = tuple6_of(info);
+        if self.filter_invariant
+            && let Some(route) = self.memo6.replay(
+                &mut self.ct6,
+                &mut self.counters,
+                info,
+                &tuple,
+                &mut meta.mark,
+                from,
+                || router(IpAddr::V6(Ipv6Addr::from(info.dst6))),
+                now,
+            )
+        {
+            self.stats.accepted += 1;
+            self.stats.fast_path += 1;
+            return Verdict::Accept(route);
+        }
         let mut known = false;
+        let mut conn: Option<(u32, Direction)> = None;
         let mut ct = CtStates::NEW;
         if let Some((ty, _)) = info.icmp
             && is_icmp6_error(ty)
@@ -814,6 +903,7 @@ impl Firewall {
                 CtStates::NEW
             };
             known = true;
+            conn = Some((id, dir));
         } else if info.proto == headers::TCP && (info.tcp_flags & 0x17 != 0x02) {
             self.ct6.count_invalid();
             ct = CtStates::INVALID;
@@ -842,18 +932,44 @@ impl Firewall {
             iif: iif.as_deref(),
             oif: oif.as_deref(),
         };
-        match self.run_hook(
+        let mark_in = meta.mark;
+        self.trail = Trail {
+            on: self.filter_invariant,
+            ..Trail::default()
+        };
+        let outcome = self.run_hook(
             &rules,
             TableKind::Filter,
             filter_hook,
             &view,
             &mut meta.mark,
             now,
-        ) {
+        );
+        self.trail.on = false;
+        match outcome {
             Outcome::Accept | Outcome::Policy(Policy::Accept) | Outcome::Nat(_) => {}
             Outcome::Drop => return self.drop(DropReason::Filtered),
             Outcome::Policy(Policy::Drop) => return self.drop(DropReason::Policy),
             Outcome::Reject(with) => return self.reject(buf, info, with),
+        }
+        if self.filter_invariant
+            && ct == CtStates::ESTABLISHED
+            && let Some((id, dir)) = conn
+        {
+            self.memo6.remember(
+                &self.ct6,
+                FlowMemo {
+                    tuple,
+                    from,
+                    flags: info.tcp_flags,
+                    mark_in,
+                    mark_out: meta.mark,
+                    id,
+                    dir,
+                    route,
+                    trail: self.trail,
+                },
+            );
         }
         if let Some(mut c) = new_conn {
             let t = self.ct6.timeouts;

@@ -4,7 +4,7 @@
 //! counter.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use etherparse::PacketBuilder;
 use gatekit_firewall::{Config, Firewall, Route, Source, Verdict, iptables};
@@ -15,27 +15,35 @@ const WAN: PortId = PortId(0);
 const LAN: PortId = PortId(1);
 
 fn router(dst: IpAddr) -> Route {
-    let IpAddr::V4(dst) = dst else {
-        return Route::Unreachable;
-    };
-    match dst.octets() {
-        [192, 0, 2, 1] => Route::Local,
-        [10, ..] => Route::Out(LAN),
-        _ => Route::Out(WAN),
+    match dst {
+        IpAddr::V4(dst) => match dst.octets() {
+            [192, 0, 2, 1] => Route::Local,
+            [10, ..] => Route::Out(LAN),
+            _ => Route::Out(WAN),
+        },
+        IpAddr::V6(dst) => match dst.segments() {
+            [0x2001, 0xdb8, 0xffff, ..] => Route::Local,
+            [0x2001, 0xdb8, 1, ..] => Route::Out(LAN),
+            _ => Route::Out(WAN),
+        },
     }
 }
 
 /// Rule sets: the first three can be cached, the last two cannot (a length match, a log
-/// rule), so there the cached engine must fall back to the walk every time.
+/// rule), so there the cached engine must fall back to the walk every time. Rules without
+/// addresses apply to both families; those with addresses to one.
 const RULES: [&str; 5] = [
     "FORWARD_CUST -p tcp --dport 23 -j REJECT --reject-with tcp-reset\n",
     "FORWARD_CUST -p tcp --dport 80 -j ACCEPT\n\
      FORWARD_CUST -p udp -m state --state ESTABLISHED -j MARK --set-mark 7\n\
      FORWARD_CUST -p tcp --tcp-flags SYN,ACK ACK -s 10.0.0.0/8 -j DROP\n\
+     FORWARD_CUST -p tcp -s 2001:db8:1::6 -j DROP\n\
+     FORWARD_CUST -p udp -d 2001:db8:1::/48 -j MARK --set-mark 5\n\
      PREROUTING_CUST -i eth0 -p tcp --dport 8080 -j DNAT --to 10.0.0.9:80\n",
     "FORWARD_CUST -m mark --mark 3 -j DROP\n\
      FORWARD_CUST -p udp --dport 53 -j ACCEPT\n\
      FORWARD_CUST -m state --state INVALID -j DROP\n\
+     FORWARD_CUST -s 2001:db8:1::7 -p udp -j DROP\n\
      MACRO_CUST -o eth0 -s 10.0.0.0/8 -p udp -j MASQUERADE\n",
     "FORWARD_CUST -p tcp -m length --length 0:100 -j ACCEPT\nFORWARD_CUST -j DROP\n",
     "FORWARD_CUST -p tcp -j LOG --log-prefix t\n",
@@ -65,9 +73,18 @@ const FLOWS: [Flow; 5] = [
     ([10, 0, 0, 7], [198, 51, 100, 7], 40004, 9999, 17),
 ];
 
+/// The same flows in IPv6: lan host `2001:db8:1::<last octet>`, remote host
+/// `2001:db8:2::<last octet>`.
+fn v6(a: [u8; 4], lan: bool) -> [u8; 16] {
+    let net: u16 = if lan { 1 } else { 2 };
+    Ipv6Addr::new(0x2001, 0xdb8, net, 0, 0, 0, 0, u16::from(a[3])).octets()
+}
+
 #[derive(Debug, Clone)]
 struct Event {
     flow: usize,
+    /// The flow in IPv6 rather than IPv4.
+    v6: bool,
     /// From the LAN host (original) or from the remote (reply).
     outbound: bool,
     flags: &'static str,
@@ -79,15 +96,16 @@ struct Event {
 
 fn event() -> impl Strategy<Value = Event> {
     (
-        0..FLOWS.len(),
+        (0..FLOWS.len(), any::<bool>()),
         any::<bool>(),
         prop::sample::select(vec!["S", "SA", "A", "A", "A", "PA", "FA", "R"]),
         prop::sample::select(vec![0usize, 1, 60, 200, 1000]),
         prop::sample::select(vec![0u32, 0, 0, 3]),
         prop::sample::select(vec![0u64, 0, 0, 1, 40, 400]),
     )
-        .prop_map(|(flow, outbound, flags, len, mark, gap)| Event {
+        .prop_map(|((flow, v6), outbound, flags, len, mark, gap)| Event {
             flow,
+            v6,
             outbound,
             flags,
             len,
@@ -104,7 +122,11 @@ fn packet(e: &Event) -> (PktBuf, PortId) {
     } else {
         (remote, lan, rp, lp, WAN)
     };
-    let b = PacketBuilder::ipv4(src, dst, 64);
+    let b = if e.v6 {
+        PacketBuilder::ipv6(v6(src, e.outbound), v6(dst, !e.outbound), 64)
+    } else {
+        PacketBuilder::ipv4(src, dst, 64)
+    };
     let payload = vec![0x5a; e.len];
     let mut out = Vec::new();
     if proto == 6 {
@@ -150,6 +172,7 @@ fn compare(rules: &str, events: &[Event]) -> u64 {
         );
         assert_eq!(a.conn_stats(), b.conn_stats(), "conntrack after event {i}");
         assert_eq!(a.conntrack().len(), b.conntrack().len());
+        assert_eq!(a.conntrack6().len(), b.conntrack6().len());
         a.handle_timeout(t);
         b.handle_timeout(t);
     }
@@ -165,6 +188,11 @@ fn compare(rules: &str, events: &[Event]) -> u64 {
         b.conntrack().iter().map(|(_, c)| *c).collect(),
     );
     assert_eq!(fa, fb, "flows");
+    let (fa, fb): (Vec<_>, Vec<_>) = (
+        a.conntrack6().iter().map(|(_, c)| *c).collect(),
+        b.conntrack6().iter().map(|(_, c)| *c).collect(),
+    );
+    assert_eq!(fa, fb, "IPv6 flows");
     sa.fast_path
 }
 
@@ -183,13 +211,20 @@ proptest! {
     }
 }
 
-/// A TCP transfer: after the handshake, the data segments of the flow take the cached
-/// path, and the results are still those of the full walk.
+/// A TCP transfer, in IPv4 and in IPv6: after the handshake, the data segments of the flow
+/// take the cached path, and the results are still those of the full walk.
 #[test]
 fn segment_trains_take_the_cached_path() {
+    for v6 in [false, true] {
+        segment_train(v6);
+    }
+}
+
+fn segment_train(v6: bool) {
     let mut events = vec![];
     let ev = |outbound, flags, len| Event {
         flow: 0,
+        v6,
         outbound,
         flags,
         len,
@@ -210,7 +245,10 @@ fn segment_trains_take_the_cached_path() {
     for rules in &RULES[..3] {
         let hits = compare(rules, &events);
         // 160 data segments and 20 acks; each run of one direction misses once at most.
-        assert!(hits >= 150, "{hits} fast-path packets with {rules:?}");
+        assert!(
+            hits >= 150,
+            "{hits} fast-path packets with {rules:?}, IPv6 {v6}"
+        );
     }
     for rules in &RULES[3..] {
         assert_eq!(compare(rules, &events), 0);
@@ -259,6 +297,7 @@ fn set_updates_reach_established_flows() {
             let send = |f: &mut Firewall, outbound: bool| {
                 let e = Event {
                     flow: 2,
+                    v6: false,
                     outbound,
                     flags: "",
                     len: 10,

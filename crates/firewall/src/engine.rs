@@ -114,16 +114,15 @@ pub struct Config {
     pub hashlimit_keys: usize,
     /// Flows examined per [`Firewall::handle_timeout`] call.
     pub sweep_budget: usize,
-    /// Remember the path of the last accepted packets of established TCP and UDP flows
-    /// (the last two of each family), so that the next packet of the same flow (same tuple, TCP flags, input port
-    /// and mark; no SYN, FIN or RST) skips the connection-table hash and the filter chains
-    /// when nothing in them can tell it apart: the filter table has no length, payload,
-    /// set or rate-limit match (sets change at run time, whether matched with `-m set` or
-    /// named as addresses or ports) and no `LOG` rule, and the flow is not translated. The
-    /// packet still updates its flow and the counters of the rules its predecessor
-    /// matched, so every counter and verdict is what the full walk gives. Bursts of one
-    /// flow (a TCP segment train from a TSO super-packet, a UDP GRO batch) are the case it
-    /// is for.
+    /// Remember the path of the last accepted packets of established TCP and UDP flows (the last
+    /// two of each family), so that the next packet of the same flow (same tuple, TCP flags, input
+    /// port and mark; no SYN, FIN or RST) skips the connection-table hash and the filter chains
+    /// when nothing in them can tell it apart: the filter table has no length, payload, set or
+    /// rate-limit match (sets change at run time, whether matched with `-m set` or named as
+    /// addresses or ports) and no `LOG` rule, and the flow is not translated. The packet still
+    /// updates its flow and the counters of the rules its predecessor matched, so every counter and
+    /// verdict is what the full walk gives. Bursts of one flow (a TCP segment train from a TSO
+    /// super-packet, a UDP GRO batch) are the case it is for.
     pub flow_cache: bool,
 }
 
@@ -378,8 +377,8 @@ impl<K: MemoKey> Memo<K> {
     }
 
     /// The verdict for a packet that follows a remembered path, with the flow and the rule
-    /// counters updated as the full walk would; `None` if it does not follow one. `dst` is
-    /// the packet's destination, for the routing decision.
+    /// counters updated as the full walk would; `None` if it does not follow one. `route`
+    /// makes the routing decision for the packet.
     #[allow(clippy::too_many_arguments)]
     fn replay(
         &self,

@@ -2,7 +2,7 @@
 
 use crate::arp::{self, Arp, ETHERTYPE_ARP};
 use crate::port::{HorizonGroup, MAX_VLAN, PortConfig, PortStats, VlanMode};
-use crate::table::{EntryKind, FastMap, LEARNED, MacEntry, MacTable, hash, key};
+use crate::table::{EntryKind, FastMap, LEARNED, Lines, MacEntry, MacTable, hash, key};
 use crate::{ConfigError, MacAddr, TPID_8021Q};
 use core::net::Ipv4Addr;
 use core::time::Duration;
@@ -10,6 +10,8 @@ use gatekit_packet::{DropCounters, DropReason, Instant, PortId};
 use std::collections::VecDeque;
 
 const NO_DOMAIN: u16 = u16::MAX;
+/// [`PortFast::untagged_base`] of a port whose untagged frames have no domain.
+const NO_BASE: u64 = u64::MAX;
 /// The group (I/G) bit of a MAC address in a table key.
 const MULTICAST: u64 = 1 << 40;
 const EVENT_QUEUE: usize = 256;
@@ -97,23 +99,58 @@ pub struct EgressPort {
 
 /// The egress ports of a forwarding decision: a caller-owned list, cleared and refilled by
 /// each [`Switch::forward`], so the steady state allocates nothing.
-#[derive(Debug, Clone, Default)]
+///
+/// The one port of a known unicast or an ARP reply is kept inline, the ports of a flood in a
+/// list: deciding a unicast frame writes one port, not a list.
+#[derive(Clone)]
 pub struct Egress {
-    ports: Vec<EgressPort>,
+    /// The port when `single`.
+    one: EgressPort,
     vlan: u16,
+    /// Whether the decision has exactly one port, `one`; otherwise its ports are `many`.
+    single: bool,
+    many: Vec<EgressPort>,
+}
+
+/// What an [`Egress`] holds before its first decision.
+const NO_PORT: EgressPort = EgressPort {
+    port: PortId(0),
+    tag: None,
+};
+
+impl Default for Egress {
+    fn default() -> Self {
+        Self::with_capacity(0)
+    }
+}
+
+impl core::fmt::Debug for Egress {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Egress")
+            .field("ports", &self.ports())
+            .field("vlan", &self.vlan)
+            .finish()
+    }
 }
 
 impl Egress {
     /// An empty list with room for `n` ports (flooding fills up to one per port).
     pub fn with_capacity(n: usize) -> Self {
         Egress {
-            ports: Vec::with_capacity(n),
+            one: NO_PORT,
             vlan: 0,
+            single: false,
+            many: Vec::with_capacity(n),
         }
     }
     /// The ports, in port order for floods.
+    #[inline]
     pub fn ports(&self) -> &[EgressPort] {
-        &self.ports
+        if self.single {
+            core::slice::from_ref(&self.one)
+        } else {
+            &self.many
+        }
     }
     /// The VLAN the frame was classified into.
     pub fn vlan(&self) -> u16 {
@@ -121,11 +158,30 @@ impl Egress {
     }
     /// Whether no port was selected.
     pub fn is_empty(&self) -> bool {
-        self.ports.is_empty()
+        !self.single && self.many.is_empty()
     }
     /// Number of ports selected.
     pub fn len(&self) -> usize {
-        self.ports.len()
+        if self.single { 1 } else { self.many.len() }
+    }
+    /// Empties the list for a decision in `vlan`.
+    #[inline]
+    fn reset(&mut self, vlan: u16) {
+        self.single = false;
+        self.many.clear();
+        self.vlan = vlan;
+    }
+    /// Makes `port` the decision's only port (after [`reset`](Self::reset) or not).
+    #[inline]
+    fn set_one(&mut self, vlan: u16, port: EgressPort) {
+        self.one = port;
+        self.vlan = vlan;
+        self.single = true;
+    }
+    /// Adds a port of a flood (after [`reset`](Self::reset)).
+    #[inline]
+    fn push(&mut self, port: EgressPort) {
+        self.many.push(port);
     }
 }
 
@@ -155,17 +211,30 @@ struct PortState {
     cfg: Box<PortConfig>,
 }
 
+impl PortState {
+    /// Whether a payload of `len` bytes is over the port's MTU (the configuration is read
+    /// only for a payload over [`PortFast::mtu32`], when the MTU is that large).
+    #[inline]
+    fn too_big(&self, len: usize) -> bool {
+        len > self.fast.mtu32 as usize && len > self.cfg.mtu
+    }
+}
+
 /// The per-frame part of a port's configuration.
 #[derive(Debug, Clone, Copy)]
 #[repr(C)]
 struct PortFast {
-    mtu: usize,
-    /// The VLAN of untagged and priority-tagged frames: an access port's, a trunk's native.
-    untagged: Option<u16>,
-    /// The index of that VLAN's bridge domain ([`NO_DOMAIN`] when there is none yet): an
-    /// untagged frame is classified without the VLAN map.
-    untagged_domain: u16,
-    horizon: Option<HorizonGroup>,
+    /// The index of the bridge domain of untagged and priority-tagged frames in the top 16
+    /// bits, as table keys have it ([`NO_BASE`] when the port has no such VLAN, or the VLAN
+    /// no domain): an untagged frame is classified without the VLAN map.
+    untagged_base: u64,
+    /// The classification of an untagged frame, but for its domain, ready to be copied: its
+    /// VLAN (an access port's, a trunk's native; 0 when none) and the port's split-horizon
+    /// group.
+    untagged_class: Class,
+    /// The MTU as the fast path compares it with [`Pre::len32`]: at most `u32::MAX - 1`, so
+    /// that a payload within it is within `mtu` too.
+    mtu32: u32,
     trunk: bool,
 }
 
@@ -176,18 +245,33 @@ impl PortFast {
             VlanMode::Trunk { native, .. } => (native, true),
         };
         PortFast {
-            mtu: cfg.mtu,
-            untagged,
-            untagged_domain: NO_DOMAIN,
-            horizon: cfg.horizon,
+            mtu32: u32::try_from(cfg.mtu).unwrap_or(u32::MAX).min(u32::MAX - 1),
+            untagged_base: NO_BASE,
+            untagged_class: Class {
+                horizon: cfg.horizon,
+                vlan: untagged.unwrap_or(0),
+                payload: 14,
+                drop: None,
+            },
             trunk,
         }
     }
 
-    /// [`PortConfig::egress_tag`].
+    /// The VLAN of untagged frames, if any.
+    fn untagged(&self) -> Option<u16> {
+        Some(self.untagged_class.vlan).filter(|&v| v != 0)
+    }
+
+    /// The port's split-horizon group.
+    #[inline]
+    fn horizon(&self) -> Option<HorizonGroup> {
+        self.untagged_class.horizon
+    }
+
+    /// [`PortConfig::egress_tag`] (a frame's VLAN is never 0).
     #[inline]
     fn egress_tag(&self, vlan: u16) -> Option<u16> {
-        (self.trunk && self.untagged != Some(vlan)).then_some(vlan)
+        (self.trunk && self.untagged_class.vlan != vlan).then_some(vlan)
     }
 }
 
@@ -216,13 +300,15 @@ struct Binding {
 pub struct Switch {
     ports: Vec<Option<PortState>>,
     domains: Vec<Domain>,
-    vlan_domain: Box<[u16]>,
+    vlan_domain: Box<VlanMap>,
     table: MacTable,
     bindings: FastMap<(u16, Ipv4Addr), Binding>,
     events: VecDeque<SwitchEvent>,
     events_lost: u64,
     next_sweep: Instant,
     drops: DropCounters,
+    /// [`forward_batch`](Self::forward_batch)'s classifications, while it is not running.
+    batch: Option<Scratch>,
 }
 
 impl Default for Switch {
@@ -237,13 +323,14 @@ impl Switch {
         Switch {
             ports: Vec::new(),
             domains: Vec::new(),
-            vlan_domain: vec![NO_DOMAIN; 4096].into_boxed_slice(),
+            vlan_domain: Box::new([NO_DOMAIN; 4096]),
             table: MacTable::default(),
             bindings: FastMap::default(),
             events: VecDeque::with_capacity(EVENT_QUEUE),
             events_lost: 0,
             next_sweep: Instant::MAX,
             drops: DropCounters::default(),
+            batch: Some(Scratch::default()),
         }
     }
 
@@ -266,8 +353,8 @@ impl Switch {
         let idx = self.domains.len() as u16;
         self.vlan_domain[usize::from(cfg.vlan)] = idx;
         for p in self.ports.iter_mut().flatten() {
-            if p.fast.untagged == Some(cfg.vlan) {
-                p.fast.untagged_domain = idx;
+            if p.fast.untagged() == Some(cfg.vlan) {
+                p.fast.untagged_base = base_of(idx);
             }
         }
         let members = self
@@ -310,8 +397,8 @@ impl Switch {
             }
         }
         let mut fast = PortFast::new(&cfg);
-        if let Some(d) = fast.untagged.and_then(|v| self.domain_index(v)) {
-            fast.untagged_domain = d;
+        if let Some(d) = fast.untagged().and_then(|v| self.domain_index(v)) {
+            fast.untagged_base = base_of(d);
         }
         self.ports[i] = Some(PortState {
             fast,
@@ -493,8 +580,14 @@ impl Switch {
         out: &mut Egress,
     ) -> Verdict {
         let mut p = Pre::NONE;
-        let pre = self.classify(ingress, frame, &mut p).map(|()| &p);
-        self.decide(ingress, frame, pre, secs_of(now), out)
+        let secs = secs_of(now);
+        match self.classify(ingress, frame, &mut p) {
+            Ok(()) => match self.forward_known(ingress, &p, secs, out) {
+                Some(v) => v,
+                None => self.decide_full(ingress, frame, Ok(p), secs, out),
+            },
+            Err(r) => self.decide_full(ingress, frame, Err(r), secs, out),
+        }
     }
 
     /// [`forward`](Self::forward) for many frames received at `now`: frame `i` of `frames`
@@ -524,187 +617,112 @@ impl Switch {
         };
         // The classifications of the frames in flight, a chunk of `AHEAD` frames at a time:
         // frame `j` of the chunk is decided from slot `j`, then frame `j` of the next chunk
-        // (`AHEAD` frames later) is classified into it. The classification reads only the
-        // configuration, which deciding does not change, so classifying ahead gives what
-        // classifying in turn would.
-        let mut ring = [Pre::NONE; Self::AHEAD];
-        let mut dropped = [None; Self::AHEAD];
+        // (`AHEAD` frames later) is classified into it and its table lines are asked for.
+        // The classification reads only the configuration, which deciding does not change,
+        // so classifying ahead gives what classifying in turn would.
+        let mut pres = self.batch.take().unwrap_or_default();
+        let ring = &mut *pres.0;
         let (mut cur, mut rest) = frames.split_at_mut(n.min(Self::AHEAD));
-        for (((ingress, f), p), d) in cur.iter_mut().zip(&mut ring).zip(&mut dropped) {
-            *d = self.classify_ahead(*ingress, f.as_mut(), p);
-        }
+        classify_run(
+            &mut self.ports,
+            &self.vlan_domain,
+            self.table.lines(),
+            cur,
+            ring,
+        );
         for (out, verdicts) in out
             .chunks_mut(Self::AHEAD)
             .zip(verdicts.chunks_mut(Self::AHEAD))
         {
             let (next, after) = rest.split_at_mut(rest.len().min(Self::AHEAD));
-            let slots = ring.iter_mut().zip(&mut dropped);
-            for (j, (((ingress, f), (o, v)), (p, d))) in cur
-                .iter_mut()
-                .zip(out.iter_mut().zip(verdicts.iter_mut()))
-                .zip(slots)
-                .enumerate()
-            {
-                let pre = d.map_or(Ok(&*p), Err);
-                *v = self.decide(*ingress, f.as_mut(), pre, secs, o);
-                if let Some((ingress, f)) = next.get_mut(j) {
-                    *d = self.classify_ahead(*ingress, f.as_mut(), p);
-                }
-            }
+            self.decide_chunk(cur, ring, next, secs, out, verdicts);
             (cur, rest) = (next, after);
         }
+        self.batch = Some(pres);
         n
     }
 
-    /// [`classify`](Self::classify), then asks for the frame's two table lines.
+    /// Decides a chunk of a batch from its classifications in `ring`, classifying the next
+    /// chunk's frames into the slots as they free up: runs of frames on the fast path, which
+    /// keeps what it reads at hand, and between them a frame on the full path.
     #[inline(always)]
-    fn classify_ahead(&mut self, ingress: PortId, frame: &[u8], p: &mut Pre) -> Option<DropReason> {
-        let r = self.classify(ingress, frame, p).err();
-        if r.is_none() {
-            self.table.prefetch(p.src_hash);
-            self.table.prefetch(p.dst_hash);
+    fn decide_chunk<F: AsMut<[u8]>>(
+        &mut self,
+        frames: &mut [(PortId, F)],
+        ring: &mut [Pre; Self::AHEAD],
+        next: &mut [(PortId, F)],
+        secs: u32,
+        out: &mut [Egress],
+        verdicts: &mut [Verdict],
+    ) {
+        let mut j = 0;
+        loop {
+            let (Some(ps), Some(os)) = (ring.get_mut(j..), out.get_mut(j..)) else {
+                return;
+            };
+            let ns = next.get_mut(j..).unwrap_or_default();
+            let run = self.fast(secs).forward_run(ps, os, ns);
+            if let Some(vs) = verdicts.get_mut(j..j + run) {
+                vs.fill(Verdict::Forward);
+            }
+            j += run;
+            let (Some(p), Some(o), Some(v), Some((_, f))) = (
+                ring.get_mut(j),
+                out.get_mut(j),
+                verdicts.get_mut(j),
+                frames.get_mut(j),
+            ) else {
+                return;
+            };
+            let pre = p.class.drop.map_or(Ok(*p), Err);
+            *v = self.decide_full(p.ingress, f.as_mut(), pre, secs, o);
+            if let Some((ingress, f)) = next.get_mut(j) {
+                let lines = self.table.lines();
+                classify_into(
+                    &mut self.ports,
+                    &self.vlan_domain,
+                    lines,
+                    *ingress,
+                    f.as_mut(),
+                    p,
+                );
+            }
+            j += 1;
         }
-        r
     }
 
     /// How many frames ahead of its decision [`forward_batch`](Self::forward_batch) reads a
     /// frame's header and asks for its table lines.
     pub const AHEAD: usize = 16;
 
-    /// Counts the frame as received on `ingress` and reads what the decision needs from the
-    /// frame and the configuration into `pre`, changing nothing else (`pre` only when the
-    /// frame is not to be dropped). A batch counts its frames before deciding any: the
-    /// counters come out the same, and the port is read once a frame. The classification is
-    /// written in place, not returned: a batch's array gets it without a copy.
+    /// [`classify`] on this fabric.
     #[inline]
     fn classify(&mut self, ingress: PortId, frame: &[u8], pre: &mut Pre) -> Result<(), DropReason> {
-        let Some(Some(port)) = self.ports.get_mut(usize::from(ingress.0)) else {
-            return Err(DropReason::PortDown);
-        };
-        port.stats.rx_frames += 1;
-        port.stats.rx_bytes += frame.len() as u64;
-        let port = &*port;
-        // The addresses and EtherType as two big-endian words: a MAC is the top 48 bits of
-        // the word at its offset (what `MacAddr::to_u64` gives, without the byte shuffling).
-        let Some((h, rest)) = frame.split_first_chunk::<14>() else {
-            return Err(DropReason::Truncated);
-        };
-        let (Some(a), Some(b)) = (h.first_chunk::<8>(), h.last_chunk::<8>()) else {
-            return Err(DropReason::Truncated);
-        };
-        let dst = u64::from_be_bytes(*a) >> 16;
-        let src = u64::from_be_bytes(*b);
-        let (src, et) = (src >> 16, src as u16);
-        let tag = match rest.first_chunk::<4>() {
-            _ if et != TPID_8021Q => None,
-            Some(t) => Some(*t),
-            None => return Err(DropReason::Truncated),
-        };
-        if src & MULTICAST != 0 || src == 0 {
-            return Err(DropReason::Malformed);
-        }
-        // IEEE 802.1Q ingress classification. Untagged and priority-tagged frames take the
-        // port's own VLAN, whose domain the port keeps at hand.
-        let untagged = (port.fast.untagged, port.fast.untagged_domain);
-        let ((vlan, d), ethertype, payload) = match tag {
-            None => (untagged, et, 14),
-            Some([t0, t1, t2, t3]) => {
-                let t = u16::from_be_bytes([t0, t1]) & 0x0fff;
-                let vlan = match t {
-                    0 => untagged,
-                    t if port.fast.trunk => match &port.cfg.vlan {
-                        VlanMode::Trunk { allowed, .. } if allowed.contains(t) => {
-                            (Some(t), domain_of(&self.vlan_domain, t))
-                        }
-                        _ => (None, NO_DOMAIN),
-                    },
-                    _ => (None, NO_DOMAIN),
-                };
-                (vlan, u16::from_be_bytes([t2, t3]), 18)
-            }
-        };
-        let (Some(vlan), false) = (vlan, d == NO_DOMAIN) else {
-            return Err(DropReason::VlanMismatch);
-        };
-        let horizon = port.fast.horizon;
-        let d = u64::from(d) << 48;
-        let (src_key, dst_key) = (d | src, d | dst);
-        *pre = Pre {
-            src_key,
-            dst_key,
-            src_hash: hash(src_key),
-            dst_hash: hash(dst_key),
-            horizon,
-            vlan,
-            ethertype,
-            payload,
-        };
-        Ok(())
+        classify(&mut self.ports, &self.vlan_domain, ingress, frame, pre)
     }
 
-    /// Counts the frame, learns its source and decides where it goes: the fast path for a
-    /// known unicast from a source learning would not change, the full path for the rest.
-    #[inline]
-    fn decide(
-        &mut self,
-        ingress: PortId,
-        frame: &mut [u8],
-        pre: Result<&Pre, DropReason>,
-        secs: u32,
-        out: &mut Egress,
-    ) -> Verdict {
-        if let Ok(p) = pre
-            && let Some(v) = self.forward_known(ingress, frame.len(), p, secs, out)
-        {
-            return v;
+    /// What the fast path reads and counts in, for frames received in second `secs`.
+    #[inline(always)]
+    fn fast(&mut self, secs: u32) -> Fast<'_> {
+        Fast {
+            lines: self.table.lines(),
+            ports: &mut self.ports,
+            vlan_domain: &self.vlan_domain,
+            seen: (u64::from(secs) << 32) | LEARNED,
         }
-        self.decide_full(ingress, frame, pre.copied(), secs, out)
     }
 
-    /// The common case, decided with two table reads and one port's counters: the source is
-    /// in the table on the ingress port and was last seen in this second (so learning would
-    /// write nothing, not even its time: its line stays clean), the frame is no ARP (which
-    /// suppression may answer), and the destination is a unicast address in the table behind
-    /// a port it may be sent to. Then the decision is [`decide_full`](Self::decide_full)'s,
-    /// with the same counters; anything else returns `None` having changed nothing.
-    #[inline]
+    /// [`Fast::forward`] on this fabric.
+    #[inline(always)]
     fn forward_known(
         &mut self,
         ingress: PortId,
-        len: usize,
         p: &Pre,
         secs: u32,
         out: &mut Egress,
     ) -> Option<Verdict> {
-        // Both lines are read before either is needed, so that their misses overlap.
-        let src = self.table.meta_h(p.src_key, p.src_hash);
-        let dst = self.table.meta_h(p.dst_key, p.dst_hash);
-        // The source's entry is live (learned or static: the state's low bit ignored) with
-        // the port and time learning would give it.
-        let seen = (u64::from(secs) << 32) | (u64::from(ingress.0) << 16) | LEARNED;
-        if src & !1 != seen
-            || dst == 0
-            || p.dst_key & MULTICAST != 0
-            || p.ethertype == ETHERTYPE_ARP
-        {
-            return None;
-        }
-        let to = PortId((dst >> 16) as u16);
-        let Some(Some(port)) = self.ports.get_mut(usize::from(to.0)) else {
-            return None;
-        };
-        let split = to == ingress || (p.horizon.is_some() && port.fast.horizon == p.horizon);
-        if split || len.saturating_sub(usize::from(p.payload)) > port.fast.mtu {
-            return None;
-        }
-        port.stats.tx_unicast += 1;
-        out.vlan = p.vlan;
-        out.ports.clear();
-        out.ports.push(EgressPort {
-            port: to,
-            tag: port.fast.egress_tag(p.vlan),
-        });
-        Some(Verdict::Forward)
+        debug_assert_eq!(p.ingress, ingress);
+        self.fast(secs).forward(p, out).then_some(Verdict::Forward)
     }
 
     /// Learns the frame's source and decides where it goes, whatever the case. Out of line:
@@ -718,17 +736,17 @@ impl Switch {
         secs: u32,
         out: &mut Egress,
     ) -> Verdict {
-        out.ports.clear();
-        out.vlan = 0;
+        out.reset(0);
         let p = match pre {
             Ok(p) => p,
             Err(r) => return self.drop_on(ingress, r),
         };
-        let ingress_horizon = p.horizon;
-        let (vlan, d, payload) = (p.vlan, p.domain(), usize::from(p.payload));
+        let ingress_horizon = p.class.horizon;
+        let (vlan, d, payload) = (p.class.vlan, p.domain(), usize::from(p.class.payload));
+        let (src_key, dst_key) = (!p.src_want, !p.dst_want);
         out.vlan = vlan;
 
-        if let Some(v) = self.learn(d, vlan, ingress, p.src_key, p.src_hash, secs) {
+        if let Some(v) = self.learn(d, vlan, ingress, src_key, p.src_hash, secs) {
             return v;
         }
 
@@ -742,25 +760,28 @@ impl Switch {
             return v;
         }
 
-        if p.dst_key & MULTICAST == 0
-            && let Some(to) = self.table.port_h(p.dst_key, p.dst_hash)
+        if dst_key & MULTICAST == 0
+            && let Some(to) = self.table.port_h(dst_key, p.dst_hash)
         {
             let payload = frame.len().saturating_sub(payload);
             let Some(Some(p)) = self.ports.get_mut(usize::from(to.0)) else {
                 return self.drop_on(ingress, DropReason::NoRoute);
             };
-            if to == ingress || (ingress_horizon.is_some() && p.fast.horizon == ingress_horizon) {
+            if to == ingress || (ingress_horizon.is_some() && p.fast.horizon() == ingress_horizon) {
                 return self.drop_on(ingress, DropReason::SplitHorizon);
             }
-            if payload > p.fast.mtu {
+            if p.too_big(payload) {
                 p.stats.drops.add(DropReason::TooBig, 1);
                 return Verdict::Drop(DropReason::TooBig);
             }
             p.stats.tx_unicast += 1;
-            out.ports.push(EgressPort {
-                port: to,
-                tag: p.fast.egress_tag(vlan),
-            });
+            out.set_one(
+                vlan,
+                EgressPort {
+                    port: to,
+                    tag: p.fast.egress_tag(vlan),
+                },
+            );
             return Verdict::Forward;
         }
 
@@ -777,15 +798,15 @@ impl Switch {
             let Some(Some(p)) = self.ports.get_mut(usize::from(m.0)) else {
                 continue;
             };
-            if ingress_horizon.is_some() && p.fast.horizon == ingress_horizon {
+            if ingress_horizon.is_some() && p.fast.horizon() == ingress_horizon {
                 continue;
             }
-            if payload > p.fast.mtu {
+            if p.too_big(payload) {
                 p.stats.drops.add(DropReason::TooBig, 1);
                 continue;
             }
             p.stats.tx_flooded += 1;
-            out.ports.push(EgressPort {
+            out.push(EgressPort {
                 port: m,
                 tag: p.fast.egress_tag(vlan),
             });
@@ -883,9 +904,9 @@ impl Switch {
         secs: u32,
         out: &mut Egress,
     ) -> Option<Verdict> {
-        let payload = usize::from(p.payload);
+        let payload = usize::from(p.class.payload);
         let a = Arp::parse(frame.get(payload..)?)?;
-        if a.sha != MacAddr::from_u64(p.src_key) {
+        if a.sha != MacAddr::from_u64(!p.src_want) {
             return None;
         }
         if !a.spa.is_unspecified() {
@@ -909,7 +930,7 @@ impl Switch {
             return None;
         }
         let tag = self.port_state(ingress)?.cfg.egress_tag(out.vlan);
-        out.ports.push(EgressPort { port: ingress, tag });
+        out.set_one(out.vlan, EgressPort { port: ingress, tag });
         if let Some(dom) = self.domains.get_mut(usize::from(d)) {
             dom.stats.arp_suppressed += 1;
         }
@@ -972,47 +993,354 @@ impl Switch {
     }
 }
 
+/// What the forwarding fast path reads and counts in: the MAC table's lines and the ports,
+/// held from frame to frame while no frame needs the full path.
+struct Fast<'a> {
+    lines: Lines<'a>,
+    ports: &'a mut [Option<PortState>],
+    /// For the classifications of the frames ahead.
+    vlan_domain: &'a VlanMap,
+    /// The meta word of a source learned (or static: the state's low bit is ignored) and
+    /// seen in this second, but for its port.
+    seen: u64,
+}
+
+impl Fast<'_> {
+    /// The common case, decided with two table reads and one port's counters: the source is
+    /// in the table on the ingress port and was last seen in this second (so learning would
+    /// write nothing, not even its time: its line stays clean), the frame is no ARP (which
+    /// suppression may answer), and the destination is a unicast address in the table behind
+    /// a port it may be sent to. Then the decision is [`decide_full`](Switch::decide_full)'s,
+    /// a [`Verdict::Forward`] with the same counters, and this returns true; anything else (a
+    /// frame to be dropped included: see [`Pre::dropped`]) returns false having changed
+    /// nothing.
+    #[inline(always)]
+    fn forward(&mut self, p: &Pre, out: &mut Egress) -> bool {
+        let ingress = p.ingress;
+        // Both lines are read before either is needed, so that their misses overlap. The
+        // source's entry must be live (learned or static: the state's low bit ignored) with
+        // the port and time learning would give it.
+        let src = self.lines.meta_of(p.src_want, p.src_hash);
+        let dst = self.lines.meta_of(p.dst_want, p.dst_hash);
+        if src & !1 != self.seen | (u64::from(ingress.0) << 16)
+            || dst == 0
+            || p.dst_want & MULTICAST == 0
+            || p.ethertype == ETHERTYPE_ARP
+        {
+            return false;
+        }
+        let to = PortId((dst >> 16) as u16);
+        let Some(Some(port)) = self.ports.get_mut(usize::from(to.0)) else {
+            return false;
+        };
+        let c = &p.class;
+        let split = to == ingress || (c.horizon.is_some() && port.fast.horizon() == c.horizon);
+        if split || p.len32 > port.fast.mtu32 {
+            return false;
+        }
+        port.stats.tx_unicast += 1;
+        out.set_one(
+            c.vlan,
+            EgressPort {
+                port: to,
+                tag: port.fast.egress_tag(c.vlan),
+            },
+        );
+        true
+    }
+
+    /// Decides the frames of `ring` into `out` from the first on while
+    /// [`forward`](Self::forward) can (each a [`Verdict::Forward`]) and returns how many it
+    /// decided. After deciding frame `i`, classifies `next[i]`, if there is one, into its
+    /// slot and asks for its lines: the frames decided a chunk later, whose lines are then on
+    /// their way while these are decided. Out of line, so that the loop has the registers to
+    /// itself.
+    #[inline(never)]
+    fn forward_run<F: AsMut<[u8]>>(
+        &mut self,
+        ring: &mut [Pre],
+        out: &mut [Egress],
+        next: &mut [(PortId, F)],
+    ) -> usize {
+        if self.lines.is_empty() {
+            return 0;
+        }
+        let both = next.len().min(ring.len()).min(out.len());
+        let (ring, ring_rest) = ring.split_at_mut(both);
+        let (out, out_rest) = out.split_at_mut(both);
+        let mut n = 0;
+        for ((p, o), (ingress, f)) in ring.iter_mut().zip(out).zip(next) {
+            if !self.forward(p, o) {
+                return n;
+            }
+            classify_into(
+                self.ports,
+                self.vlan_domain,
+                self.lines,
+                *ingress,
+                f.as_mut(),
+                p,
+            );
+            n += 1;
+        }
+        for (p, o) in ring_rest.iter().zip(out_rest) {
+            if !self.forward(p, o) {
+                return n;
+            }
+            n += 1;
+        }
+        n
+    }
+}
+
 /// What a frame's classification found: everything the decision needs from the frame and
 /// the configuration, in 48 bytes (a batch keeps one per frame).
 #[derive(Debug, Clone, Copy)]
 struct Pre {
-    /// Table key of the source: domain index and MAC.
-    src_key: u64,
-    /// Table key of the destination.
-    dst_key: u64,
-    /// Their hashes, for the table.
+    /// The complement of the source's table key (domain index and MAC): what a bucket
+    /// holds for it, compared as is.
+    src_want: u64,
+    /// The complement of the destination's table key.
+    dst_want: u64,
+    /// The keys' hashes, for the table.
     src_hash: u64,
     dst_hash: u64,
+    /// The payload's length (the frame's after the header and tag) as the fast path
+    /// compares it with [`PortFast::mtu32`]: `u32::MAX` when it is longer.
+    len32: u32,
+    ethertype: u16,
+    ingress: PortId,
+    class: Class,
+}
+
+/// What a classification takes from the ingress port and the frame's tag, but for the
+/// domain: an untagged frame's is the port's [`PortFast::untagged_class`], one word to copy.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(8))]
+struct Class {
     /// The ingress port's split-horizon group.
     horizon: Option<HorizonGroup>,
     vlan: u16,
-    ethertype: u16,
     /// Offset of the payload (14 or 18).
     payload: u8,
+    /// In a batch: why the frame is dropped (the rest of its classification is then unset).
+    drop: Option<DropReason>,
 }
 
 impl Pre {
     /// A classification yet to be made.
     const NONE: Pre = Pre {
-        src_key: 0,
-        dst_key: 0,
+        src_want: 0,
+        dst_want: 0,
         src_hash: 0,
         dst_hash: 0,
-        horizon: None,
-        vlan: 0,
+        len32: 0,
         ethertype: 0,
-        payload: 0,
+        ingress: PortId(0),
+        class: Class {
+            horizon: None,
+            vlan: 0,
+            payload: 0,
+            drop: None,
+        },
     };
+
+    /// The classification of a frame from `ingress` to be dropped for `reason`, in a batch.
+    /// Its source key word is 0, which no key's complement is: the fast path, which does not
+    /// look at `drop`, finds no source seen on the port (a slot without a key holds 0, but
+    /// its meta word has no live state) and leaves the frame to the full path.
+    fn dropped(ingress: PortId, reason: DropReason) -> Self {
+        Pre {
+            ingress,
+            class: Class {
+                drop: Some(reason),
+                ..Self::NONE.class
+            },
+            ..Self::NONE
+        }
+    }
 
     #[inline]
     fn domain(&self) -> u16 {
-        (self.src_key >> 48) as u16
+        (!self.src_want >> 48) as u16
     }
 }
 
+/// The classifications of the frames of a batch in flight, a chunk's worth, kept from batch
+/// to batch so that a batch starts without filling them.
+struct Scratch(Box<[Pre; Switch::AHEAD]>);
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Scratch(Box::new([Pre::NONE; Switch::AHEAD]))
+    }
+}
+
+impl core::fmt::Debug for Scratch {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Scratch")
+    }
+}
+
+/// Counts the frame as received on `ingress` and reads what the decision needs from the
+/// frame and the configuration into `pre`, changing nothing else (`pre` only when the frame
+/// is not to be dropped). A batch counts its frames before deciding any: the counters come
+/// out the same, and the port is read once a frame. The classification is written in place,
+/// not returned: a batch's array gets it without a copy. A function of the parts of the
+/// fabric it reads, so that a batch keeps them at hand from frame to frame.
+#[inline(always)]
+fn classify(
+    ports: &mut [Option<PortState>],
+    vlan_domain: &VlanMap,
+    ingress: PortId,
+    frame: &[u8],
+    pre: &mut Pre,
+) -> Result<(), DropReason> {
+    let Some(Some(port)) = ports.get_mut(usize::from(ingress.0)) else {
+        return Err(unlikely(DropReason::PortDown));
+    };
+    port.stats.rx_frames += 1;
+    port.stats.rx_bytes += frame.len() as u64;
+    let port = &*port;
+    // The addresses and EtherType as two big-endian words: a MAC is the top 48 bits of the
+    // word at its offset (what `MacAddr::to_u64` gives, without the byte shuffling).
+    let Some((h, rest)) = frame.split_first_chunk::<14>() else {
+        return Err(unlikely(DropReason::Truncated));
+    };
+    let (Some(a), Some(b)) = (h.first_chunk::<8>(), h.last_chunk::<8>()) else {
+        return Err(unlikely(DropReason::Truncated));
+    };
+    let dst = u64::from_be_bytes(*a) >> 16;
+    let src = u64::from_be_bytes(*b);
+    let (src, et) = (src >> 16, src as u16);
+    let tag = match rest.split_first_chunk::<4>() {
+        _ if et != TPID_8021Q => None,
+        Some(t) => Some(t),
+        None => return Err(unlikely(DropReason::Truncated)),
+    };
+    // A group address (the I/G bit, bit 40, turned to the sign bit) or zero.
+    if src.rotate_left(23) as i64 <= 0 {
+        return Err(unlikely(DropReason::Malformed));
+    }
+    // IEEE 802.1Q ingress classification. Untagged and priority-tagged frames take the
+    // port's own VLAN, whose domain the port keeps at hand (a port has a domain there only
+    // if it has such a VLAN).
+    let ((class, base), ethertype, len) = match tag {
+        None => (
+            (port.fast.untagged_class, port.fast.untagged_base),
+            et,
+            rest.len(),
+        ),
+        Some((&[t0, t1, t2, t3], rest)) => (
+            classify_tagged(port, vlan_domain, u16::from_be_bytes([t0, t1]) & 0x0fff),
+            u16::from_be_bytes([t2, t3]),
+            rest.len(),
+        ),
+    };
+    if base == NO_BASE {
+        return Err(unlikely(DropReason::VlanMismatch));
+    }
+    let (src_want, dst_want) = (!(base | src), !(base | dst));
+    *pre = Pre {
+        src_want,
+        dst_want,
+        // The keys' `key_hash`: the hash of the complement.
+        src_hash: hash(src_want),
+        dst_hash: hash(dst_want),
+        len32: u32::try_from(len).unwrap_or(u32::MAX),
+        ethertype,
+        ingress,
+        class,
+    };
+    Ok(())
+}
+
+/// The classification and key base (see [`PortFast::untagged_base`]) of a frame tagged
+/// with VLAN id `t` on `port` ([`NO_BASE`] when the port does not take the VLAN or it has no
+/// domain). Out of line, so that an untagged frame's classification keeps its registers.
+#[inline(never)]
+fn classify_tagged(port: &PortState, vlan_domain: &VlanMap, t: u16) -> (Class, u64) {
+    let untagged = port.fast.untagged_class;
+    let (class, base) = match t {
+        0 => (untagged, port.fast.untagged_base),
+        t if port.fast.trunk => match &port.cfg.vlan {
+            VlanMode::Trunk { allowed, .. } if allowed.contains(t) => (
+                Class {
+                    vlan: t,
+                    ..untagged
+                },
+                base_of(domain_of(vlan_domain, t)),
+            ),
+            _ => (untagged, NO_BASE),
+        },
+        _ => (untagged, NO_BASE),
+    };
+    (
+        Class {
+            payload: 18,
+            ..class
+        },
+        base,
+    )
+}
+
+/// The top 16 bits of the table keys of domain `d` ([`NO_BASE`] for [`NO_DOMAIN`]).
+fn base_of(d: u16) -> u64 {
+    if d == NO_DOMAIN {
+        NO_BASE
+    } else {
+        u64::from(d) << 48
+    }
+}
+
+/// [`classify`] into `p`, then asks for the frame's two table lines (or marks `p` dropped).
+#[inline(always)]
+fn classify_into(
+    ports: &mut [Option<PortState>],
+    vlan_domain: &VlanMap,
+    lines: Lines<'_>,
+    ingress: PortId,
+    frame: &[u8],
+    p: &mut Pre,
+) {
+    match classify(ports, vlan_domain, ingress, frame, p) {
+        Ok(()) => {
+            lines.prefetch(p.src_hash);
+            lines.prefetch(p.dst_hash);
+        }
+        Err(r) => *p = Pre::dropped(ingress, r),
+    }
+}
+
+/// [`classify_into`] for each frame of `frames` into `pres`. Out of line, so that the loop
+/// has the registers to itself.
+#[inline(never)]
+fn classify_run<F: AsMut<[u8]>>(
+    ports: &mut [Option<PortState>],
+    vlan_domain: &VlanMap,
+    lines: Lines<'_>,
+    frames: &mut [(PortId, F)],
+    pres: &mut [Pre],
+) {
+    for ((ingress, f), p) in frames.iter_mut().zip(pres) {
+        classify_into(ports, vlan_domain, lines, *ingress, f.as_mut(), p);
+    }
+}
+
+/// `r`, on a path the compiler is told is unlikely: a classification's drops stay out of
+/// the way of the frames it passes on.
+#[cold]
+#[inline(never)]
+fn unlikely(r: DropReason) -> DropReason {
+    r
+}
+
+/// The bridge domain index of each VLAN id, [`NO_DOMAIN`] for none.
+type VlanMap = [u16; 4096];
+
 /// The index of the bridge domain of `vlan` in the VLAN map, [`NO_DOMAIN`] if it has none.
 #[inline]
-fn domain_of(vlan_domain: &[u16], vlan: u16) -> u16 {
+fn domain_of(vlan_domain: &VlanMap, vlan: u16) -> u16 {
     vlan_domain
         .get(usize::from(vlan))
         .copied()

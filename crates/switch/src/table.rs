@@ -9,7 +9,7 @@
 //! by the learning limits instead); a full bucket spills into the next one. The table is kept
 //! at most half full, so a lookup almost always reads one cache line (and a MAC takes 32 to
 //! 64 bytes: 32 MiB for 1M MACs), and a batch of lookups can ask for its lines ahead of need
-//! so that the misses overlap ([`MacTable::prefetch`]).
+//! so that the misses overlap ([`Lines::prefetch`]).
 
 use gatekit_packet::PortId;
 use std::collections::HashMap;
@@ -62,6 +62,13 @@ pub struct MacEntry {
 #[inline]
 pub(crate) fn key(domain: u16, mac: crate::MacAddr) -> u64 {
     (u64::from(domain) << 48) | mac.to_u64()
+}
+
+/// The hash of a table key: [`hash`] of its complement, the word a bucket holds for it (what
+/// a lookup has at hand, see [`Lines::meta_of`]).
+#[inline]
+pub(crate) fn key_hash(k: u64) -> u64 {
+    hash(!k)
 }
 
 /// A 64x64→128 multiply folded to 64 bits: every key bit reaches the low bits.
@@ -150,6 +157,26 @@ fn state_of(kind: EntryKind) -> u64 {
 fn words(b: &Bucket) -> [u64; 2 * SLOTS] {
     let (w, _) = b.as_chunks::<8>();
     core::array::from_fn(|i| u64::from_ne_bytes(w[i]))
+}
+
+/// The meta word of the slot whose key word is `want`, or 0 when there is none (at most one
+/// slot holds a key), selected without a branch (where in its bucket a key sits is random: a
+/// branch on it would be mispredicted): compares and masks the compiler does two slots at a
+/// time in vector registers.
+#[inline(always)]
+fn select(w: &[u64; 2 * SLOTS], want: u64) -> u64 {
+    let mut hit = 0;
+    for i in 0..SLOTS {
+        hit |= w[SLOTS + i] & 0u64.wrapping_sub(u64::from(w[i] == want));
+    }
+    hit
+}
+
+/// Whether a bucket has an empty slot: a probe sequence ends there (slots only ever empty all
+/// at once, in a rebuild, so no key lies past an empty slot).
+#[inline(always)]
+fn has_empty(w: &[u64; 2 * SLOTS]) -> bool {
+    w[SLOTS..].iter().any(|m| m & 0xff == EMPTY)
 }
 
 /// Word `i` of a bucket, for writing.
@@ -245,6 +272,73 @@ impl EntryMut<'_> {
     }
 }
 
+/// The buckets of a table, read by the forwarding fast path: their number is a power of
+/// two, so that a home bucket's index is a hash masked by the number less one, in range
+/// whenever there is a bucket (a batch checks [`is_empty`](Self::is_empty) once, and its
+/// lookups need no index check of their own).
+#[derive(Clone, Copy)]
+pub(crate) struct Lines<'a>(&'a [Bucket]);
+
+impl Lines<'_> {
+    /// Whether there are no buckets (never, in a table: a check that lets a batch's
+    /// lookups go without one).
+    #[inline(always)]
+    pub(crate) fn is_empty(self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The home bucket of a key hashed to `h`.
+    #[inline(always)]
+    fn home(self, h: u64) -> usize {
+        h as usize & self.0.len().wrapping_sub(1)
+    }
+
+    /// Asks the memory system for the home bucket's line of the key hashed to `h`, without
+    /// waiting for it: a batch starts the memory accesses of its next lookups while it works
+    /// on the ones before.
+    #[inline(always)]
+    pub(crate) fn prefetch(self, h: u64) {
+        prefetch_index::prefetch_index(self.0, self.home(h));
+    }
+
+    /// The meta word of the key whose complement is `want` (what a bucket holds for it),
+    /// hashed to `h`: 0 when the key is absent (a live slot's word is never 0). The
+    /// forwarding fast path reads only this: the home bucket inline, the rare rest of the
+    /// probe sequence out of line.
+    #[inline(always)]
+    pub(crate) fn meta_of(self, want: u64, h: u64) -> u64 {
+        let b = self.home(h);
+        let Some(bucket) = self.0.get(b) else {
+            return 0;
+        };
+        let w = words(bucket);
+        let hit = select(&w, want);
+        if hit != 0 || has_empty(&w) {
+            return hit;
+        }
+        self.probe(want, b)
+    }
+
+    /// [`meta_of`](Self::meta_of) past a full home bucket `home`.
+    #[cold]
+    #[inline(never)]
+    fn probe(self, want: u64, home: usize) -> u64 {
+        let mut b = home;
+        // Half full at most: there is always an empty slot, so this ends.
+        loop {
+            b = (b + 1) & self.0.len().wrapping_sub(1);
+            let Some(bucket) = self.0.get(b) else {
+                return 0;
+            };
+            let w = words(bucket);
+            let hit = select(&w, want);
+            if hit != 0 || has_empty(&w) {
+                return hit;
+            }
+        }
+    }
+}
+
 /// The MAC table.
 #[derive(Debug)]
 pub(crate) struct MacTable {
@@ -325,7 +419,7 @@ impl MacTable {
     /// Puts a slot of a key known to be absent in the first free place of its probe sequence.
     fn place(&mut self, s: Slot) {
         debug_assert_ne!(s.key, u64::MAX, "no domain has index u16::MAX");
-        let mut b = self.home(hash(s.key));
+        let mut b = self.home(key_hash(s.key));
         let mask = self.mask;
         let buckets = self.store.buckets_mut();
         loop {
@@ -348,16 +442,16 @@ impl MacTable {
 
     /// The home bucket of a key hashed to `h`.
     #[inline]
-    pub(crate) fn home(&self, h: u64) -> usize {
+    fn home(&self, h: u64) -> usize {
         h as usize & self.mask
     }
 
-    /// Asks the memory system for the home bucket's line of the key hashed to `h`, without
-    /// waiting for it: a batch starts the memory accesses of its next lookups while it works
-    /// on the ones before.
+    /// The buckets, for the lookups of a batch.
     #[inline(always)]
-    pub(crate) fn prefetch(&self, h: u64) {
-        prefetch_index::prefetch_index(self.store.buckets(), self.home(h));
+    pub(crate) fn lines(&self) -> Lines<'_> {
+        let buckets = self.store.buckets();
+        debug_assert_eq!(buckets.len(), self.mask + 1);
+        Lines(buckets)
     }
 
     /// Finds `k`, hashed to `h`, and returns where it is with its meta word.
@@ -389,29 +483,10 @@ impl MacTable {
         }
     }
 
-    /// The meta word of `k`, hashed to `h`: 0 when the key is absent (a live slot's word is
-    /// never 0). The forwarding fast path reads only this.
+    /// The meta word of `k`, hashed to `h`: 0 when the key is absent.
     #[inline]
     pub(crate) fn meta_h(&self, k: u64, h: u64) -> u64 {
-        let mut b = self.home(h);
-        let buckets = self.store.buckets();
-        let want = !k;
-        loop {
-            let Some(bucket) = buckets.get(b) else {
-                return 0;
-            };
-            let w = words(bucket);
-            // The matching slot's meta word (at most one key matches), selected without a
-            // branch: compares and masks the compiler does four at a time in vector registers.
-            let mut hit = 0;
-            for i in 0..SLOTS {
-                hit |= w[SLOTS + i] & 0u64.wrapping_sub(u64::from(w[i] == want));
-            }
-            if hit != 0 || w[SLOTS..].iter().any(|m| m & 0xff == EMPTY) {
-                return hit;
-            }
-            b = (b + 1) & self.mask;
-        }
+        self.lines().meta_of(!k, h)
     }
 
     /// The entry for `k`, hashed to `h`.
@@ -429,7 +504,7 @@ impl MacTable {
 
     /// The entry for `k`.
     pub(crate) fn get(&self, k: u64) -> Option<MacEntry> {
-        self.get_h(k, hash(k))
+        self.get_h(k, key_hash(k))
     }
 
     /// In-place access to the entry for `k`, hashed to `h`.
@@ -446,13 +521,13 @@ impl MacTable {
         if self.len + self.tombs >= self.limit() {
             self.rebuild((self.len + 1).max(self.len.saturating_mul(2)));
         }
-        debug_assert_eq!(hash(k), h);
+        debug_assert_eq!(key_hash(k), h);
         self.place(Slot::new(k, e));
     }
 
     /// Inserts or replaces the entry for `k`; returns the old one.
     pub(crate) fn insert(&mut self, k: u64, e: MacEntry) -> Option<MacEntry> {
-        let h = hash(k);
+        let h = key_hash(k);
         if let Some((r, old)) = self.find(k, h)
             && let Some(bucket) = self.store.buckets_mut().get_mut(r.bucket)
         {

@@ -196,6 +196,99 @@ fn ports_before_their_domains() {
     assert_eq!((outs[0].vlan(), ports(&outs[0])), (10, vec![0]));
 }
 
+/// One egress list reused for every kind of decision, by `forward` and by `forward_batch`
+/// (whose fast path fills it too), reads each time exactly as a fresh list given the same
+/// decision by a twin fabric: the one port of a unicast or reply never outlives its decision
+/// into a flood or a drop, nor a flood's ports into a unicast.
+#[test]
+fn a_reused_egress_list_holds_only_its_last_decision() {
+    let mut out = Egress::with_capacity(8);
+    let mut outs = [Egress::with_capacity(8), Egress::default()];
+    // Each step: ingress, frame, and the verdict, VLAN and ports (with tags) it must get.
+    let step = |ingress: u16, f: Vec<u8>, v: Verdict, vlan: u16, ports: &[(u16, Option<u16>)]| {
+        (ingress, f, v, vlan, ports.to_vec())
+    };
+    let (fl, fw, u, t20) = (Verdict::Flood, Verdict::Forward, None, Some(20));
+    let (trunc, split) = (
+        Verdict::Drop(DropReason::Truncated),
+        Verdict::Drop(DropReason::SplitHorizon),
+    );
+    let b = MacAddr::BROADCAST;
+    let steps = [
+        step(
+            0,
+            frame(mac(2), mac(1), None, 46),
+            fl,
+            10,
+            &[(1, u), (2, u), (4, u), (5, u)],
+        ),
+        step(1, frame(mac(1), mac(2), None, 46), fw, 10, &[(0, u)]),
+        step(
+            1,
+            frame(b, mac(2), None, 46),
+            fl,
+            10,
+            &[(0, u), (2, u), (4, u), (5, u)],
+        ),
+        step(0, frame(mac(2), mac(1), None, 46), fw, 10, &[(1, u)]),
+        step(0, vec![0; 13], trunc, 0, &[]),
+        step(0, frame(mac(2), mac(1), None, 46), fw, 10, &[(1, u)]),
+        step(0, frame(mac(1), mac(3), None, 46), split, 10, &[]),
+        // VLAN 20: one member besides the ingress, a flood of one port that leaves tagged.
+        step(3, frame(b, mac(7), None, 46), fl, 20, &[(2, t20)]),
+        step(2, frame(mac(7), mac(8), Some(20), 46), fw, 20, &[(3, u)]),
+        step(3, frame(mac(8), mac(7), None, 46), fw, 20, &[(2, t20)]),
+        step(3, frame(mac(9), mac(7), None, 46), fl, 20, &[(2, t20)]),
+        step(1, frame(mac(1), mac(2), None, 46), fw, 10, &[(0, u)]),
+        step(4, frame(mac(2), mac(6), None, 46), fw, 10, &[(1, u)]),
+        step(5, frame(mac(6), mac(11), None, 46), split, 10, &[]),
+    ];
+    // The lists come to the second round, in batches, holding the first round's last decisions.
+    for batch in [false, true] {
+        let (mut sw, mut twin) = (fabric(), fabric());
+        for (i, (ingress, f, verdict, vlan, want)) in steps.iter().enumerate() {
+            let ingress = PortId(*ingress);
+            let (mut f1, mut f2) = (f.clone(), f.clone());
+            let (v, got) = if batch {
+                // Each batch slot is reused too: frame `i` goes to slot `i % 2`.
+                let mut frames = [(ingress, f1)];
+                let slot = &mut outs[i % 2..=i % 2];
+                let mut verdicts = [Verdict::Flood];
+                assert_eq!(sw.forward_batch(&mut frames, T, slot, &mut verdicts), 1);
+                (verdicts[0], &slot[0])
+            } else {
+                (sw.forward(ingress, &mut f1, T, &mut out), &out)
+            };
+            let mut fresh = Egress::default();
+            let expect = twin.forward(ingress, &mut f2, T, &mut fresh);
+            let listed: Vec<_> = got.ports().iter().map(|e| (e.port.0, e.tag)).collect();
+            let ctx = format!("batch {batch} step {i}");
+            assert_eq!((v, got.vlan(), &listed), (*verdict, *vlan, want), "{ctx}");
+            assert_eq!((expect, got.ports()), (v, fresh.ports()), "{ctx}");
+            assert_eq!(
+                (got.len(), got.is_empty()),
+                (want.len(), want.is_empty()),
+                "{ctx}"
+            );
+            let copy = got.clone();
+            assert_eq!(
+                (copy.ports(), copy.vlan()),
+                (got.ports(), got.vlan()),
+                "{ctx}"
+            );
+            assert_eq!(
+                format!("{got:?}"),
+                format!(
+                    "Egress {{ ports: {:?}, vlan: {} }}",
+                    got.ports(),
+                    got.vlan()
+                ),
+                "{ctx}"
+            );
+        }
+    }
+}
+
 #[test]
 fn split_horizon_between_mesh_tunnels() {
     let mut sw = fabric();

@@ -150,7 +150,7 @@ fn fast_path_decides_as_the_full_path() {
             let mut p2 = Pre::NONE;
             let pre = parts.classify(ingress, &f2, &mut p2).map(|()| p2);
             let known = match &pre {
-                Ok(p) => parts.forward_known(ingress, f2.len(), p, secs, &mut o2),
+                Ok(p) => parts.forward_known(ingress, p, secs, &mut o2),
                 Err(_) => None,
             };
             let v2 = match known {

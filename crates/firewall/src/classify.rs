@@ -527,7 +527,7 @@ fn grow<T>(v: &mut Vec<T>, add: usize) {
 
 /// Nodes a search for an entry's bound visits in each other tree before giving up (and
 /// leaving the bound at 0).
-const BOUND_BUDGET: u32 = 64;
+const BOUND_BUDGET: u32 = 16;
 
 /// Entry blocks up to this size are reused; larger ones count as dead.
 const REUSE_MAX: usize = 64;

@@ -1438,14 +1438,18 @@ impl Classifier {
                 if tree.min_order == u64::MAX {
                     continue;
                 }
-                // The keys that may find a better match in this tree, without branches.
+                // The keys that may find a better match in this tree, as a bit set built
+                // without branches: the root holds a rule before their best match.
                 let mut m = n;
+                let mut set = [0u64; CHUNK.div_ceil(64)];
                 if !first {
-                    m = 0;
-                    for (i, b) in lim[..n].iter().enumerate() {
-                        live[m] = i as u8;
-                        m += usize::from(!tree.root.pruned(*b));
+                    let root = u64::from(tree.root.min) << 32;
+                    for (w, l) in set.iter_mut().zip(lim[..n].chunks(64)) {
+                        for (b, &x) in l.iter().enumerate() {
+                            *w |= u64::from(x > root) << b;
+                        }
                     }
+                    m = set.iter().map(|w| w.count_ones() as usize).sum();
                 }
                 if 4 * m >= 3 * n {
                     // Most keys go on: walk the groups as they are, skipping those with
@@ -1471,6 +1475,15 @@ impl Classifier {
                 } else if m > 0 {
                     // Few do: walk only those, gathered into groups (the last one repeats
                     // its last key).
+                    let mut j = 0;
+                    for (w, &bits) in set.iter().enumerate() {
+                        let mut bits = bits;
+                        while bits != 0 {
+                            live[j] = (64 * w) as u8 | bits.trailing_zeros() as u8;
+                            j += 1;
+                            bits &= bits - 1;
+                        }
+                    }
                     let padded = m.next_multiple_of(G);
                     let last = live[m - 1];
                     live[m..padded].fill(last);

@@ -1175,6 +1175,10 @@ pub struct Classifier {
     index: HashMap<u32, (u8, u32)>,
     /// The order trees are searched in (see [`Classifier::order_trees`]).
     search: [usize; 4],
+    /// Whether most headers go on past the first tree into most of the others (sampled at
+    /// build): a batch then takes each group of keys through all the trees, rather than a
+    /// chunk of keys through one tree at a time.
+    grouped: bool,
 }
 
 impl Default for Classifier {
@@ -1191,6 +1195,7 @@ impl Classifier {
             trees: (0..4).map(|_| Tree::new()).collect(),
             index: HashMap::new(),
             search: [0, 1, 2, 3],
+            grouped: false,
         }
     }
 
@@ -1231,6 +1236,7 @@ impl Classifier {
     fn order_trees(&mut self) {
         let total: usize = self.trees.iter().map(|t| t.list.len()).sum();
         let mut wins = [0usize; 4];
+        let mut sample = Vec::new();
         if total > 0 {
             let mut x = 0x9e37_79b9_7f4a_7c15u64;
             let mut next = move || {
@@ -1252,6 +1258,7 @@ impl Classifier {
                     let span = u64::from(b.hi[d] - b.lo[d]) + 1;
                     *v = b.lo[d] + (next() % span) as u32;
                 }
+                sample.push(key);
                 let mut best = u64::MAX;
                 let mut winner = None;
                 for (t, tree) in self.trees.iter().enumerate() {
@@ -1272,6 +1279,20 @@ impl Classifier {
             )
         });
         self.search = search;
+        // How many of the sampled headers go on into each tree after the first.
+        let (mut pairs, mut live) = (0, 0);
+        for key in &sample {
+            let mut best = u64::MAX;
+            self.trees[search[0]].lookup(key, 0, &mut best, &mut |_| true);
+            for &t in &search[1..] {
+                let root = self.trees[t].root;
+                if !root.is_empty() {
+                    pairs += 1;
+                    live += usize::from(!root.pruned(best));
+                }
+            }
+        }
+        self.grouped = 2 * live >= pairs && pairs > 0;
     }
 
     /// Sets the bound of every entry of tree `t` (see [`Entry`]) from the other trees, and
@@ -1419,6 +1440,20 @@ impl Classifier {
     /// instead of waiting on one another; a key stops as soon as the node it reached holds
     /// no rule before its best match.
     pub fn lookup_batch(&self, keys: &[Key], out: &mut [Option<u32>]) {
+        if self.grouped {
+            for (kc, oc) in keys.chunks(G).zip(out.chunks_mut(G)) {
+                let n = kc.len().min(oc.len());
+                let k: [[u32; 8]; G] = core::array::from_fn(|i| {
+                    let x = &kc[i.min(n - 1)];
+                    [x[0], x[1], x[2], x[3], x[4], 0, 0, 0]
+                });
+                let best = self.lookup_group(&k);
+                for (o, b) in oc[..n].iter_mut().zip(&best[..n]) {
+                    *o = (*b != u64::MAX).then_some(*b as u32);
+                }
+            }
+            return;
+        }
         for (kc, oc) in keys.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
             let n = kc.len().min(oc.len());
             // Whole groups, so that the per-key loops run a constant count and unroll: the
@@ -1510,6 +1545,24 @@ impl Classifier {
                 *o = (*b != u64::MAX).then_some(*b as u32);
             }
         }
+    }
+
+    /// The best match (order) of each key of a group, `u64::MAX` for none, taking the
+    /// group through all the trees.
+    #[inline]
+    fn lookup_group(&self, k: &[[u32; 8]; G]) -> [u64; G] {
+        let mut best = [u64::MAX; G];
+        let mut lim = [u64::MAX; G];
+        let mut first = true;
+        for &t in &self.search {
+            let tree = &self.trees[t];
+            if tree.min_order == u64::MAX || lim.iter().all(|&b| tree.root.pruned(b)) {
+                continue;
+            }
+            tree.walk_group(k, &mut best, &mut lim, first);
+            first = false;
+        }
+        best
     }
 
     /// Number of rules.

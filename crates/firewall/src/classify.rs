@@ -27,12 +27,16 @@
 //! that has found a match stops in the other trees as soon as it reaches a node with no
 //! rule before that match, usually at or next to the root. Without this a set whose headers
 //! mostly hit its first, wide rules (the linear scan's best case) paid the full depth of
-//! every tree.
+//! every tree. Each entry of the first tree searched also records whether any rule of the
+//! other trees that meets its box (within its leaf) comes before it: a batch key that
+//! matches an entry with nothing before it skips the other trees altogether.
 //!
 //! Updates are incremental: an insert descends to the leaves its box overlaps and splits a
-//! leaf that grows past twice the leaf size; a delete removes the rule from its leaves, and
-//! rebuilds only the subtree where it had shadowed other rules, from its tree's rule list.
-//! The slot blocks, leaf blocks and node records of replaced subtrees are reused, so an
+//! leaf that grows past twice the leaf size, and clears the records of the other trees'
+//! entries that its box meets (or, where that would visit more than a few nodes, sets a
+//! cap for the whole tree); a delete removes the rule from its leaves, and rebuilds only
+//! the subtree where it had shadowed other rules, from its tree's rule list. New entries
+//! record nothing until their tree is rebuilt. The slot blocks, leaf blocks and node records of replaced subtrees are reused, so an
 //! update allocates nothing in the common case; a tree that updates have left much larger
 //! than a build of its rules would be (leaves split for rules since deleted) is rebuilt,
 //! which keeps memory bounded under churn at an amortised cost.
@@ -267,8 +271,14 @@ impl Default for TreeConfig {
 }
 
 const LEAF: u8 = u8::MAX;
-/// Keys a batch walks down the trees together (see [`Classifier::lookup_batch`]).
+/// Keys a batch walks down a tree together (see [`Classifier::lookup_batch`]). A group
+/// takes as many rounds as its deepest key, and every round passes over every key of the
+/// group; with the per-key loops unrolled, six cost fewer instructions than eight (groups
+/// of 12 a third more) and still keep enough loads in flight.
 const G: usize = 6;
+/// Keys a batch takes through the trees at a time: whole groups, and at most 256 (a key's
+/// place in the chunk is a byte).
+const CHUNK: usize = 252;
 const NO_SHADOW: u64 = u64::MAX;
 
 /// A node as its parent's child slot holds it, so that a lookup takes one load per level.
@@ -308,13 +318,19 @@ impl Node {
 }
 
 /// A leaf entry: the rule's box and order, in 48 bytes. The box is kept as its low
-/// corner and widths, so that each field is one subtraction and one compare.
+/// corner and widths, so that each field is one subtraction and one compare. The
+/// protocol's width takes the low 8 bits of `width[4]`; the high 24 hold the entry's
+/// bound: no rule of another tree that overlaps the part of the box inside the leaf's
+/// region has a smaller priority (saturated at `2^24 - 1`, 0 when not known).
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     lo: Key,
     width: Key,
     order: u64,
 }
+
+/// The largest bound an entry holds.
+const BOUND_MAX: u32 = 0xff_ffff;
 
 /// Ends every leaf: its order stops the scan.
 const END: Entry = Entry {
@@ -343,7 +359,36 @@ impl Entry {
             & (k[1].wrapping_sub(lo[1]) <= w[1])
             & (k[2].wrapping_sub(lo[2]) <= w[2])
             & (k[3].wrapping_sub(lo[3]) <= w[3])
-            & (k[4].wrapping_sub(lo[4]) <= w[4])
+            & (k[4].wrapping_sub(lo[4]) <= w[4] & 0xff)
+    }
+    /// See [`Entry`].
+    #[inline(always)]
+    fn bound(&self) -> u32 {
+        self.width[4] >> 8
+    }
+    fn lower_bound(&mut self, b: u32) {
+        if b < self.bound() {
+            self.width[4] = (self.width[4] & 0xff) | (b << 8);
+        }
+    }
+    fn set_bound(&mut self, b: u32) {
+        self.width[4] = (self.width[4] & 0xff) | (b.min(BOUND_MAX) << 8);
+    }
+    /// The width of field `d`, without the bound.
+    fn width(&self, d: usize) -> u32 {
+        self.width[d] & if d == 4 { 0xff } else { u32::MAX }
+    }
+    /// Whether the box meets `b`.
+    fn overlaps(&self, b: &FieldBox) -> bool {
+        (0..DIMS)
+            .all(|d| self.lo[d] <= b.hi[d] && b.lo[d] - self.lo[d].min(b.lo[d]) <= self.width(d))
+    }
+    /// The box, clipped to `r`.
+    fn clipped(&self, r: &Region) -> FieldBox {
+        FieldBox {
+            lo: core::array::from_fn(|d| self.lo[d].max(r.base[d])),
+            hi: core::array::from_fn(|d| (self.lo[d] + self.width(d)).min(r.hi(d))),
+        }
     }
 }
 
@@ -466,6 +511,10 @@ struct Tree {
     /// again) rebuild it.
     used: usize,
     built: usize,
+    /// A bound below every entry's own: inserts into other trees whose rules reach more
+    /// leaves here than an insert should visit lower this instead (see
+    /// [`Tree::lower_bounds`]).
+    cap: u32,
 }
 
 /// Makes room for `add` more elements, growing by an eighth rather than doubling: the
@@ -475,6 +524,10 @@ fn grow<T>(v: &mut Vec<T>, add: usize) {
         v.reserve_exact(add.max(v.capacity() / 8).max(64));
     }
 }
+
+/// Nodes a search for an entry's bound visits in each other tree before giving up (and
+/// leaving the bound at 0).
+const BOUND_BUDGET: u32 = 16;
 
 /// Entry blocks up to this size are reused; larger ones count as dead.
 const REUSE_MAX: usize = 64;
@@ -501,6 +554,7 @@ impl Tree {
             free_info: Vec::new(),
             used: 0,
             built: 0,
+            cap: 0,
         }
     }
 
@@ -754,6 +808,130 @@ impl Tree {
         None
     }
 
+    /// Whether a rule of the tree that meets `bx` has a priority of at most `p`; also
+    /// when finding out would take more than `budget` nodes.
+    fn any_before(&self, bx: &FieldBox, p: u32, mut budget: u32) -> bool {
+        !self.none_before(self.root, bx, p, &mut budget)
+    }
+
+    fn none_before(&self, n: Node, bx: &FieldBox, p: u32, budget: &mut u32) -> bool {
+        if n.min > p {
+            return true;
+        }
+        if *budget == 0 {
+            return false;
+        }
+        *budget -= 1;
+        if n.dim == LEAF {
+            return self.entries[n.first as usize..]
+                .iter()
+                .take_while(|e| e.order != u64::MAX && (e.order >> 32) as u32 <= p)
+                .all(|e| !e.overlaps(bx));
+        }
+        let cut = self.info[n.info as usize].cut;
+        if !cut.overlaps(bx) {
+            return true;
+        }
+        let (d, k) = (n.dim as usize, n.mask.count_ones() as u8);
+        let (a, b) = cut.span(bx, d, k);
+        (a..=b).all(|i| self.none_before(self.slots[n.first as usize + i as usize], bx, p, budget))
+    }
+
+    /// Lowers to `p` the bounds of the entries whose boxes meet `bx` (a rule of priority
+    /// `p` inserted into another tree), or the tree's cap when that would take more than a
+    /// few nodes.
+    fn lower_bounds(&mut self, bx: &FieldBox, p: u32) {
+        if self.cap <= p {
+            return;
+        }
+        let mut budget = 16;
+        if !self.lower_node(self.root, bx, p, &mut budget) {
+            self.cap = p;
+        }
+    }
+
+    fn lower_node(&mut self, n: Node, bx: &FieldBox, p: u32, budget: &mut u32) -> bool {
+        if n.is_empty() {
+            return true;
+        }
+        if *budget == 0 {
+            return false;
+        }
+        *budget -= 1;
+        let info = self.info[n.info as usize];
+        if n.dim == LEAF {
+            let s = n.first as usize;
+            for e in &mut self.entries[s..s + info.len as usize] {
+                if e.overlaps(bx) {
+                    e.lower_bound(p);
+                }
+            }
+            return true;
+        }
+        if !info.cut.overlaps(bx) {
+            return true;
+        }
+        let (d, k) = (n.dim as usize, n.mask.count_ones() as u8);
+        let (a, b) = info.cut.span(bx, d, k);
+        (a..=b).all(|i| {
+            let c = self.slots[n.first as usize + i as usize];
+            self.lower_node(c, bx, p, budget)
+        })
+    }
+
+    /// Lowers each key's best match (order, `u64::MAX` for none) to its first match in
+    /// this tree, walking the keys down together a level at a time. `lim` is what nodes
+    /// are pruned against: the best match, or 0 once an entry's bound shows that no other
+    /// tree has anything better. `fresh`: no key has a match yet, so no node is pruned.
+    #[inline(always)]
+    fn walk_group(&self, k: &[[u32; 8]; G], best: &mut [u64; G], lim: &mut [u64; G], fresh: bool) {
+        let mut cur = [self.root; G];
+        loop {
+            let mut more = false;
+            for i in 0..G {
+                let c = cur[i];
+                if c.dim != LEAF {
+                    if !fresh && c.pruned(lim[i]) {
+                        cur[i] = EMPTY;
+                        continue;
+                    }
+                    let v = k[i][usize::from(c.dim & 7)];
+                    let slot = c.first as usize + ((v >> c.shift) & u32::from(c.mask)) as usize;
+                    cur[i] = self.slots[slot];
+                    more = true;
+                }
+            }
+            if !more {
+                break;
+            }
+        }
+        // Start every key's leaf loading before scanning any: the scans branch on what
+        // they find, which would otherwise leave one miss in flight at a time.
+        let mut touch = 0u64;
+        for c in &cur {
+            touch ^= self.entries[c.first as usize].order;
+        }
+        std::hint::black_box(touch);
+        let cap = self.cap;
+        for i in 0..G {
+            if cur[i].pruned(lim[i]) {
+                continue;
+            }
+            for e in &self.entries[cur[i].first as usize..] {
+                if e.order >= best[i] {
+                    break;
+                }
+                if e.contains(&k[i]) {
+                    best[i] = e.order;
+                    // Nothing in the other trees comes before this match: done.
+                    let done = (e.order >> 32) < u64::from(e.bound().min(cap));
+                    lim[i] = if done { 0 } else { e.order };
+                    break;
+                }
+            }
+        }
+    }
+
     /// Adds `rule` under the node at `at`, whose region is `region`. `index` finds the
     /// tree's rules by id (a leaf that splits is rebuilt from them).
     fn insert(
@@ -997,6 +1175,10 @@ pub struct Classifier {
     index: HashMap<u32, (u8, u32)>,
     /// The order trees are searched in (see [`Classifier::order_trees`]).
     search: [usize; 4],
+    /// Whether most headers go on past the first tree into most of the others (sampled at
+    /// build): a batch then takes each group of keys through all the trees, rather than a
+    /// chunk of keys through one tree at a time.
+    grouped: bool,
 }
 
 impl Default for Classifier {
@@ -1013,6 +1195,7 @@ impl Classifier {
             trees: (0..4).map(|_| Tree::new()).collect(),
             index: HashMap::new(),
             search: [0, 1, 2, 3],
+            grouped: false,
         }
     }
 
@@ -1042,6 +1225,7 @@ impl Classifier {
             tree.rebuild(&cfg);
         }
         c.order_trees();
+        c.bound_tree(c.search[0]);
         Ok(c)
     }
 
@@ -1052,6 +1236,7 @@ impl Classifier {
     fn order_trees(&mut self) {
         let total: usize = self.trees.iter().map(|t| t.list.len()).sum();
         let mut wins = [0usize; 4];
+        let mut sample = Vec::new();
         if total > 0 {
             let mut x = 0x9e37_79b9_7f4a_7c15u64;
             let mut next = move || {
@@ -1073,6 +1258,7 @@ impl Classifier {
                     let span = u64::from(b.hi[d] - b.lo[d]) + 1;
                     *v = b.lo[d] + (next() % span) as u32;
                 }
+                sample.push(key);
                 let mut best = u64::MAX;
                 let mut winner = None;
                 for (t, tree) in self.trees.iter().enumerate() {
@@ -1093,6 +1279,54 @@ impl Classifier {
             )
         });
         self.search = search;
+        // How many of the sampled headers go on into each tree after the first.
+        let (mut pairs, mut live) = (0, 0);
+        for key in &sample {
+            let mut best = u64::MAX;
+            self.trees[search[0]].lookup(key, 0, &mut best, &mut |_| true);
+            for &t in &search[1..] {
+                let root = self.trees[t].root;
+                if !root.is_empty() {
+                    pairs += 1;
+                    live += usize::from(!root.pruned(best));
+                }
+            }
+        }
+        self.grouped = 2 * live >= pairs && pairs > 0;
+    }
+
+    /// Sets the bound of every entry of tree `t` (see [`Entry`]) from the other trees, and
+    /// its cap to none.
+    fn bound_tree(&mut self, t: usize) {
+        let tree = &self.trees[t];
+        let mut bounds = Vec::with_capacity(tree.entries.len());
+        let mut stack = vec![tree.root];
+        while let Some(n) = stack.pop() {
+            if n.is_empty() {
+                continue;
+            }
+            let s = n.first as usize;
+            if n.dim != LEAF {
+                stack.extend_from_slice(&tree.slots[s..=s + usize::from(n.mask)]);
+                continue;
+            }
+            let info = &tree.info[n.info as usize];
+            for (j, e) in tree.entries[s..s + info.len as usize].iter().enumerate() {
+                // Only whether the bound is above the entry's priority matters: a bound
+                // of one more than it when so, else 0.
+                let p = (e.order >> 32) as u32;
+                let bx = e.clipped(&info.region);
+                let before = (self.trees.iter().enumerate())
+                    .any(|(u, other)| u != t && other.any_before(&bx, p, BOUND_BUDGET));
+                let b = if before { 0 } else { p.saturating_add(1) };
+                bounds.push((s + j, b));
+            }
+        }
+        let tree = &mut self.trees[t];
+        for (j, b) in bounds {
+            tree.entries[j].set_bound(b);
+        }
+        tree.cap = u32::MAX;
     }
 
     fn tree_of(&self, b: &FieldBox) -> u8 {
@@ -1120,6 +1354,14 @@ impl Classifier {
         tree.insert(None, Region::ROOT, &rule, &self.index, &self.cfg);
         if tree.bloated() {
             tree.rebuild(&self.cfg);
+            if self.search[0] == usize::from(t) {
+                self.bound_tree(usize::from(t));
+            }
+        }
+        for (u, other) in self.trees.iter_mut().enumerate() {
+            if u != usize::from(t) {
+                other.lower_bounds(&rule.fields, rule.priority);
+            }
         }
         Ok(())
     }
@@ -1139,6 +1381,9 @@ impl Classifier {
         tree.remove(None, &rule, &self.cfg);
         if tree.bloated() {
             tree.rebuild(&self.cfg);
+            if self.search[0] == usize::from(t) {
+                self.bound_tree(usize::from(t));
+            }
         }
         true
     }
@@ -1188,86 +1433,134 @@ impl Classifier {
     /// Classifies a batch: `out[i]` gets the first match of `keys[i]`. Extra slots of the
     /// longer slice are left alone.
     ///
-    /// Keys go down each tree a level at a time in groups, so that the memory loads of
-    /// different keys overlap instead of waiting on one another; a key stops as soon as
-    /// the node it reached holds no rule before its best match so far.
+    /// A chunk of keys goes through the trees one tree at a time. In each tree, the keys
+    /// that may still find something better there (the root holds a rule before their
+    /// best match so far, and no entry bound has settled them) go down together in
+    /// groups, a level at a time, so that the memory loads of different keys overlap
+    /// instead of waiting on one another; a key stops as soon as the node it reached holds
+    /// no rule before its best match.
     pub fn lookup_batch(&self, keys: &[Key], out: &mut [Option<u32>]) {
-        // Groups of six: a group takes as many rounds as its deepest key, and every
-        // round passes over every key of the group, so larger groups pay for more rounds
-        // in which most keys are already at their leaves (groups of 16 cost ipc1 14.4
-        // key-rounds per header for 6 levels descended, groups of 8 cost 12.7; with the
-        // loops unrolled, groups of 6 take 2-4% fewer instructions than groups of 8 on
-        // every set, and groups of 12 a third more); six still keep enough loads in
-        // flight.
-        for (kc, oc) in keys.chunks(G).zip(out.chunks_mut(G)) {
-            let n = kc.len().min(oc.len());
-            // A full group of keys, each padded to eight fields (a field index is then
-            // masked, not bounds-checked); a short last group repeats its last key, so that
-            // every loop runs over a constant count and unrolls.
-            let mut k = [[0u32; 8]; G];
-            for (i, x) in k.iter_mut().enumerate() {
-                x[..DIMS].copy_from_slice(&kc[i.min(n - 1)]);
+        if self.grouped {
+            for (kc, oc) in keys.chunks(G).zip(out.chunks_mut(G)) {
+                let n = kc.len().min(oc.len());
+                let k: [[u32; 8]; G] = core::array::from_fn(|i| {
+                    let x = &kc[i.min(n - 1)];
+                    [x[0], x[1], x[2], x[3], x[4], 0, 0, 0]
+                });
+                let best = self.lookup_group(&k);
+                for (o, b) in oc[..n].iter_mut().zip(&best[..n]) {
+                    *o = (*b != u64::MAX).then_some(*b as u32);
+                }
             }
-            let best = self.lookup_group(&k);
+            return;
+        }
+        for (kc, oc) in keys.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
+            let n = kc.len().min(oc.len());
+            // Whole groups, so that the per-key loops run a constant count and unroll: the
+            // keys past the chunk repeat its last key. Each key is padded to eight fields
+            // (a field index is then masked, not bounds-checked).
+            let k: [[u32; 8]; CHUNK] = core::array::from_fn(|i| {
+                let x = &kc[i.min(n - 1)];
+                [x[0], x[1], x[2], x[3], x[4], 0, 0, 0]
+            });
+            let groups = n.div_ceil(G);
+            let mut best = [u64::MAX; CHUNK];
+            let mut lim = [u64::MAX; CHUNK];
+            let mut live = [0u8; CHUNK];
+            let mut first = true;
+            for &t in &self.search {
+                let tree = &self.trees[t];
+                if tree.min_order == u64::MAX {
+                    continue;
+                }
+                // The keys that may find a better match in this tree, as a bit set built
+                // without branches: the root holds a rule before their best match.
+                let mut m = n;
+                let mut set = [0u64; CHUNK.div_ceil(64)];
+                if !first {
+                    let root = u64::from(tree.root.min) << 32;
+                    for (w, l) in set.iter_mut().zip(lim[..n].chunks(64)) {
+                        for (b, &x) in l.iter().enumerate() {
+                            *w |= u64::from(x > root) << b;
+                        }
+                    }
+                    m = set.iter().map(|w| w.count_ones() as usize).sum();
+                }
+                if 4 * m >= 3 * n {
+                    // Most keys go on: walk the groups as they are, skipping those with
+                    // none that can.
+                    let groups = k
+                        .chunks_exact(G)
+                        .zip(best.chunks_exact_mut(G))
+                        .zip(lim.chunks_exact_mut(G))
+                        .take(groups);
+                    for ((kg, bg), lg) in groups {
+                        let (Ok(kg), Ok(bg), Ok(lg)) = (
+                            <&[_; G]>::try_from(kg),
+                            <&mut [_; G]>::try_from(bg),
+                            <&mut [_; G]>::try_from(lg),
+                        ) else {
+                            continue;
+                        };
+                        if !first && lg.iter().all(|&b| tree.root.pruned(b)) {
+                            continue;
+                        }
+                        tree.walk_group(kg, bg, lg, first);
+                    }
+                } else if m > 0 {
+                    // Few do: walk only those, gathered into groups (the last one repeats
+                    // its last key).
+                    let mut j = 0;
+                    for (w, &bits) in set.iter().enumerate() {
+                        let mut bits = bits;
+                        while bits != 0 {
+                            live[j] = (64 * w) as u8 | bits.trailing_zeros() as u8;
+                            j += 1;
+                            bits &= bits - 1;
+                        }
+                    }
+                    let padded = m.next_multiple_of(G);
+                    let last = live[m - 1];
+                    live[m..padded].fill(last);
+                    for g in live[..padded].chunks_exact(G) {
+                        let mut kg = [[0u32; 8]; G];
+                        let mut bg = [0u64; G];
+                        let mut lg = [0u64; G];
+                        for j in 0..G {
+                            let i = usize::from(g[j]);
+                            kg[j] = k[i];
+                            bg[j] = best[i];
+                            lg[j] = lim[i];
+                        }
+                        tree.walk_group(&kg, &mut bg, &mut lg, false);
+                        for j in 0..G {
+                            best[usize::from(g[j])] = bg[j];
+                            lim[usize::from(g[j])] = lg[j];
+                        }
+                    }
+                }
+                first = false;
+            }
             for (o, b) in oc[..n].iter_mut().zip(&best[..n]) {
                 *o = (*b != u64::MAX).then_some(*b as u32);
             }
         }
     }
 
-    /// The best match (order) of each key of a group, `u64::MAX` for none.
+    /// The best match (order) of each key of a group, `u64::MAX` for none, taking the
+    /// group through all the trees.
     #[inline]
     fn lookup_group(&self, k: &[[u32; 8]; G]) -> [u64; G] {
         let mut best = [u64::MAX; G];
+        let mut lim = [u64::MAX; G];
+        let mut first = true;
         for &t in &self.search {
             let tree = &self.trees[t];
-            // Most keys of a group often have a match before anything in this tree.
-            if tree.min_order == u64::MAX || best.iter().all(|&b| tree.root.pruned(b)) {
+            if tree.min_order == u64::MAX || lim.iter().all(|&b| tree.root.pruned(b)) {
                 continue;
             }
-            let mut cur = [tree.root; G];
-            // Before any match (in the first tree searched) no node is pruned.
-            let fresh = best.iter().all(|&b| b == u64::MAX);
-            loop {
-                let mut more = false;
-                for i in 0..G {
-                    let c = cur[i];
-                    if c.dim != LEAF {
-                        if !fresh && c.pruned(best[i]) {
-                            cur[i] = EMPTY;
-                            continue;
-                        }
-                        let v = k[i][usize::from(c.dim & 7)];
-                        let slot = c.first as usize + ((v >> c.shift) & u32::from(c.mask)) as usize;
-                        cur[i] = tree.slots[slot];
-                        more = true;
-                    }
-                }
-                if !more {
-                    break;
-                }
-            }
-            // Start every key's leaf loading before scanning any: the scans branch on
-            // what they find, which would otherwise leave one miss in flight at a time.
-            let mut touch = 0u64;
-            for c in &cur {
-                touch ^= tree.entries[c.first as usize].order;
-            }
-            std::hint::black_box(touch);
-            for i in 0..G {
-                if cur[i].pruned(best[i]) {
-                    continue;
-                }
-                for e in &tree.entries[cur[i].first as usize..] {
-                    if e.order >= best[i] {
-                        break;
-                    }
-                    if e.contains(&k[i]) {
-                        best[i] = e.order;
-                        break;
-                    }
-                }
-            }
+            tree.walk_group(k, &mut best, &mut lim, first);
+            first = false;
         }
         best
     }

@@ -754,20 +754,8 @@ impl Firewall {
             && ct == CtStates::ESTABLISHED
             && let Some((id, dir)) = conn
         {
-            self.memo.remember(
-                &self.ct,
-                FlowMemo {
-                    tuple,
-                    from,
-                    flags: info.tcp_flags,
-                    mark_in,
-                    mark_out: meta.mark,
-                    id,
-                    dir,
-                    route,
-                    trail: self.trail,
-                },
-            );
+            let m = self.flow_memo(tuple, from, &info, (mark_in, meta.mark), (id, dir), route);
+            self.memo.remember(&self.ct, m);
         }
 
         // Source translation: postrouting, or input for local delivery.
@@ -819,6 +807,30 @@ impl Firewall {
         }
         self.stats.accepted += 1;
         Verdict::Accept(route)
+    }
+
+    /// The path an accepted packet took through the filter walk just recorded: `marks` is
+    /// its mark before and after the walk, `conn` its flow and direction.
+    fn flow_memo<K>(
+        &self,
+        tuple: K,
+        from: Source,
+        info: &PktInfo,
+        marks: (u32, u32),
+        conn: (u32, Direction),
+        route: Route,
+    ) -> FlowMemo<K> {
+        FlowMemo {
+            tuple,
+            from,
+            flags: info.tcp_flags,
+            mark_in: marks.0,
+            mark_out: marks.1,
+            id: conn.0,
+            dir: conn.1,
+            route,
+            trail: self.trail,
+        }
     }
 
     /// The verdict for an IPv4 packet that follows a remembered path (see [`Memo::replay`]).
@@ -955,20 +967,8 @@ impl Firewall {
             && ct == CtStates::ESTABLISHED
             && let Some((id, dir)) = conn
         {
-            self.memo6.remember(
-                &self.ct6,
-                FlowMemo {
-                    tuple,
-                    from,
-                    flags: info.tcp_flags,
-                    mark_in,
-                    mark_out: meta.mark,
-                    id,
-                    dir,
-                    route,
-                    trail: self.trail,
-                },
-            );
+            let m = self.flow_memo(tuple, from, info, (mark_in, meta.mark), (id, dir), route);
+            self.memo6.remember(&self.ct6, m);
         }
         if let Some(mut c) = new_conn {
             let t = self.ct6.timeouts;

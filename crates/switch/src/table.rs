@@ -172,6 +172,15 @@ fn select(w: &[u64; 2 * SLOTS], want: u64) -> u64 {
     hit
 }
 
+/// The meta word of the key whose complement is `want` in one bucket (0 when absent), if a
+/// lookup ends at this bucket: the key is in it, or it has an empty slot.
+#[inline(always)]
+fn scan(bucket: &Bucket, want: u64) -> Option<u64> {
+    let w = words(bucket);
+    let hit = select(&w, want);
+    (hit != 0 || has_empty(&w)).then_some(hit)
+}
+
 /// Whether a bucket has an empty slot: a probe sequence ends there (slots only ever empty all
 /// at once, in a rebuild, so no key lies past an empty slot).
 #[inline(always)]
@@ -308,15 +317,11 @@ impl Lines<'_> {
     #[inline(always)]
     pub(crate) fn meta_of(self, want: u64, h: u64) -> u64 {
         let b = self.home(h);
-        let Some(bucket) = self.0.get(b) else {
-            return 0;
-        };
-        let w = words(bucket);
-        let hit = select(&w, want);
-        if hit != 0 || has_empty(&w) {
-            return hit;
+        match self.0.get(b).map(|bucket| scan(bucket, want)) {
+            Some(Some(hit)) => hit,
+            Some(None) => self.probe(want, b),
+            None => 0,
         }
-        self.probe(want, b)
     }
 
     /// [`meta_of`](Self::meta_of) past a full home bucket `home`.
@@ -330,9 +335,7 @@ impl Lines<'_> {
             let Some(bucket) = self.0.get(b) else {
                 return 0;
             };
-            let w = words(bucket);
-            let hit = select(&w, want);
-            if hit != 0 || has_empty(&w) {
+            if let Some(hit) = scan(bucket, want) {
                 return hit;
             }
         }

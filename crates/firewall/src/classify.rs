@@ -844,7 +844,7 @@ impl Tree {
         if self.cap <= p {
             return;
         }
-        let mut budget = 16;
+        let mut budget = BOUND_BUDGET;
         if !self.lower_node(self.root, bx, p, &mut budget) {
             self.cap = p;
         }
@@ -1443,10 +1443,7 @@ impl Classifier {
         if self.grouped {
             for (kc, oc) in keys.chunks(G).zip(out.chunks_mut(G)) {
                 let n = kc.len().min(oc.len());
-                let k: [[u32; 8]; G] = core::array::from_fn(|i| {
-                    let x = &kc[i.min(n - 1)];
-                    [x[0], x[1], x[2], x[3], x[4], 0, 0, 0]
-                });
+                let k: [[u32; 8]; G] = padded(kc, n);
                 let best = self.lookup_group(&k);
                 for (o, b) in oc[..n].iter_mut().zip(&best[..n]) {
                     *o = (*b != u64::MAX).then_some(*b as u32);
@@ -1456,13 +1453,7 @@ impl Classifier {
         }
         for (kc, oc) in keys.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
             let n = kc.len().min(oc.len());
-            // Whole groups, so that the per-key loops run a constant count and unroll: the
-            // keys past the chunk repeat its last key. Each key is padded to eight fields
-            // (a field index is then masked, not bounds-checked).
-            let k: [[u32; 8]; CHUNK] = core::array::from_fn(|i| {
-                let x = &kc[i.min(n - 1)];
-                [x[0], x[1], x[2], x[3], x[4], 0, 0, 0]
-            });
+            let k: [[u32; 8]; CHUNK] = padded(kc, n);
             let groups = n.div_ceil(G);
             let mut best = [u64::MAX; CHUNK];
             let mut lim = [u64::MAX; CHUNK];
@@ -1596,4 +1587,15 @@ impl Classifier {
             })
             .collect()
     }
+}
+
+/// The first `n` (at least one) of `keys` as `N` whole keys for a batch, so that the per-key
+/// loops run a constant count and unroll: the keys past `n` repeat the last one. Each key is
+/// padded to eight fields (a field index is then masked, not bounds-checked).
+#[inline(always)]
+fn padded<const N: usize>(keys: &[Key], n: usize) -> [[u32; 8]; N] {
+    core::array::from_fn(|i| {
+        let x = &keys[i.min(n - 1)];
+        [x[0], x[1], x[2], x[3], x[4], 0, 0, 0]
+    })
 }

@@ -11,6 +11,9 @@
 # ENCAP=udp puts the tunnel in UDP (NAT-T, RFC 3948, port 4500) instead of native ESP, which
 # lets the gateways send and receive whole bursts as UDP GSO/GRO super-packets.
 #
+# CC=cubic|bbr|reno picks the TCP congestion control of both iperf3 runs (default: the hosts'
+# own); the bench prints it with each run's mean RTT and retransmissions.
+#
 # Needs root, iproute2 and iperf3. Traffic stays inside the namespaces.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,18 +66,26 @@ machine_cpu() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 +
 
 bench() {
   local secs=${BENCH_SECONDS:-10}
+  # Both runs use one congestion control: CC, or the hosts' default (which the kernel's
+  # net.ipv4.tcp_congestion_control gives each new namespace).
+  local cc=${CC:-$(ip netns exec gk-ha sysctl -n net.ipv4.tcp_congestion_control)}
+  # Received rate, bytes and seconds, then the sender's mean RTT (us) and retransmissions.
+  local summary='import json,sys
+e = json.load(sys.stdin)["end"]
+r, s = e["sum_received"], e["streams"][0]["sender"]
+print(r["bits_per_second"], r["bytes"], r["seconds"], s.get("mean_rtt", 0), e["sum_sent"].get("retransmits", 0))'
   ip netns exec gk-hb iperf3 -s -D -1 -p 5201
   ip netns exec gk-bb iperf3 -s -D -1 -p 5202
   sleep 0.5
   local a0 b0 m0; a0=$(cpu_of "$(cat $RUN/gwa.pid)"); b0=$(cpu_of "$(cat $RUN/gwb.pid)"); m0=$(machine_cpu)
   local tun base
-  tun=$(ip netns exec gk-ha iperf3 -c 10.2.0.10 -p 5201 -t "$secs" -J | python3 -c 'import json,sys; e=json.load(sys.stdin)["end"]["sum_received"]; print(e["bits_per_second"], e["bytes"], e["seconds"])')
+  tun=$(ip netns exec gk-ha iperf3 -c 10.2.0.10 -p 5201 -t "$secs" -C "$cc" -J | python3 -c "$summary")
   local a1 b1 m1; a1=$(cpu_of "$(cat $RUN/gwa.pid)"); b1=$(cpu_of "$(cat $RUN/gwb.pid)"); m1=$(machine_cpu)
-  base=$(ip netns exec gk-ba iperf3 -c 10.9.0.2 -p 5202 -t "$secs" -J | python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"])')
-  python3 - "$tun" "$base" "$a0" "$a1" "$b0" "$b1" "$m0" "$m1" "$(nproc)" "$(grep -h '^encap' $RUN/site-a.toml | cut -d'"' -f2)" <<'PY'
+  base=$(ip netns exec gk-ba iperf3 -c 10.9.0.2 -p 5202 -t "$secs" -C "$cc" -J | python3 -c "$summary")
+  python3 - "$tun" "$base" "$a0" "$a1" "$b0" "$b1" "$m0" "$m1" "$(nproc)" "$(grep -h '^encap' $RUN/site-a.toml | cut -d'"' -f2)" "$cc" <<'PY'
 import sys
-bps, nbytes, secs = map(float, sys.argv[1].split())
-base = float(sys.argv[2])
+bps, nbytes, secs, rtt, retr = map(float, sys.argv[1].split())
+base, _, _, base_rtt, base_retr = map(float, sys.argv[2].split())
 ca = float(sys.argv[4]) - float(sys.argv[3])
 cb = float(sys.argv[6]) - float(sys.argv[5])
 (busy0, all0), (busy1, all1) = (map(float, sys.argv[k].split()) for k in (7, 8))
@@ -82,6 +93,8 @@ cores = int(sys.argv[9])
 gb = nbytes / 1e9
 print(f"gatekit ESP tunnel ({sys.argv[10]}), 1 TCP stream: {bps/1e9:.2f} Gbit/s ({gb:.2f} GB in {secs:.1f} s)")
 print(f"bare veth baseline, 1 TCP stream: {base/1e9:.2f} Gbit/s")
+print(f"TCP congestion control {sys.argv[11]}: sender's mean RTT {rtt/1000:.2f} ms through the tunnel,"
+      f" {base_rtt/1000:.2f} ms bare; retransmitted segments {retr:.0f} and {base_retr:.0f}")
 print(f"ratio: {bps/base:.3f} of the bare path")
 print(f"gateway CPU during the tunnel run: gw-a {100*ca/secs:.0f}%, gw-b {100*cb/secs:.0f}% of one core;"
       f" {ca/gb:.2f} and {cb/gb:.2f} CPU-seconds per GB moved")

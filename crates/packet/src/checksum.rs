@@ -6,17 +6,31 @@
 /// Adds `data` to a running one's-complement sum (RFC 1071 §4.1: 16-bit big-endian words, an
 /// odd final byte padded with zero). Chain calls on even-length pieces, then [`fold`].
 #[inline]
-pub fn sum(acc: u64, data: &[u8]) -> u64 {
+pub fn sum(mut acc: u64, data: &[u8]) -> u64 {
     if data.len() < SHORT {
         return sum_tail(acc, data);
     }
     let (blocks, rest) = data.as_chunks::<BLOCK>();
-    let mut lanes = [0u64; LANES];
-    for b in blocks {
-        add_block(&mut lanes, b);
+    // A lane takes one 16-bit word a block: 32 bits hold the words of `RUN` blocks.
+    for run in blocks.chunks(RUN) {
+        let mut lanes = [0u32; WORDS];
+        for b in run {
+            let (words, _) = b.as_chunks::<2>();
+            for (l, w) in lanes.iter_mut().zip(words) {
+                *l += u32::from(u16::from_ne_bytes(*w));
+            }
+        }
+        let bulk = fold(lanes.iter().map(|&l| u64::from(l)).sum());
+        acc = add_carry(acc, u64::from(u16::from_be(bulk)));
     }
-    sum_tail(add_lanes(acc, &lanes), rest)
+    sum_tail(acc, rest)
 }
+
+/// 16-bit words of a block: [`sum`] keeps each in a 32-bit lane of its own, which the
+/// compiler widens and adds four at a time (one widening load and one add per 8 bytes).
+const WORDS: usize = BLOCK / 2;
+/// Blocks a 32-bit lane can take before it could overflow (65,537 words of 0xffff would).
+const RUN: usize = 65_536;
 
 /// Copies `src` into `dst` (which must have the same length) and returns `sum(acc, src)`:
 /// one pass over the bytes where a copy followed by [`sum`] makes two. For cutting a
@@ -280,6 +294,31 @@ mod tests {
             let got = fold(copy_and_sum(u64::from(acc), &data, &mut copy));
             proptest::prop_assert_eq!(got, want, "copy_and_sum");
             proptest::prop_assert_eq!(&copy, &data);
+        }
+    }
+
+    #[test]
+    fn inputs_longer_than_a_lane_run_keep_every_carry() {
+        // All-ones words are the most a 32-bit lane can take: past `RUN` blocks one more
+        // would overflow it, so the sum must fold its lanes and go on.
+        for len in [
+            RUN * BLOCK - 2,
+            RUN * BLOCK,
+            RUN * BLOCK + 34,
+            2 * RUN * BLOCK + 101,
+        ] {
+            let ones = vec![0xffu8; len];
+            assert_eq!(
+                fold(sum(0, &ones)),
+                rfc1071_reference(0, &ones),
+                "ones, {len}"
+            );
+            let mixed: Vec<u8> = (0..len).map(|i| (i * 131 + i / 977) as u8).collect();
+            assert_eq!(
+                fold(sum(7, &mixed)),
+                rfc1071_reference(7, &mixed),
+                "mixed, {len}"
+            );
         }
     }
 

@@ -11,26 +11,15 @@ pub fn sum(mut acc: u64, data: &[u8]) -> u64 {
         return sum_tail(acc, data);
     }
     let (blocks, rest) = data.as_chunks::<BLOCK>();
-    // A lane takes one 16-bit word a block: 32 bits hold the words of `RUN` blocks.
     for run in blocks.chunks(RUN) {
         let mut lanes = [0u32; WORDS];
         for b in run {
-            let (words, _) = b.as_chunks::<2>();
-            for (l, w) in lanes.iter_mut().zip(words) {
-                *l += u32::from(u16::from_ne_bytes(*w));
-            }
+            add_block(&mut lanes, b);
         }
-        let bulk = fold(lanes.iter().map(|&l| u64::from(l)).sum());
-        acc = add_carry(acc, u64::from(u16::from_be(bulk)));
+        acc = add_lanes(acc, &lanes);
     }
     sum_tail(acc, rest)
 }
-
-/// 16-bit words of a block: [`sum`] keeps each in a 32-bit lane of its own, which the
-/// compiler widens and adds four at a time (one widening load and one add per 8 bytes).
-const WORDS: usize = BLOCK / 2;
-/// Blocks a 32-bit lane can take before it could overflow (65,537 words of 0xffff would).
-const RUN: usize = 65_536;
 
 /// Copies `src` into `dst` (which must have the same length) and returns `sum(acc, src)`:
 /// one pass over the bytes where a copy followed by [`sum`] makes two. For cutting a
@@ -43,45 +32,50 @@ const RUN: usize = 65_536;
 // a `memcpy` and a separate sum over 8-byte loads, two passes at a third of the speed. The
 // call costs nothing next to a segment's worth of bytes.
 #[inline(never)]
-pub fn copy_and_sum(acc: u64, src: &[u8], dst: &mut [u8]) -> u64 {
+pub fn copy_and_sum(mut acc: u64, src: &[u8], dst: &mut [u8]) -> u64 {
     assert_eq!(src.len(), dst.len(), "copy_and_sum: lengths differ");
     let (from, rest) = src.as_chunks::<BLOCK>();
     let (to, rest_to) = dst.as_chunks_mut::<BLOCK>();
-    let mut lanes = [0u64; LANES];
-    for (s, d) in from.iter().zip(to) {
-        *d = *s;
-        add_block(&mut lanes, s);
+    for (run_from, run_to) in from.chunks(RUN).zip(to.chunks_mut(RUN)) {
+        let mut lanes = [0u32; WORDS];
+        for (s, d) in run_from.iter().zip(run_to) {
+            *d = *s;
+            add_block(&mut lanes, s);
+        }
+        acc = add_lanes(acc, &lanes);
     }
     rest_to.copy_from_slice(rest);
-    sum_tail(add_lanes(acc, &lanes), rest)
+    sum_tail(acc, rest)
 }
 
 /// Below this many bytes (headers, small packets) the serial sum is faster than setting up
 /// and folding the lanes.
 const SHORT: usize = 128;
-/// Bytes per block of the bulk loop, and the 32-bit words (lanes) of a block.
+/// Bytes per block of the bulk loop.
 const BLOCK: usize = 32;
-const LANES: usize = BLOCK / 4;
+/// 16-bit words of a block, each summed in a 32-bit lane of its own.
+const WORDS: usize = BLOCK / 2;
+/// Blocks a run of lanes takes before it is folded: a lane overflows only past 65,536 words
+/// of 0xffff.
+const RUN: usize = 65_536;
 
-/// Adds a block's 32-bit words, in the machine's byte order, each to its own 64-bit lane: no
-/// carry ripples from one word to the next (a lane overflows only after 2^32 blocks), so the
-/// compiler turns the loop into vector adds. The words are read as 64-bit loads and split,
-/// which keeps them loads (assembling each from four bytes defeats the vectoriser).
+/// Adds a block's 16-bit words, in the machine's byte order, each to its own 32-bit lane: no
+/// carry ripples from one word to the next, so the compiler widens and adds them four at a
+/// time (one widening load and one vector add per 8 bytes).
 #[inline(always)]
-fn add_block(lanes: &mut [u64; LANES], b: &[u8; BLOCK]) {
-    let (words, _) = b.as_chunks::<8>();
-    for (pair, w) in lanes.chunks_exact_mut(2).zip(words) {
-        let w = u64::from_ne_bytes(*w);
-        pair[0] += w & 0xffff_ffff;
-        pair[1] += w >> 32;
+fn add_block(lanes: &mut [u32; WORDS], b: &[u8; BLOCK]) {
+    let (words, _) = b.as_chunks::<2>();
+    for (l, w) in lanes.iter_mut().zip(words) {
+        *l += u32::from(u16::from_ne_bytes(*w));
     }
 }
 
-/// Folds the lanes into the running sum. Summing in the machine's byte order and swapping the
-/// folded result gives the big-endian sum (RFC 1071 §2(B), byte order independence).
+/// Folds a run's lanes into the running sum. Summing in the machine's byte order and
+/// swapping the folded result gives the big-endian sum (RFC 1071 §2(B), byte order
+/// independence).
 #[inline(always)]
-fn add_lanes(acc: u64, lanes: &[u64; LANES]) -> u64 {
-    let bulk = fold(lanes.iter().fold(0, |a, l| add_carry(a, *l)));
+fn add_lanes(acc: u64, lanes: &[u32; WORDS]) -> u64 {
+    let bulk = fold(lanes.iter().map(|&l| u64::from(l)).sum());
     add_carry(acc, u64::from(u16::from_be(bulk)))
 }
 
@@ -319,6 +313,10 @@ mod tests {
                 rfc1071_reference(7, &mixed),
                 "mixed, {len}"
             );
+            let mut copy = vec![0u8; len];
+            let got = fold(copy_and_sum(0, &ones, &mut copy));
+            assert_eq!(got, rfc1071_reference(0, &ones), "copy_and_sum, {len}");
+            assert!(copy == ones, "copy_and_sum copies, {len}");
         }
     }
 

@@ -29,12 +29,17 @@
 //! mostly hit its first, wide rules (the linear scan's best case) paid the full depth of
 //! every tree. Each entry of the first tree searched also records whether any rule of the
 //! other trees that meets its box (within its leaf) comes before it: a batch key that
-//! matches an entry with nothing before it skips the other trees altogether.
+//! matches an entry with nothing before it skips the other trees altogether. Each leaf and
+//! empty slot of that tree also records which other trees hold no rule that meets the
+//! headers reaching it (and which hold none meeting its region, for headers that match one
+//! of its entries): a batch key leaves those trees out, where it would otherwise walk them
+//! for nothing (on ipc1, the keys that match nothing in the first tree).
 //!
 //! Updates are incremental: an insert descends to the leaves its box overlaps and splits a
 //! leaf that grows past twice the leaf size, and clears the records of the other trees'
 //! entries that its box meets (or, where that would visit more than a few nodes, sets a
-//! cap for the whole tree); a delete removes the rule from its leaves, and rebuilds only
+//! cap for the whole tree) and drops what the first tree's leaves record about its tree
+//! until the next build; a delete removes the rule from its leaves, and rebuilds only
 //! the subtree where it had shadowed other rules, from its tree's rule list. New entries
 //! record nothing until their tree is rebuilt. The slot blocks, leaf blocks and node records of replaced subtrees are reused, so an
 //! update allocates nothing in the common case; a tree that updates have left much larger
@@ -294,6 +299,8 @@ struct Node {
     mask: u16,
     /// The field cut, or [`LEAF`].
     dim: u8,
+    /// Inner node: the shift of the cut. Leaf or empty slot of the first tree searched:
+    /// its skip byte (see [`Tree::skip_mask`]), 0 elsewhere.
     shift: u8,
 }
 
@@ -515,6 +522,9 @@ struct Tree {
     /// leaves here than an insert should visit lower this instead (see
     /// [`Tree::lower_bounds`]).
     cap: u32,
+    /// The trees whose bits in the skip bytes still hold: an insert into a tree clears its
+    /// bit, until this tree's bounds are set again.
+    skip_ok: u8,
 }
 
 /// Makes room for `add` more elements, growing by an eighth rather than doubling: the
@@ -555,6 +565,7 @@ impl Tree {
             used: 0,
             built: 0,
             cap: 0,
+            skip_ok: 0,
         }
     }
 
@@ -879,12 +890,34 @@ impl Tree {
         })
     }
 
+    /// The trees a header can skip after this one (a bit by tree index), from the skip
+    /// byte of the leaf or empty slot it reached here and whether it matched there. The low
+    /// four bits of the byte are the trees that hold no rule meeting any header that can
+    /// reach the node (a header outside a node's cut part still reaches one of its
+    /// children); the high four, the trees that hold none meeting the leaf's region, where
+    /// a header that matches one of the leaf's entries lies. 0 where unknown (leaves made
+    /// by updates, and in the other trees).
+    #[inline(always)]
+    fn skip_mask(&self, byte: u8, matched: bool) -> u8 {
+        let m = if matched { byte | byte >> 4 } else { byte };
+        m & self.skip_ok
+    }
+
     /// Lowers each key's best match (order, `u64::MAX` for none) to its first match in
     /// this tree, walking the keys down together a level at a time. `lim` is what nodes
     /// are pruned against: the best match, or 0 once an entry's bound shows that no other
     /// tree has anything better. `fresh`: no key has a match yet, so no node is pruned.
+    /// With `fresh`, `skip` gets the skip byte of each key's leaf (see
+    /// [`Tree::skip_mask`]).
     #[inline(always)]
-    fn walk_group(&self, k: &[[u32; 8]; G], best: &mut [u64; G], lim: &mut [u64; G], fresh: bool) {
+    fn walk_group(
+        &self,
+        k: &[[u32; 8]; G],
+        best: &mut [u64; G],
+        lim: &mut [u64; G],
+        skip: &mut [u8; G],
+        fresh: bool,
+    ) {
         let mut cur = [self.root; G];
         loop {
             let mut more = false;
@@ -914,6 +947,9 @@ impl Tree {
         std::hint::black_box(touch);
         let cap = self.cap;
         for i in 0..G {
+            if fresh {
+                skip[i] = cur[i].shift;
+            }
             if cur[i].pruned(lim[i]) {
                 continue;
             }
@@ -1295,22 +1331,49 @@ impl Classifier {
         self.grouped = 2 * live >= pairs && pairs > 0;
     }
 
-    /// Sets the bound of every entry of tree `t` (see [`Entry`]) from the other trees, and
-    /// its cap to none.
+    /// Sets the bound of every entry of tree `t` (see [`Entry`]) and the skip mask of every
+    /// leaf and empty slot (see [`Tree::skip_mask`]) from the other trees, and its cap to none.
     fn bound_tree(&mut self, t: usize) {
         let tree = &self.trees[t];
         let mut bounds = Vec::with_capacity(tree.entries.len());
-        let mut stack = vec![tree.root];
-        while let Some(n) = stack.pop() {
-            if n.is_empty() {
-                continue;
-            }
+        let mut skips = Vec::new();
+        // The trees other than `t` that hold no rule meeting `bx`, as bits by tree.
+        let clear = |bx: &FieldBox| {
+            (self.trees.iter().enumerate())
+                .filter(|&(u, other)| u != t && !other.any_before(bx, u32::MAX, BOUND_BUDGET))
+                .fold(0u8, |m, (u, _)| m | 1 << u)
+        };
+        // Each node with the smallest box that holds every header reaching it: a cut
+        // narrows it only where the part it divides is the whole box (else headers outside
+        // that part reach its children too).
+        let mut stack = vec![(None, tree.root, FieldBox::ANY)];
+        while let Some((at, n, reach)) = stack.pop() {
             let s = n.first as usize;
             if n.dim != LEAF {
-                stack.extend_from_slice(&tree.slots[s..=s + usize::from(n.mask)]);
+                let (d, k) = (n.dim as usize, n.mask.count_ones() as u8);
+                let cut = tree.info[n.info as usize].cut;
+                let whole = cut.base[d] == reach.lo[d] && cut.hi(d) == reach.hi[d];
+                for i in 0..=u32::from(n.mask) {
+                    let mut r = reach;
+                    if whole {
+                        let c = cut.child(d, k, i);
+                        (r.lo[d], r.hi[d]) = (c.base[d], c.hi(d));
+                    }
+                    stack.push((Some(s + i as usize), tree.slots[s + i as usize], r));
+                }
+                continue;
+            }
+            let any = clear(&reach);
+            if n.is_empty() {
+                skips.push((at, any));
                 continue;
             }
             let info = &tree.info[n.info as usize];
+            let rb = FieldBox {
+                lo: info.region.base,
+                hi: core::array::from_fn(|d| info.region.hi(d)),
+            };
+            skips.push((at, any | (any | clear(&rb)) << 4));
             for (j, e) in tree.entries[s..s + info.len as usize].iter().enumerate() {
                 // Only whether the bound is above the entry's priority matters: a bound
                 // of one more than it when so, else 0.
@@ -1326,7 +1389,14 @@ impl Classifier {
         for (j, b) in bounds {
             tree.entries[j].set_bound(b);
         }
+        let any_skip = skips.iter().any(|&(_, m)| m != 0);
+        for (at, m) in skips {
+            let mut n = tree.get(at);
+            n.shift = m;
+            tree.set(at, n);
+        }
         tree.cap = u32::MAX;
+        tree.skip_ok = if any_skip { 0xf } else { 0 };
     }
 
     fn tree_of(&self, b: &FieldBox) -> u8 {
@@ -1361,6 +1431,7 @@ impl Classifier {
         for (u, other) in self.trees.iter_mut().enumerate() {
             if u != usize::from(t) {
                 other.lower_bounds(&rule.fields, rule.priority);
+                other.skip_ok &= !(1 << t);
             }
         }
         Ok(())
@@ -1435,47 +1506,79 @@ impl Classifier {
     ///
     /// A chunk of keys goes through the trees one tree at a time. In each tree, the keys
     /// that may still find something better there (the root holds a rule before their
-    /// best match so far, and no entry bound has settled them) go down together in
+    /// best match so far, no entry bound has settled them, and their leaf in the first
+    /// tree does not skip this tree) go down together in
     /// groups, a level at a time, so that the memory loads of different keys overlap
     /// instead of waiting on one another; a key stops as soon as the node it reached holds
     /// no rule before its best match.
     pub fn lookup_batch(&self, keys: &[Key], out: &mut [Option<u32>]) {
         if self.grouped {
+            // Sets whose first tree skips nothing (its rules are the wide ones) go without.
+            let skips = self.trees[self.search[0]].skip_ok != 0;
             for (kc, oc) in keys.chunks(G).zip(out.chunks_mut(G)) {
                 let n = kc.len().min(oc.len());
                 let k: [[u32; 8]; G] = padded(kc, n);
-                let best = self.lookup_group(&k);
+                let best = if skips {
+                    self.lookup_group::<true>(&k)
+                } else {
+                    self.lookup_group::<false>(&k)
+                };
                 for (o, b) in oc[..n].iter_mut().zip(&best[..n]) {
                     *o = (*b != u64::MAX).then_some(*b as u32);
                 }
             }
             return;
         }
+        let mut search = (self.search.iter())
+            .map(|&t| (1u8 << t, &self.trees[t]))
+            .filter(|(_, tree)| tree.min_order != u64::MAX);
+        let Some((_, head)) = search.next() else {
+            out.iter_mut().take(keys.len()).for_each(|o| *o = None);
+            return;
+        };
         for (kc, oc) in keys.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
             let n = kc.len().min(oc.len());
             let k: [[u32; 8]; CHUNK] = padded(kc, n);
-            let groups = n.div_ceil(G);
             let mut best = [u64::MAX; CHUNK];
             let mut lim = [u64::MAX; CHUNK];
+            let mut skip = [0u8; CHUNK];
             let mut live = [0u8; CHUNK];
-            let mut first = true;
-            for &t in &self.search {
-                let tree = &self.trees[t];
-                if tree.min_order == u64::MAX {
+            // Every key through the first tree, group by group.
+            let groups = k
+                .chunks_exact(G)
+                .zip(best.chunks_exact_mut(G))
+                .zip(lim.chunks_exact_mut(G))
+                .zip(skip.chunks_exact_mut(G))
+                .take(n.div_ceil(G));
+            for (((kg, bg), lg), sg) in groups {
+                let (Ok(kg), Ok(bg), Ok(lg), Ok(sg)) = (
+                    <&[_; G]>::try_from(kg),
+                    <&mut [_; G]>::try_from(bg),
+                    <&mut [_; G]>::try_from(lg),
+                    <&mut [_; G]>::try_from(sg),
+                ) else {
                     continue;
-                }
-                // The keys that may find a better match in this tree, as a bit set built
-                // without branches: the root holds a rule before their best match.
-                let mut m = n;
-                let mut set = [0u64; CHUNK.div_ceil(64)];
-                if !first {
-                    let root = u64::from(tree.root.min) << 32;
-                    for (w, l) in set.iter_mut().zip(lim[..n].chunks(64)) {
-                        for (b, &x) in l.iter().enumerate() {
-                            *w |= u64::from(x > root) << b;
-                        }
-                    }
-                    m = set.iter().map(|w| w.count_ones() as usize).sum();
+                };
+                head.walk_group(kg, bg, lg, sg, true);
+            }
+            // The keys the first tree left unsettled, each with the trees to skip.
+            let mut open = [0u8; CHUNK];
+            let mut no = 0;
+            for i in 0..n {
+                open[no] = i as u8;
+                no += usize::from(lim[i] != 0);
+                skip[i] = head.skip_mask(skip[i], best[i] != u64::MAX);
+            }
+            for (bit, tree) in search.clone() {
+                // The keys that may find a better match in this tree, gathered without
+                // branches: the root holds a rule before their best match, and their
+                // leaf in the first tree does not skip this tree.
+                let root = u64::from(tree.root.min) << 32;
+                let mut m = 0;
+                for &c in &open[..no] {
+                    let i = usize::from(c);
+                    live[m] = c;
+                    m += usize::from((lim[i] > root) & (skip[i] & bit == 0));
                 }
                 if 4 * m >= 3 * n {
                     // Most keys go on: walk the groups as they are, skipping those with
@@ -1484,32 +1587,22 @@ impl Classifier {
                         .chunks_exact(G)
                         .zip(best.chunks_exact_mut(G))
                         .zip(lim.chunks_exact_mut(G))
-                        .take(groups);
-                    for ((kg, bg), lg) in groups {
-                        let (Ok(kg), Ok(bg), Ok(lg)) = (
+                        .zip(skip.chunks_exact(G))
+                        .take(n.div_ceil(G));
+                    for (((kg, bg), lg), sg) in groups {
+                        let (Ok(kg), Ok(bg), Ok(lg), Ok(sg)) = (
                             <&[_; G]>::try_from(kg),
                             <&mut [_; G]>::try_from(bg),
                             <&mut [_; G]>::try_from(lg),
+                            <&[_; G]>::try_from(sg),
                         ) else {
                             continue;
                         };
-                        if !first && lg.iter().all(|&b| tree.root.pruned(b)) {
-                            continue;
-                        }
-                        tree.walk_group(kg, bg, lg, first);
+                        walk_unskipped(tree, bit, kg, bg, lg, sg);
                     }
                 } else if m > 0 {
                     // Few do: walk only those, gathered into groups (the last one repeats
                     // its last key).
-                    let mut j = 0;
-                    for (w, &bits) in set.iter().enumerate() {
-                        let mut bits = bits;
-                        while bits != 0 {
-                            live[j] = (64 * w) as u8 | bits.trailing_zeros() as u8;
-                            j += 1;
-                            bits &= bits - 1;
-                        }
-                    }
                     let padded = m.next_multiple_of(G);
                     let last = live[m - 1];
                     live[m..padded].fill(last);
@@ -1523,14 +1616,13 @@ impl Classifier {
                             bg[j] = best[i];
                             lg[j] = lim[i];
                         }
-                        tree.walk_group(&kg, &mut bg, &mut lg, false);
+                        tree.walk_group(&kg, &mut bg, &mut lg, &mut [0; G], false);
                         for j in 0..G {
                             best[usize::from(g[j])] = bg[j];
                             lim[usize::from(g[j])] = lg[j];
                         }
                     }
                 }
-                first = false;
             }
             for (o, b) in oc[..n].iter_mut().zip(&best[..n]) {
                 *o = (*b != u64::MAX).then_some(*b as u32);
@@ -1539,19 +1631,30 @@ impl Classifier {
     }
 
     /// The best match (order) of each key of a group, `u64::MAX` for none, taking the
-    /// group through all the trees.
+    /// group through all the trees; with `SKIP`, leaving out of each tree the keys whose
+    /// leaf in the first tree skips it.
     #[inline]
-    fn lookup_group(&self, k: &[[u32; 8]; G]) -> [u64; G] {
+    fn lookup_group<const SKIP: bool>(&self, k: &[[u32; 8]; G]) -> [u64; G] {
         let mut best = [u64::MAX; G];
         let mut lim = [u64::MAX; G];
+        let mut skip = [0u8; G];
         let mut first = true;
         for &t in &self.search {
             let tree = &self.trees[t];
-            if tree.min_order == u64::MAX || lim.iter().all(|&b| tree.root.pruned(b)) {
+            if tree.min_order == u64::MAX {
                 continue;
             }
-            tree.walk_group(k, &mut best, &mut lim, first);
-            first = false;
+            if first {
+                tree.walk_group(k, &mut best, &mut lim, &mut skip, true);
+                for i in 0..G {
+                    skip[i] = tree.skip_mask(skip[i], best[i] != u64::MAX);
+                }
+                first = false;
+            } else if SKIP {
+                walk_unskipped(tree, 1 << t, k, &mut best, &mut lim, &skip);
+            } else if !lim.iter().all(|&b| tree.root.pruned(b)) {
+                tree.walk_group(k, &mut best, &mut lim, &mut skip, false);
+            }
         }
         best
     }
@@ -1586,6 +1689,31 @@ impl Classifier {
                 (t.list.len(), nodes, leaves, entries)
             })
             .collect()
+    }
+}
+
+/// Takes a group of keys down a tree after the first, leaving out the keys whose leaf in
+/// the first tree skips it (`bit` in their `skip`), and the whole group when none of its
+/// keys can find anything better there.
+#[inline(always)]
+fn walk_unskipped(
+    tree: &Tree,
+    bit: u8,
+    k: &[[u32; 8]; G],
+    best: &mut [u64; G],
+    lim: &mut [u64; G],
+    skip: &[u8; G],
+) {
+    // A skipped key walks with a limit of 0, which prunes it at the root.
+    let mut l: [u64; G] = core::array::from_fn(|i| if skip[i] & bit == 0 { lim[i] } else { 0 });
+    if l.iter().all(|&b| tree.root.pruned(b)) {
+        return;
+    }
+    tree.walk_group(k, best, &mut l, &mut [0; G], false);
+    for i in 0..G {
+        if skip[i] & bit == 0 {
+            lim[i] = l[i];
+        }
     }
 }
 

@@ -125,3 +125,51 @@ fn generated_sets_match_linear_scan() {
         check_set(&format!("generated {seed}"), &rules, &keys);
     }
 }
+
+/// Rules of another set inserted into a built ClassBench set (and some deleted again): the
+/// batch lookup must keep agreeing with the linear scan while what the build recorded about
+/// the first tree searched (entry bounds, the trees a leaf skips) goes out of date.
+#[test]
+fn updates_on_classbench_sets_match_linear_scan() {
+    let load = |name: &str, seed: u64| {
+        gunzip(&data_dir().join("lyxocs").join(name))
+            .map(|t| parse_rules(&t).unwrap_or_else(|e| panic!("{name}: {e}")))
+            .unwrap_or_else(|| gatekit_firewall::classbench::generate(1_000, seed))
+    };
+    for (base, extra) in [("ipc1_1k.gz", "fw1_1k.gz"), ("acl1_1k.gz", "ipc1_1k.gz")] {
+        let rules = load(base, 1);
+        let mut rng = Rng::new(rules.len() as u64);
+        let fresh: Vec<ClassRule> = load(extra, 2)
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| ClassRule {
+                id: 1_000_000 + i as u32,
+                priority: rng.below(rules.len() + 1) as u32,
+                ..r
+            })
+            .collect();
+        let mut keys = probe_keys(&rules, &mut rng, 1_000);
+        keys.extend(probe_keys(&fresh, &mut rng, 1_000));
+        let mut tree = Classifier::new(rules.iter().copied()).unwrap();
+        let mut lin = LinearClassifier::new(rules.iter().copied()).unwrap();
+        let mut out = vec![None; keys.len()];
+        for (i, r) in fresh.iter().enumerate() {
+            tree.insert(*r).unwrap();
+            lin.insert(*r).unwrap();
+            if i % 3 == 2 {
+                let gone = fresh[i - 1 - rng.below(2)].id;
+                assert_eq!(tree.remove(gone), lin.remove(gone));
+            }
+            if i % 25 == 0 || i + 1 == fresh.len() {
+                tree.lookup_batch(&keys, &mut out);
+                for (k, o) in keys.iter().zip(&out) {
+                    assert_eq!(
+                        *o,
+                        lin.lookup(k),
+                        "{base} + {i} rules of {extra}: key {k:?}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -91,7 +91,9 @@ impl Leaf for u32 {
     }
 }
 
+/// Aligned to 32 bytes, so that no node spans two cache lines.
 #[derive(Clone, Copy, Default, Debug)]
+#[repr(C, align(32))]
 pub(crate) struct Node {
     vector: u64,
     leafvec: u64,

@@ -1544,23 +1544,9 @@ impl Classifier {
             let mut skip = [0u8; CHUNK];
             let mut live = [0u8; CHUNK];
             // Every key through the first tree, group by group.
-            let groups = k
-                .chunks_exact(G)
-                .zip(best.chunks_exact_mut(G))
-                .zip(lim.chunks_exact_mut(G))
-                .zip(skip.chunks_exact_mut(G))
-                .take(n.div_ceil(G));
-            for (((kg, bg), lg), sg) in groups {
-                let (Ok(kg), Ok(bg), Ok(lg), Ok(sg)) = (
-                    <&[_; G]>::try_from(kg),
-                    <&mut [_; G]>::try_from(bg),
-                    <&mut [_; G]>::try_from(lg),
-                    <&mut [_; G]>::try_from(sg),
-                ) else {
-                    continue;
-                };
+            for_groups(n, &k, &mut best, &mut lim, &mut skip, |kg, bg, lg, sg| {
                 head.walk_group(kg, bg, lg, sg, true);
-            }
+            });
             // The keys the first tree left unsettled, each with the trees to skip.
             let mut open = [0u8; CHUNK];
             let mut no = 0;
@@ -1583,23 +1569,9 @@ impl Classifier {
                 if 4 * m >= 3 * n {
                     // Most keys go on: walk the groups as they are, skipping those with
                     // none that can.
-                    let groups = k
-                        .chunks_exact(G)
-                        .zip(best.chunks_exact_mut(G))
-                        .zip(lim.chunks_exact_mut(G))
-                        .zip(skip.chunks_exact(G))
-                        .take(n.div_ceil(G));
-                    for (((kg, bg), lg), sg) in groups {
-                        let (Ok(kg), Ok(bg), Ok(lg), Ok(sg)) = (
-                            <&[_; G]>::try_from(kg),
-                            <&mut [_; G]>::try_from(bg),
-                            <&mut [_; G]>::try_from(lg),
-                            <&[_; G]>::try_from(sg),
-                        ) else {
-                            continue;
-                        };
+                    for_groups(n, &k, &mut best, &mut lim, &mut skip, |kg, bg, lg, sg| {
                         walk_unskipped(tree, bit, kg, bg, lg, sg);
-                    }
+                    });
                 } else if m > 0 {
                     // Few do: walk only those, gathered into groups (the last one repeats
                     // its last key).
@@ -1689,6 +1661,36 @@ impl Classifier {
                 (t.list.len(), nodes, leaves, entries)
             })
             .collect()
+    }
+}
+
+/// Calls `f` on each group of `G` of the first `n` keys of a chunk (the last group padded),
+/// with the keys' best matches, pruning limits and skip bytes.
+#[inline(always)]
+fn for_groups<const N: usize>(
+    n: usize,
+    k: &[[u32; 8]; N],
+    best: &mut [u64; N],
+    lim: &mut [u64; N],
+    skip: &mut [u8; N],
+    mut f: impl FnMut(&[[u32; 8]; G], &mut [u64; G], &mut [u64; G], &mut [u8; G]),
+) {
+    let groups = k
+        .chunks_exact(G)
+        .zip(best.chunks_exact_mut(G))
+        .zip(lim.chunks_exact_mut(G))
+        .zip(skip.chunks_exact_mut(G))
+        .take(n.div_ceil(G));
+    for (((kg, bg), lg), sg) in groups {
+        let (Ok(kg), Ok(bg), Ok(lg), Ok(sg)) = (
+            <&[_; G]>::try_from(kg),
+            <&mut [_; G]>::try_from(bg),
+            <&mut [_; G]>::try_from(lg),
+            <&mut [_; G]>::try_from(sg),
+        ) else {
+            continue;
+        };
+        f(kg, bg, lg, sg);
     }
 }
 

@@ -397,7 +397,7 @@ impl<L: Leaf> Poptrie<L> {
                 // slot's and those below it (no mask to build).
                 let up = 63 - (i & 63);
                 match self.nodes.get(e[j] as usize) {
-                    Some(node) if (node.vector << up) as i64 <= -1 => {
+                    Some(node) if ((node.vector << up) as i64) < 0 => {
                         let child = node
                             .base1
                             .wrapping_add((node.vector << up).count_ones())

@@ -6,7 +6,14 @@
 //! build time and bytes per prefix (printed), and the update rate over the stream. Before the
 //! criterion groups, paired comparisons (`common::paired_ratio`) print the lookup-rate ratio
 //! of gatekit (batched and single) to prefix-trie per address mix, the figure the targets are
-//! stated in. Next hops:
+//! stated in.
+//!
+//! Each mix is looked up two ways. A *warm* set of 4096 addresses is looked up again and
+//! again: every structure then finds the lines its lookups read in the caches (the best case
+//! for a pointer-chasing trie, whose path for a few thousand addresses stays cached). A
+//! *stream* of 1M addresses is looked up once a round: as on a router that sees many
+//! destinations, few lookups find the lines of the one before in the caches, and a structure
+//! is timed on its memory accesses as well as its instructions. Next hops:
 //! the RIS tables carry none, so each prefix gets one of 64 by a hash of the prefix (no
 //! correlation between neighbours, which is harder on the compiled table than real tables).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -26,7 +33,12 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// Addresses of the warm sets.
 const ADDRS: usize = 4096;
+/// Addresses of the streams.
+const STREAM: usize = 1 << 20;
+/// Rounds of each paired comparison on a stream (each round looks up the whole stream once).
+const STREAM_ROUNDS: usize = 15;
 /// Rounds of each paired comparison.
 const PAIRED_ROUNDS: usize = 101;
 
@@ -150,6 +162,7 @@ fn bench_family<A: Address>(
     c: &mut Bench,
     d: &Data<A::Prefix>,
     random: Vec<A>,
+    random_stream: Vec<A>,
     to_pt: impl Fn(A::Prefix) -> A::Prefix + Copy,
     to_int: impl Fn(A::Prefix) -> ip_network::IpNetwork + Copy,
     int_lookup: impl Fn(&IpNetworkTable<u32>, A) -> Option<u32> + Copy,
@@ -199,32 +212,42 @@ fn bench_family<A: Address>(
     );
 
     // Addresses: uniformly random, and random addresses inside random prefixes of the table.
-    let mut rng = Rng(7);
-    let derived: Vec<A> = (0..ADDRS)
-        .map(|_| {
-            let p = d.prefixes[(rng.next() as usize) % d.prefixes.len()];
-            let (k, l) = A::prefix_parts(&p);
-            let host = if l >= 128 { 0 } else { u128::MAX >> l };
-            A::from_key(k | (rng.u128() & host))
-        })
-        .collect();
+    let derive = |rng: &mut Rng, n: usize| -> Vec<A> {
+        (0..n)
+            .map(|_| {
+                let p = d.prefixes[(rng.next() as usize) % d.prefixes.len()];
+                let (k, l) = A::prefix_parts(&p);
+                let host = if l >= 128 { 0 } else { u128::MAX >> l };
+                A::from_key(k | (rng.u128() & host))
+            })
+            .collect()
+    };
+    let derived = derive(&mut Rng(7), ADDRS);
+    let derived_stream = derive(&mut Rng(8), STREAM);
     // Paired comparisons with prefix-trie (`common::paired_ratio`): rounds of the same
     // addresses through each alternate, so that the ratio the targets are stated in is not
-    // swayed by the load drifting between two criterion benchmarks.
-    for (mix, addrs) in [
-        ("random", &random[..ADDRS]),
-        ("table-derived", &derived[..]),
+    // swayed by the load drifting between two criterion benchmarks. A warm set's round
+    // looks its addresses up WARM times, so that a side is timed mostly on its own warm
+    // cache lines rather than on the other side's leftovers; a stream's, once.
+    const WARM: usize = 4;
+    for (mix, addrs, warm, rounds) in [
+        ("random", &random[..ADDRS], WARM, PAIRED_ROUNDS),
+        ("table-derived", &derived[..], WARM, PAIRED_ROUNDS),
+        ("random-stream", &random_stream[..], 1, STREAM_ROUNDS),
+        (
+            "table-derived-stream",
+            &derived_stream[..],
+            1,
+            STREAM_ROUNDS,
+        ),
     ] {
-        // Each round looks the addresses up WARM times, so that a side is timed mostly on
-        // its own warm cache lines rather than on the other side's leftovers.
-        const WARM: usize = 4;
         let base = || {
             timed_round(
                 1,
                 || (),
                 |_| {
                     let mut s = 0u32;
-                    for &a in black_box(addrs).iter().cycle().take(WARM * addrs.len()) {
+                    for &a in black_box(addrs).iter().cycle().take(warm * addrs.len()) {
                         let host = to_pt(A::make_prefix(a.to_key(), A::BITS));
                         s = s.wrapping_add(pt.get_lpm(&host).map_or(0, |(_, v)| *v));
                     }
@@ -235,15 +258,15 @@ fn bench_family<A: Address>(
         let mut out = vec![0; addrs.len()];
         paired_ratio(
             &format!("{}/lookup/{mix}: gatekit-batch vs prefix-trie", d.name),
-            PAIRED_ROUNDS,
-            (WARM * addrs.len()) as u64,
+            rounds,
+            (warm * addrs.len()) as u64,
             base,
             || {
                 timed_round(
                     1,
                     || (),
                     |_| {
-                        for _ in 0..WARM {
+                        for _ in 0..warm {
                             table.lookup_batch(black_box(addrs), &mut out);
                             black_box(&out);
                         }
@@ -253,8 +276,8 @@ fn bench_family<A: Address>(
         );
         paired_ratio(
             &format!("{}/lookup/{mix}: gatekit-single vs prefix-trie", d.name),
-            PAIRED_ROUNDS,
-            (WARM * addrs.len()) as u64,
+            rounds,
+            (warm * addrs.len()) as u64,
             base,
             || {
                 timed_round(
@@ -262,7 +285,7 @@ fn bench_family<A: Address>(
                     || (),
                     |_| {
                         let mut s = 0u32;
-                        for &a in black_box(addrs).iter().cycle().take(WARM * addrs.len()) {
+                        for &a in black_box(addrs).iter().cycle().take(warm * addrs.len()) {
                             s = s.wrapping_add(table.lookup(a).unwrap_or(0));
                         }
                         black_box(s);
@@ -421,10 +444,15 @@ fn route(c: &mut Bench) {
     let r4: Vec<Ipv4Addr> = (0..ADDRS)
         .map(|_| Ipv4Addr::from_bits(rng.next() as u32))
         .collect();
+    let mut stream_rng = Rng(100);
+    let s4: Vec<Ipv4Addr> = (0..STREAM)
+        .map(|_| Ipv4Addr::from_bits(stream_rng.next() as u32))
+        .collect();
     bench_family(
         c,
         &v4,
         r4,
+        s4,
         |p| p,
         |p| {
             ip_network::Ipv4Network::new(p.network(), p.prefix_len())
@@ -444,10 +472,14 @@ fn route(c: &mut Bench) {
     let r6: Vec<Ipv6Addr> = (0..ADDRS)
         .map(|_| Ipv6Addr::from_bits((rng.u128() >> 3) | (1 << 125)))
         .collect();
+    let s6: Vec<Ipv6Addr> = (0..STREAM)
+        .map(|_| Ipv6Addr::from_bits((stream_rng.u128() >> 3) | (1 << 125)))
+        .collect();
     bench_family(
         c,
         &v6,
         r6,
+        s6,
         |p| p,
         |p| {
             ip_network::Ipv6Network::new(p.network(), p.prefix_len())

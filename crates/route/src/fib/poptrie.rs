@@ -316,11 +316,20 @@ impl<L: Leaf> Poptrie<L> {
         };
         let mut groups = addrs.chunks_exact(LANES);
         let mut outs = out.chunks_exact_mut(LANES);
+        // The direct entries of the group after the one being finished are asked for: they
+        // are on their way while this group's nodes are read (a stream of addresses finds
+        // few of them in the cache).
+        let mut ahead = addrs.chunks_exact(LANES).skip(1);
         for (a, o) in (&mut groups).zip(&mut outs) {
             if let (Ok(a), Ok(o)) = (<&[A; LANES]>::try_from(a), <&mut [u32; LANES]>::try_from(o)) {
                 let mut e = [0u32; LANES];
                 for (e, a) in e.iter_mut().zip(a) {
                     *e = direct[a.to_word().top(DIRECT) % (1 << DIRECT)];
+                }
+                if let Some(next) = ahead.next() {
+                    for a in next {
+                        prefetch_index(&direct[..], a.to_word().top(DIRECT) % (1 << DIRECT));
+                    }
                 }
                 self.finish(a, o, &mut e);
             }

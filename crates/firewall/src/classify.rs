@@ -304,12 +304,20 @@ struct Node {
     min: u32,
     /// Index into `info`.
     info: u32,
+    /// Inner node: the mask of the cut. Leaf: how many entries it holds (saturated at
+    /// `u16::MAX`).
     mask: u16,
     /// The field cut, or [`LEAF`].
     dim: u8,
     /// Inner node: the shift of the cut. Leaf or empty slot of the first tree searched:
     /// its skip byte (see [`Tree::skip_mask`]), 0 elsewhere.
     shift: u8,
+}
+
+/// A leaf's `mask`: its number of entries, saturated (a scan of a saturated leaf goes on to
+/// its end marker).
+fn leaf_len(n: usize) -> u16 {
+    n.min(usize::from(u16::MAX)) as u16
 }
 
 /// The empty leaf that empty regions hold: entry 0 (the end marker), info 0.
@@ -819,7 +827,7 @@ impl Tree {
             first: first as u32,
             min: rules.first().map_or(u32::MAX, |r| r.priority),
             info,
-            mask: 0,
+            mask: leaf_len(rules.len()),
             dim: LEAF,
             shift: 0,
         }
@@ -1061,35 +1069,64 @@ impl Tree {
             if cur[i].pruned(lim[i]) {
                 continue;
             }
-            for e in &self.entries[cur[i].first as usize..] {
+            let start = cur[i].first as usize;
+            if fresh && cur[i].mask != u16::MAX {
+                // No key has a match yet: the scan ends at the leaf's first match or its
+                // last entry, with no test of the order.
+                let leaf = &self.entries[start..start + usize::from(cur[i].mask)];
+                if let Some(e) = leaf.iter().find(|e| self.hit::<LISTS>(e, &k[i])) {
+                    self.take::<LISTS>(e, &k[i], &mut best[i], &mut lim[i], cap);
+                }
+                continue;
+            }
+            for e in &self.entries[start..] {
                 if e.order >= best[i] {
                     break;
                 }
-                let hit = if LISTS {
-                    e.contains(&k[i])
-                } else {
-                    e.contains_unlisted(&k[i])
-                };
-                if hit {
-                    best[i] = e.order;
-                    // Nothing in the other trees comes before this match: done.
-                    let p = e.order >> 32;
-                    let done = p < u64::from(e.bound().min(cap));
-                    lim[i] = if done { 0 } else { e.order };
-                    if LISTS && !done && e.list() != 0 && p < u64::from(cap) {
-                        // Nothing but the rules of its list: done with the first of them
-                        // that matches, if any.
-                        lim[i] = 0;
-                        for c in &self.pre[e.list()..] {
-                            if c.order >= best[i] {
-                                break;
-                            }
-                            if c.contains(&k[i]) {
-                                best[i] = c.order;
-                                break;
-                            }
-                        }
-                    }
+                if self.hit::<LISTS>(e, &k[i]) {
+                    self.take::<LISTS>(e, &k[i], &mut best[i], &mut lim[i], cap);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Whether `e` holds the key (see [`Tree::walk_group`] for `LISTS`).
+    #[inline(always)]
+    fn hit<const LISTS: bool>(&self, e: &Entry, k: &[u32; 8]) -> bool {
+        if LISTS {
+            e.contains(k)
+        } else {
+            e.contains_unlisted(k)
+        }
+    }
+
+    /// Makes `e`, which holds the key and comes before `best`, the key's best match, and
+    /// sets the key's limit from the entry's bound and list.
+    #[inline(always)]
+    fn take<const LISTS: bool>(
+        &self,
+        e: &Entry,
+        k: &[u32; 8],
+        best: &mut u64,
+        lim: &mut u64,
+        cap: u32,
+    ) {
+        *best = e.order;
+        // Nothing in the other trees comes before this match: done.
+        let p = e.order >> 32;
+        let done = p < u64::from(e.bound().min(cap));
+        *lim = if done { 0 } else { e.order };
+        if LISTS && !done && e.list() != 0 && p < u64::from(cap) {
+            // Nothing but the rules of its list: done with the first of them that matches,
+            // if any.
+            *lim = 0;
+            for c in &self.pre[e.list()..] {
+                if c.order >= *best {
+                    break;
+                }
+                if c.contains(k) {
+                    *best = c.order;
                     break;
                 }
             }
@@ -1161,9 +1198,12 @@ impl Tree {
             }
             let li = &mut self.info[n.info as usize];
             li.len += 1;
-            if li.len as usize > (li.split_at as usize).max(2 * cfg.leaf_size) {
+            let (len, split_at) = (li.len as usize, li.split_at as usize);
+            n.mask = leaf_len(len);
+            self.set(at, n);
+            if len > split_at.max(2 * cfg.leaf_size) {
                 let s = n.first as usize;
-                let rules: Vec<ClassRule> = self.entries[s..s + li.len as usize]
+                let rules: Vec<ClassRule> = self.entries[s..s + len]
                     .iter()
                     .map(|e| {
                         let pos = index.get(&(e.order as u32)).map_or(0, |x| x.1);
@@ -1241,6 +1281,9 @@ impl Tree {
                 self.entries
                     .copy_within(start + p + 1..start + len + 1, start + p);
                 self.info[n.info as usize].len -= 1;
+                let mut m = n;
+                m.mask = leaf_len(len - 1);
+                self.set(at, m);
             }
             return;
         }
@@ -2044,6 +2087,22 @@ mod tests {
                 assert_eq!(o, lin.lookup(key), "key {key:?}");
             }
         }
+    }
+
+    /// A leaf too long for its node to count its entries is still scanned to its end.
+    #[test]
+    fn leaf_past_the_counted_length_is_scanned_whole() {
+        let (src, dst) = (host(0x0a00_0001), host(0x1400_0001));
+        let a = FieldBox::new(src, dst, ports(0, 0xffff), ports(80, 80), Some(6));
+        let b = FieldBox::new(src, dst, ports(0, 0xffff), ports(0, 0xffff), Some(6));
+        let n = u32::from(u16::MAX) + 100;
+        let rules = (0..n)
+            .map(|i| ClassRule::new(a, i, i))
+            .chain([ClassRule::new(b, n, n)]);
+        let c = Classifier::new(rules).unwrap();
+        assert_eq!(c.stats()[0].2, 1, "one leaf");
+        assert_eq!(batch(&c, [0x0a00_0001, 0x1400_0001, 9, 443, 6]), Some(n));
+        assert_eq!(batch(&c, [0x0a00_0001, 0x1400_0001, 9, 80, 6]), Some(0));
     }
 
     #[test]

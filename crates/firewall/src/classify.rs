@@ -1691,7 +1691,7 @@ impl Classifier {
         // Entries whose lists hold the rule lose them: its deletion may uncover rules that it
         // hid in its tree (see [`Tree::build`]), which no list holds.
         for other in &mut self.trees {
-            if other.pre_ids.remove(&id) {
+            if !other.pre_ids.is_empty() && other.pre_ids.remove(&id) {
                 other.lower_bounds(&rule.fields, rule.priority);
             }
         }

@@ -29,24 +29,32 @@
 //! mostly hit its first, wide rules (the linear scan's best case) paid the full depth of
 //! every tree. Each entry of the first tree searched also records whether any rule of the
 //! other trees that meets its box (within its leaf) comes before it: a batch key that
-//! matches an entry with nothing before it skips the other trees altogether. Each leaf and
-//! empty slot of that tree also records which other trees hold no rule that meets the
-//! headers reaching it (and which hold none meeting its region, for headers that match one
-//! of its entries): a batch key leaves those trees out, where it would otherwise walk them
-//! for nothing (on ipc1, the keys that match nothing in the first tree).
+//! matches an entry with nothing before it skips the other trees altogether. An entry with
+//! a few such rules (at most eight) keeps them as its list, and a batch key that matches it
+//! tests those few boxes instead of walking the other trees: on ipc1, 373 of the 390
+//! headers in 4,096 whose match in the first tree had rules of other trees before it, and
+//! none of the 632 walks they took found anything. (Not in sets whose batches take each
+//! group of keys through all the trees, nor where under one entry in 64 would have a list:
+//! the test costs every key a little.) Each leaf and empty slot of that tree also records
+//! which other trees hold no rule that meets the headers reaching it (and which hold none
+//! meeting its region, for headers that match one of its entries): a batch key leaves
+//! those trees out, where it would otherwise walk them for nothing (on ipc1, the keys that
+//! match nothing in the first tree).
 //!
 //! Updates are incremental: an insert descends to the leaves its box overlaps and splits a
 //! leaf that grows past twice the leaf size, and clears the records of the other trees'
 //! entries that its box meets (or, where that would visit more than a few nodes, sets a
-//! cap for the whole tree) and drops what the first tree's leaves record about its tree
-//! until the next build; a delete removes the rule from its leaves, and rebuilds only
-//! the subtree where it had shadowed other rules, from its tree's rule list. New entries
-//! record nothing until their tree is rebuilt. The slot blocks, leaf blocks and node records of replaced subtrees are reused, so an
-//! update allocates nothing in the common case; a tree that updates have left much larger
-//! than a build of its rules would be (leaves split for rules since deleted) is rebuilt,
-//! which keeps memory bounded under churn at an amortised cost.
+//! cap for the whole tree), drops the lists of those that come after it, and drops what
+//! the first tree's leaves record about its tree until the next build; a delete removes
+//! the rule from its leaves, drops the lists that hold it (as its insert would have), and
+//! rebuilds only the subtree where it had shadowed other rules, from its tree's rule list.
+//! New entries record nothing until their tree is rebuilt. The slot blocks, leaf blocks and
+//! node records of replaced subtrees are reused, so an update allocates nothing in the
+//! common case; a tree that updates have left much larger than a build of its rules would
+//! be (leaves split for rules since deleted) is rebuilt, which keeps memory bounded under
+//! churn at an amortised cost.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::ir::{AddrRange, PortRange};
 
@@ -278,12 +286,14 @@ impl Default for TreeConfig {
 const LEAF: u8 = u8::MAX;
 /// Keys a batch walks down a tree together (see [`Classifier::lookup_batch`]). A group
 /// takes as many rounds as its deepest key, and every round passes over every key of the
-/// group; with the per-key loops unrolled, six cost fewer instructions than eight (groups
-/// of 12 a third more) and still keep enough loads in flight.
-const G: usize = 6;
+/// group, with the per-key loops unrolled. Eight keep more loads in flight than six at
+/// about the same instructions per key, and mispredict fewer branches (in alternating
+/// runs, ipc1 ran 5% faster, acl1 4%, generated 50K 4%); four leave too few in flight, and
+/// ten or twelve cost more instructions (twelve a third more).
+const G: usize = 8;
 /// Keys a batch takes through the trees at a time: whole groups, and at most 256 (a key's
 /// place in the chunk is a byte).
-const CHUNK: usize = 252;
+const CHUNK: usize = 248;
 const NO_SHADOW: u64 = u64::MAX;
 
 /// A node as its parent's child slot holds it, so that a lookup takes one load per level.
@@ -296,12 +306,20 @@ struct Node {
     min: u32,
     /// Index into `info`.
     info: u32,
+    /// Inner node: the mask of the cut. Leaf: how many entries it holds (saturated at
+    /// `u16::MAX`).
     mask: u16,
     /// The field cut, or [`LEAF`].
     dim: u8,
     /// Inner node: the shift of the cut. Leaf or empty slot of the first tree searched:
     /// its skip byte (see [`Tree::skip_mask`]), 0 elsewhere.
     shift: u8,
+}
+
+/// A leaf's `mask`: its number of entries, saturated (a scan of a saturated leaf goes on to
+/// its end marker).
+fn leaf_len(n: usize) -> u16 {
+    n.min(usize::from(u16::MAX)) as u16
 }
 
 /// The empty leaf that empty regions hold: entry 0 (the end marker), info 0.
@@ -328,7 +346,13 @@ impl Node {
 /// corner and widths, so that each field is one subtraction and one compare. The
 /// protocol's width takes the low 8 bits of `width[4]`; the high 24 hold the entry's
 /// bound: no rule of another tree that overlaps the part of the box inside the leaf's
-/// region has a smaller priority (saturated at `2^24 - 1`, 0 when not known).
+/// region has a smaller priority (saturated at `2^24 - 1`, 0 when not known). The
+/// protocol's low bound likewise takes the low 8 bits of `lo[4]`; the high 24 hold where
+/// the entry's list starts in its tree's `pre` (0: none). The list holds, in order, the
+/// rules of other trees that come before the entry and meet that part of its box: a key
+/// that matches the entry has its first match among the list's rules or else the entry,
+/// with no other tree to search. An insert into another tree that meets the box before
+/// the entry drops the list, as it lowers the bound.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     lo: Key,
@@ -366,7 +390,27 @@ impl Entry {
             & (k[1].wrapping_sub(lo[1]) <= w[1])
             & (k[2].wrapping_sub(lo[2]) <= w[2])
             & (k[3].wrapping_sub(lo[3]) <= w[3])
+            & (k[4].wrapping_sub(lo[4] & 0xff) <= w[4] & 0xff)
+    }
+    /// [`Entry::contains`] for an entry without a list (all of a tree's entries but those
+    /// of the first tree a batch searches tree by tree).
+    #[inline(always)]
+    fn contains_unlisted<const N: usize>(&self, k: &[u32; N]) -> bool {
+        const { assert!(N >= DIMS) };
+        let (lo, w) = (&self.lo, &self.width);
+        (k[0].wrapping_sub(lo[0]) <= w[0])
+            & (k[1].wrapping_sub(lo[1]) <= w[1])
+            & (k[2].wrapping_sub(lo[2]) <= w[2])
+            & (k[3].wrapping_sub(lo[3]) <= w[3])
             & (k[4].wrapping_sub(lo[4]) <= w[4] & 0xff)
+    }
+    /// Where the entry's list starts in its tree's `pre` (see [`Entry`]).
+    #[inline(always)]
+    fn list(&self) -> usize {
+        (self.lo[4] >> 8) as usize
+    }
+    fn set_list(&mut self, at: u32) {
+        self.lo[4] = (self.lo[4] & 0xff) | (at << 8);
     }
     /// See [`Entry`].
     #[inline(always)]
@@ -385,16 +429,20 @@ impl Entry {
     fn width(&self, d: usize) -> u32 {
         self.width[d] & if d == 4 { 0xff } else { u32::MAX }
     }
+    /// The low bound of field `d`, without the list.
+    fn lo(&self, d: usize) -> u32 {
+        self.lo[d] & if d == 4 { 0xff } else { u32::MAX }
+    }
     /// Whether the box meets `b`.
     fn overlaps(&self, b: &FieldBox) -> bool {
         (0..DIMS)
-            .all(|d| self.lo[d] <= b.hi[d] && b.lo[d] - self.lo[d].min(b.lo[d]) <= self.width(d))
+            .all(|d| self.lo(d) <= b.hi[d] && b.lo[d] - self.lo(d).min(b.lo[d]) <= self.width(d))
     }
     /// The box, clipped to `r`.
     fn clipped(&self, r: &Region) -> FieldBox {
         FieldBox {
-            lo: core::array::from_fn(|d| self.lo[d].max(r.base[d])),
-            hi: core::array::from_fn(|d| (self.lo[d] + self.width(d)).min(r.hi(d))),
+            lo: core::array::from_fn(|d| self.lo(d).max(r.base[d])),
+            hi: core::array::from_fn(|d| (self.lo(d) + self.width(d)).min(r.hi(d))),
         }
     }
 }
@@ -525,6 +573,12 @@ struct Tree {
     /// The trees whose bits in the skip bytes still hold: an insert into a tree clears its
     /// bit, until this tree's bounds are set again.
     skip_ok: u8,
+    /// The entries' lists (see [`Entry`]), each ended by [`END`]; `pre[0]` is the empty
+    /// list.
+    pre: Vec<Entry>,
+    /// The ids of the rules in `pre`: deleting one of them drops the lists of the entries it
+    /// meets here, as inserting it would.
+    pre_ids: HashSet<u32>,
 }
 
 /// Makes room for `add` more elements, growing by an eighth rather than doubling: the
@@ -538,6 +592,16 @@ fn grow<T>(v: &mut Vec<T>, add: usize) {
 /// Nodes a search for an entry's bound visits in each other tree before giving up (and
 /// leaving the bound at 0).
 const BOUND_BUDGET: u32 = 16;
+
+/// Most rules in an entry's list (see [`Entry`]): an entry that more rules of other trees
+/// come before has no bound.
+const LIST_MAX: usize = 8;
+
+/// Nodes a search for an entry's list visits in each other tree before giving up.
+const LIST_BUDGET: u32 = 64;
+
+/// A tree's entries have lists only when at least one in this many has one.
+const LIST_SHARE: usize = 64;
 
 /// Entry blocks up to this size are reused; larger ones count as dead.
 const REUSE_MAX: usize = 64;
@@ -566,6 +630,8 @@ impl Tree {
             built: 0,
             cap: 0,
             skip_ok: 0,
+            pre: vec![END],
+            pre_ids: HashSet::new(),
         }
     }
 
@@ -763,7 +829,7 @@ impl Tree {
             first: first as u32,
             min: rules.first().map_or(u32::MAX, |r| r.priority),
             info,
-            mask: 0,
+            mask: leaf_len(rules.len()),
             dim: LEAF,
             shift: 0,
         }
@@ -848,9 +914,57 @@ impl Tree {
         (a..=b).all(|i| self.none_before(self.slots[n.first as usize + i as usize], bx, p, budget))
     }
 
+    /// Adds to `out` the entries below `n` that come before `order` and meet `bx` (each rule
+    /// once); false when they are more than `max`, or finding them would take more than
+    /// `budget` nodes.
+    fn collect_before(
+        &self,
+        n: Node,
+        bx: &FieldBox,
+        order: u64,
+        budget: &mut u32,
+        out: &mut Vec<Entry>,
+        max: usize,
+    ) -> bool {
+        if u64::from(n.min) << 32 >= order {
+            return true;
+        }
+        if *budget == 0 {
+            return false;
+        }
+        *budget -= 1;
+        if n.dim == LEAF {
+            for e in &self.entries[n.first as usize..] {
+                if e.order >= order {
+                    break;
+                }
+                if e.overlaps(bx) && !out.iter().any(|x| x.order == e.order) {
+                    if out.len() == max {
+                        return false;
+                    }
+                    let mut c = *e;
+                    c.set_bound(0);
+                    c.set_list(0);
+                    out.push(c);
+                }
+            }
+            return true;
+        }
+        let cut = self.info[n.info as usize].cut;
+        if !cut.overlaps(bx) {
+            return true;
+        }
+        let (d, k) = (n.dim as usize, n.mask.count_ones() as u8);
+        let (a, b) = cut.span(bx, d, k);
+        (a..=b).all(|i| {
+            let c = self.slots[n.first as usize + i as usize];
+            self.collect_before(c, bx, order, budget, out, max)
+        })
+    }
+
     /// Lowers to `p` the bounds of the entries whose boxes meet `bx` (a rule of priority
-    /// `p` inserted into another tree), or the tree's cap when that would take more than a
-    /// few nodes.
+    /// `p` inserted into another tree) and drops the lists of those after it, or lowers the
+    /// tree's cap when that would take more than a few nodes.
     fn lower_bounds(&mut self, bx: &FieldBox, p: u32) {
         if self.cap <= p {
             return;
@@ -875,6 +989,9 @@ impl Tree {
             for e in &mut self.entries[s..s + info.len as usize] {
                 if e.overlaps(bx) {
                     e.lower_bound(p);
+                    if (e.order >> 32) as u32 >= p {
+                        e.set_list(0);
+                    }
                 }
             }
             return true;
@@ -908,9 +1025,10 @@ impl Tree {
     /// are pruned against: the best match, or 0 once an entry's bound shows that no other
     /// tree has anything better. `fresh`: no key has a match yet, so no node is pruned.
     /// With `fresh`, `skip` gets the skip byte of each key's leaf (see
-    /// [`Tree::skip_mask`]).
+    /// [`Tree::skip_mask`]). `LISTS`: the tree's entries may have lists (see [`Entry`]),
+    /// which settle the keys that match them.
     #[inline(always)]
-    fn walk_group(
+    fn walk_group<const LISTS: bool>(
         &self,
         k: &[[u32; 8]; G],
         best: &mut [u64; G],
@@ -953,15 +1071,64 @@ impl Tree {
             if cur[i].pruned(lim[i]) {
                 continue;
             }
-            for e in &self.entries[cur[i].first as usize..] {
+            let start = cur[i].first as usize;
+            if fresh && cur[i].mask != u16::MAX {
+                // No key has a match yet: the scan ends at the leaf's first match or its
+                // last entry, with no test of the order.
+                let leaf = &self.entries[start..start + usize::from(cur[i].mask)];
+                if let Some(e) = leaf.iter().find(|e| self.hit::<LISTS>(e, &k[i])) {
+                    self.take::<LISTS>(e, &k[i], &mut best[i], &mut lim[i], cap);
+                }
+                continue;
+            }
+            for e in &self.entries[start..] {
                 if e.order >= best[i] {
                     break;
                 }
-                if e.contains(&k[i]) {
-                    best[i] = e.order;
-                    // Nothing in the other trees comes before this match: done.
-                    let done = (e.order >> 32) < u64::from(e.bound().min(cap));
-                    lim[i] = if done { 0 } else { e.order };
+                if self.hit::<LISTS>(e, &k[i]) {
+                    self.take::<LISTS>(e, &k[i], &mut best[i], &mut lim[i], cap);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Whether `e` holds the key (see [`Tree::walk_group`] for `LISTS`).
+    #[inline(always)]
+    fn hit<const LISTS: bool>(&self, e: &Entry, k: &[u32; 8]) -> bool {
+        if LISTS {
+            e.contains(k)
+        } else {
+            e.contains_unlisted(k)
+        }
+    }
+
+    /// Makes `e`, which holds the key and comes before `best`, the key's best match, and
+    /// sets the key's limit from the entry's bound and list.
+    #[inline(always)]
+    fn take<const LISTS: bool>(
+        &self,
+        e: &Entry,
+        k: &[u32; 8],
+        best: &mut u64,
+        lim: &mut u64,
+        cap: u32,
+    ) {
+        *best = e.order;
+        // Nothing in the other trees comes before this match: done.
+        let p = e.order >> 32;
+        let done = p < u64::from(e.bound().min(cap));
+        *lim = if done { 0 } else { e.order };
+        if LISTS && !done && e.list() != 0 && p < u64::from(cap) {
+            // Nothing but the rules of its list: done with the first of them that matches,
+            // if any.
+            *lim = 0;
+            for c in &self.pre[e.list()..] {
+                if c.order >= *best {
+                    break;
+                }
+                if c.contains(k) {
+                    *best = c.order;
                     break;
                 }
             }
@@ -1033,9 +1200,12 @@ impl Tree {
             }
             let li = &mut self.info[n.info as usize];
             li.len += 1;
-            if li.len as usize > (li.split_at as usize).max(2 * cfg.leaf_size) {
+            let (len, split_at) = (li.len as usize, li.split_at as usize);
+            n.mask = leaf_len(len);
+            self.set(at, n);
+            if len > split_at.max(2 * cfg.leaf_size) {
                 let s = n.first as usize;
-                let rules: Vec<ClassRule> = self.entries[s..s + li.len as usize]
+                let rules: Vec<ClassRule> = self.entries[s..s + len]
                     .iter()
                     .map(|e| {
                         let pos = index.get(&(e.order as u32)).map_or(0, |x| x.1);
@@ -1113,6 +1283,9 @@ impl Tree {
                 self.entries
                     .copy_within(start + p + 1..start + len + 1, start + p);
                 self.info[n.info as usize].len -= 1;
+                let mut m = n;
+                m.mask = leaf_len(len - 1);
+                self.set(at, m);
             }
             return;
         }
@@ -1130,6 +1303,8 @@ impl Tree {
             + self.info.capacity() * core::mem::size_of::<NodeInfo>()
             + self.entries.capacity() * core::mem::size_of::<Entry>()
             + self.list.capacity() * core::mem::size_of::<ClassRule>()
+            + self.pre.capacity() * core::mem::size_of::<Entry>()
+            + self.pre_ids.capacity() * (core::mem::size_of::<u32>() + 1)
     }
 
     /// (inner nodes + leaves, leaves, leaf entries) reachable from `n`.
@@ -1331,12 +1506,19 @@ impl Classifier {
         self.grouped = 2 * live >= pairs && pairs > 0;
     }
 
-    /// Sets the bound of every entry of tree `t` (see [`Entry`]) and the skip mask of every
-    /// leaf and empty slot (see [`Tree::skip_mask`]) from the other trees, and its cap to none.
+    /// Sets the bound and list of every entry of tree `t` (see [`Entry`]) and the skip mask
+    /// of every leaf and empty slot (see [`Tree::skip_mask`]) from the other trees, and its
+    /// cap to none.
     fn bound_tree(&mut self, t: usize) {
         let tree = &self.trees[t];
         let mut bounds = Vec::with_capacity(tree.entries.len());
         let mut skips = Vec::new();
+        let mut pre = vec![END];
+        let mut pre_ids = HashSet::new();
+        // Lists by their rules' orders: entries of one rule in neighbouring leaves often
+        // share one.
+        let mut lists: HashMap<Vec<u64>, u32> = HashMap::new();
+        let mut out = Vec::new();
         // The trees other than `t` that hold no rule meeting `bx`, as bits by tree.
         let clear = |bx: &FieldBox| {
             (self.trees.iter().enumerate())
@@ -1381,14 +1563,64 @@ impl Classifier {
                 let bx = e.clipped(&info.region);
                 let before = (self.trees.iter().enumerate())
                     .any(|(u, other)| u != t && other.any_before(&bx, p, BOUND_BUDGET));
-                let b = if before { 0 } else { p.saturating_add(1) };
-                bounds.push((s + j, b));
+                if !before {
+                    bounds.push((s + j, p.saturating_add(1), 0));
+                    continue;
+                }
+                // Some rules of other trees come first: with few enough, they make the
+                // entry's list. Not where batches take each group of keys through all the
+                // trees: a group skips a tree only when none of its keys can improve there,
+                // and a list settles too few keys for that.
+                out.clear();
+                let listed = !self.grouped
+                    && (self.trees.iter().enumerate()).all(|(u, other)| {
+                        let mut budget = LIST_BUDGET;
+                        u == t
+                            || other.collect_before(
+                                other.root,
+                                &bx,
+                                e.order,
+                                &mut budget,
+                                &mut out,
+                                LIST_MAX,
+                            )
+                    });
+                if !listed {
+                    bounds.push((s + j, 0, 0));
+                    continue;
+                }
+                if out.is_empty() {
+                    // None after all (the first search gave up).
+                    bounds.push((s + j, p.saturating_add(1), 0));
+                    continue;
+                }
+                out.sort_unstable_by_key(|c| c.order);
+                let at = *lists
+                    .entry(out.iter().map(|c| c.order).collect())
+                    .or_insert_with(|| {
+                        let at = pre.len() as u32;
+                        pre.extend_from_slice(&out);
+                        pre.push(END);
+                        pre_ids.extend(out.iter().map(|c| c.order as u32));
+                        at
+                    });
+                bounds.push((s + j, 0, if at <= BOUND_MAX { at } else { 0 }));
             }
         }
-        let tree = &mut self.trees[t];
-        for (j, b) in bounds {
-            tree.entries[j].set_bound(b);
+        // Lists cost every batch a test per key: where few entries have one, none do.
+        let listed = bounds.iter().filter(|&&(_, _, at)| at != 0).count();
+        if listed * LIST_SHARE < bounds.len() {
+            pre.truncate(1);
+            pre_ids.clear();
         }
+        let tree = &mut self.trees[t];
+        for (j, b, at) in bounds {
+            tree.entries[j].set_bound(b);
+            tree.entries[j].set_list(if pre.len() > 1 { at } else { 0 });
+        }
+        pre.shrink_to_fit();
+        tree.pre = pre;
+        tree.pre_ids = pre_ids;
         let any_skip = skips.iter().any(|&(_, m)| m != 0);
         for (at, m) in skips {
             let mut n = tree.get(at);
@@ -1454,6 +1686,13 @@ impl Classifier {
             tree.rebuild(&self.cfg);
             if self.search[0] == usize::from(t) {
                 self.bound_tree(usize::from(t));
+            }
+        }
+        // Entries whose lists hold the rule lose them: its deletion may uncover rules that it
+        // hid in its tree (see [`Tree::build`]), which no list holds.
+        for other in &mut self.trees {
+            if !other.pre_ids.is_empty() && other.pre_ids.remove(&id) {
+                other.lower_bounds(&rule.fields, rule.priority);
             }
         }
         true
@@ -1536,6 +1775,7 @@ impl Classifier {
             out.iter_mut().take(keys.len()).for_each(|o| *o = None);
             return;
         };
+        let lists = head.pre.len() > 1;
         for (kc, oc) in keys.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
             let n = kc.len().min(oc.len());
             let k: [[u32; 8]; CHUNK] = padded(kc, n);
@@ -1545,7 +1785,11 @@ impl Classifier {
             let mut live = [0u8; CHUNK];
             // Every key through the first tree, group by group.
             for_groups(n, &k, &mut best, &mut lim, &mut skip, |kg, bg, lg, sg| {
-                head.walk_group(kg, bg, lg, sg, true);
+                if lists {
+                    head.walk_group::<true>(kg, bg, lg, sg, true);
+                } else {
+                    head.walk_group::<false>(kg, bg, lg, sg, true);
+                }
             });
             // The keys the first tree left unsettled, each with the trees to skip.
             let mut open = [0u8; CHUNK];
@@ -1588,7 +1832,7 @@ impl Classifier {
                             bg[j] = best[i];
                             lg[j] = lim[i];
                         }
-                        tree.walk_group(&kg, &mut bg, &mut lg, &mut [0; G], false);
+                        tree.walk_group::<false>(&kg, &mut bg, &mut lg, &mut [0; G], false);
                         for j in 0..G {
                             best[usize::from(g[j])] = bg[j];
                             lim[usize::from(g[j])] = lg[j];
@@ -1617,7 +1861,7 @@ impl Classifier {
                 continue;
             }
             if first {
-                tree.walk_group(k, &mut best, &mut lim, &mut skip, true);
+                tree.walk_group::<false>(k, &mut best, &mut lim, &mut skip, true);
                 for i in 0..G {
                     skip[i] = tree.skip_mask(skip[i], best[i] != u64::MAX);
                 }
@@ -1625,7 +1869,7 @@ impl Classifier {
             } else if SKIP {
                 walk_unskipped(tree, 1 << t, k, &mut best, &mut lim, &skip);
             } else if !lim.iter().all(|&b| tree.root.pruned(b)) {
-                tree.walk_group(k, &mut best, &mut lim, &mut skip, false);
+                tree.walk_group::<false>(k, &mut best, &mut lim, &mut skip, false);
             }
         }
         best
@@ -1711,7 +1955,7 @@ fn walk_unskipped(
     if l.iter().all(|&b| tree.root.pruned(b)) {
         return;
     }
-    tree.walk_group(k, best, &mut l, &mut [0; G], false);
+    tree.walk_group::<false>(k, best, &mut l, &mut [0; G], false);
     for i in 0..G {
         if skip[i] & bit == 0 {
             lim[i] = l[i];
@@ -1728,4 +1972,151 @@ fn padded<const N: usize>(keys: &[Key], n: usize) -> [[u32; 8]; N] {
         let x = &keys[i.min(n - 1)];
         [x[0], x[1], x[2], x[3], x[4], 0, 0, 0]
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(a: u32) -> AddrRange {
+        AddrRange { lo: a, hi: a }
+    }
+
+    fn ports(lo: u16, hi: u16) -> PortRange {
+        PortRange { lo, hi }
+    }
+
+    /// A first tree of host pairs, one of whose entries (`e`, priority 50) has two rules of
+    /// the wide-source tree before it in its list, and the key that all three match.
+    fn listed() -> (Classifier, Key) {
+        let any = AddrRange {
+            lo: 0,
+            hi: u32::MAX,
+        };
+        let mut rules: Vec<ClassRule> = (0..30)
+            .map(|i| {
+                let b = FieldBox::new(
+                    host(0x1e00_0000 + i),
+                    host(0x2800_0001),
+                    ports(0, 0xffff),
+                    ports(0, 0xffff),
+                    Some(6),
+                );
+                ClassRule::new(b, i, i)
+            })
+            .collect();
+        let (src, dst) = (0x0a00_0001, 0x1400_0001);
+        let e = FieldBox::new(
+            host(src),
+            host(dst),
+            ports(0, 0xffff),
+            ports(80, 80),
+            Some(6),
+        );
+        let s = FieldBox::new(any, host(dst), ports(1000, 2000), ports(80, 80), Some(6));
+        let h = FieldBox::new(any, host(dst), ports(1500, 3000), ports(80, 80), Some(6));
+        rules.push(ClassRule::new(e, 50, 50));
+        rules.push(ClassRule::new(s, 45, 45));
+        rules.push(ClassRule::new(h, 47, 47));
+        let c = Classifier::new(rules).unwrap();
+        (c, [src, dst, 1500, 80, 6])
+    }
+
+    fn batch(c: &Classifier, k: Key) -> Option<u32> {
+        let mut out = [None];
+        c.lookup_batch(&[k], &mut out);
+        out[0]
+    }
+
+    #[test]
+    fn deleting_a_listed_rule_drops_the_lists_that_hold_it() {
+        let (mut c, k) = listed();
+        let head = &c.trees[c.search[0]];
+        assert!(!c.grouped && head.pre.len() > 1, "the set makes lists");
+        assert_eq!(batch(&c, k), Some(45));
+        assert!(c.remove(45));
+        assert_eq!(batch(&c, k), Some(47));
+        assert!(c.remove(47));
+        assert_eq!(batch(&c, k), Some(50));
+    }
+
+    /// Random rules near the listed entry's box, inserted and deleted between batches, keep
+    /// the batch equal to the linear scan.
+    #[test]
+    fn listed_entries_under_churn_match_the_linear_scan() {
+        let (mut c, k) = listed();
+        let mut lin =
+            LinearClassifier::new((0..c.trees.len()).flat_map(|t| c.trees[t].list.clone()))
+                .unwrap();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |m: u32| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % u64::from(m)) as u32
+        };
+        let mut live: Vec<u32> = Vec::new();
+        for id in 100..400 {
+            if !live.is_empty() && next(3) == 0 {
+                let id = live.swap_remove(next(live.len() as u32) as usize);
+                assert_eq!(c.remove(id), lin.remove(id));
+            } else {
+                let src = if next(2) == 0 {
+                    AddrRange {
+                        lo: 0,
+                        hi: u32::MAX,
+                    }
+                } else {
+                    host(k[0])
+                };
+                let sp = next(3000) as u16;
+                let b = FieldBox::new(
+                    src,
+                    host(k[1]),
+                    ports(sp, sp + next(1000) as u16),
+                    ports(80, 80),
+                    Some(6),
+                );
+                let r = ClassRule::new(b, 30 + next(40), id);
+                c.insert(r).unwrap();
+                lin.insert(r).unwrap();
+                live.push(id);
+            }
+            let keys: Vec<Key> = (0..8).map(|_| [k[0], k[1], next(4000), 80, 6]).collect();
+            let mut out = [None; 8];
+            c.lookup_batch(&keys, &mut out);
+            for (key, o) in keys.iter().zip(out) {
+                assert_eq!(o, lin.lookup(key), "key {key:?}");
+            }
+        }
+    }
+
+    /// A leaf too long for its node to count its entries is still scanned to its end.
+    #[test]
+    fn leaf_past_the_counted_length_is_scanned_whole() {
+        let (src, dst) = (host(0x0a00_0001), host(0x1400_0001));
+        let a = FieldBox::new(src, dst, ports(0, 0xffff), ports(80, 80), Some(6));
+        let b = FieldBox::new(src, dst, ports(0, 0xffff), ports(0, 0xffff), Some(6));
+        let n = u32::from(u16::MAX) + 100;
+        let rules = (0..n)
+            .map(|i| ClassRule::new(a, i, i))
+            .chain([ClassRule::new(b, n, n)]);
+        let c = Classifier::new(rules).unwrap();
+        assert_eq!(c.stats()[0].2, 1, "one leaf");
+        assert_eq!(batch(&c, [0x0a00_0001, 0x1400_0001, 9, 443, 6]), Some(n));
+        assert_eq!(batch(&c, [0x0a00_0001, 0x1400_0001, 9, 80, 6]), Some(0));
+    }
+
+    #[test]
+    fn inserting_before_a_listed_entry_drops_its_list() {
+        let (mut c, k) = listed();
+        assert_eq!(batch(&c, k), Some(45));
+        let any = AddrRange {
+            lo: 0,
+            hi: u32::MAX,
+        };
+        let x = FieldBox::new(any, host(k[1]), ports(0, 0xffff), ports(80, 80), Some(6));
+        c.insert(ClassRule::new(x, 40, 40)).unwrap();
+        assert_eq!(batch(&c, k), Some(40));
+    }
 }

@@ -24,6 +24,13 @@ pub fn criterion() -> Bench {
     Criterion::default().with_measurement(ThreadCpuTime)
 }
 
+/// Whether the bench runs to measure (`cargo bench`, which passes `--bench`), not as a
+/// test (`cargo test --all-targets` runs each bench once, unoptimised, to check that it
+/// works): what criterion itself goes by. A bench may then size its own loops down.
+pub fn measuring() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
 /// The calling thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ThreadCpuTime;

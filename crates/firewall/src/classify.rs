@@ -383,26 +383,22 @@ impl Entry {
     /// eight).
     #[inline(always)]
     fn contains<const N: usize>(&self, k: &[u32; N]) -> bool {
+        self.contains_as::<N, true>(k)
+    }
+    /// [`Entry::contains`]; with `LISTED` false, for an entry known to have no list (all of
+    /// a tree's entries but those of the first tree a batch searches tree by tree), whose
+    /// protocol low bound needs no mask.
+    #[inline(always)]
+    fn contains_as<const N: usize, const LISTED: bool>(&self, k: &[u32; N]) -> bool {
         const { assert!(N >= DIMS) };
         let (lo, w) = (&self.lo, &self.width);
+        let proto_lo = if LISTED { lo[4] & 0xff } else { lo[4] };
         // Non-short-circuit on purpose, as in `in_box`.
         (k[0].wrapping_sub(lo[0]) <= w[0])
             & (k[1].wrapping_sub(lo[1]) <= w[1])
             & (k[2].wrapping_sub(lo[2]) <= w[2])
             & (k[3].wrapping_sub(lo[3]) <= w[3])
-            & (k[4].wrapping_sub(lo[4] & 0xff) <= w[4] & 0xff)
-    }
-    /// [`Entry::contains`] for an entry without a list (all of a tree's entries but those
-    /// of the first tree a batch searches tree by tree).
-    #[inline(always)]
-    fn contains_unlisted<const N: usize>(&self, k: &[u32; N]) -> bool {
-        const { assert!(N >= DIMS) };
-        let (lo, w) = (&self.lo, &self.width);
-        (k[0].wrapping_sub(lo[0]) <= w[0])
-            & (k[1].wrapping_sub(lo[1]) <= w[1])
-            & (k[2].wrapping_sub(lo[2]) <= w[2])
-            & (k[3].wrapping_sub(lo[3]) <= w[3])
-            & (k[4].wrapping_sub(lo[4]) <= w[4] & 0xff)
+            & (k[4].wrapping_sub(proto_lo) <= w[4] & 0xff)
     }
     /// Where the entry's list starts in its tree's `pre` (see [`Entry`]).
     #[inline(always)]
@@ -1076,7 +1072,7 @@ impl Tree {
                 // No key has a match yet: the scan ends at the leaf's first match or its
                 // last entry, with no test of the order.
                 let leaf = &self.entries[start..start + usize::from(cur[i].mask)];
-                if let Some(e) = leaf.iter().find(|e| self.hit::<LISTS>(e, &k[i])) {
+                if let Some(e) = leaf.iter().find(|e| e.contains_as::<8, LISTS>(&k[i])) {
                     self.take::<LISTS>(e, &k[i], &mut best[i], &mut lim[i], cap);
                 }
                 continue;
@@ -1085,21 +1081,11 @@ impl Tree {
                 if e.order >= best[i] {
                     break;
                 }
-                if self.hit::<LISTS>(e, &k[i]) {
+                if e.contains_as::<8, LISTS>(&k[i]) {
                     self.take::<LISTS>(e, &k[i], &mut best[i], &mut lim[i], cap);
                     break;
                 }
             }
-        }
-    }
-
-    /// Whether `e` holds the key (see [`Tree::walk_group`] for `LISTS`).
-    #[inline(always)]
-    fn hit<const LISTS: bool>(&self, e: &Entry, k: &[u32; 8]) -> bool {
-        if LISTS {
-            e.contains(k)
-        } else {
-            e.contains_unlisted(k)
         }
     }
 

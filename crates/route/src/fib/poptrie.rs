@@ -113,6 +113,13 @@ pub(crate) struct Poptrie<L> {
     pub(crate) leaves: Vec<L>,
 }
 
+/// The index of an address's entry in a direct array of exactly `2^DIRECT` entries: its top
+/// bits, taken modulo the array's length so that indexing needs no bounds check.
+#[inline(always)]
+fn direct_slot<A: Address>(a: &A) -> usize {
+    a.to_word().top(DIRECT) % (1 << DIRECT)
+}
+
 /// Lookups a batch advances together.
 const LANES: usize = 32;
 /// Bits every family resolves with the direct array ([`Address::DIRECT_BITS`]).
@@ -324,11 +331,11 @@ impl<L: Leaf> Poptrie<L> {
             if let (Ok(a), Ok(o)) = (<&[A; LANES]>::try_from(a), <&mut [u32; LANES]>::try_from(o)) {
                 let mut e = [0u32; LANES];
                 for (e, a) in e.iter_mut().zip(a) {
-                    *e = direct[a.to_word().top(DIRECT) % (1 << DIRECT)];
+                    *e = direct[direct_slot(a)];
                 }
                 if let Some(next) = ahead.next() {
                     for a in next {
-                        prefetch_index(&direct[..], a.to_word().top(DIRECT) % (1 << DIRECT));
+                        prefetch_index(&direct[..], direct_slot(a));
                     }
                 }
                 self.finish(a, o, &mut e);

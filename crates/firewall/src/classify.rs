@@ -1033,6 +1033,9 @@ impl Tree {
         fresh: bool,
     ) {
         let mut cur = [self.root; G];
+        // The slice itself, not the vector through `self`: its base and length stay in
+        // registers across the unrolled steps instead of being read again at each.
+        let slots = &self.slots[..];
         loop {
             let mut more = false;
             for i in 0..G {
@@ -1044,7 +1047,7 @@ impl Tree {
                     }
                     let v = k[i][usize::from(c.dim & 7)];
                     let slot = c.first as usize + ((v >> c.shift) & u32::from(c.mask)) as usize;
-                    cur[i] = self.slots[slot];
+                    cur[i] = slots[slot];
                     more = true;
                 }
             }

@@ -229,8 +229,8 @@ struct PortFast {
     /// no domain): an untagged frame is classified without the VLAN map.
     untagged_base: u64,
     /// The classification of an untagged frame, but for its domain, ready to be copied: its
-    /// VLAN (an access port's, a trunk's native; 0 when none) and the port's split-horizon
-    /// group.
+    /// VLAN (an access port's, a trunk's native; 0 when none) and the port's split word (see
+    /// [`Class::split`]).
     untagged_class: Class,
     /// The MTU as the fast path compares it with [`Pre::len32`]: at most `u32::MAX - 1`, so
     /// that a payload within it is within `mtu` too.
@@ -239,7 +239,7 @@ struct PortFast {
 }
 
 impl PortFast {
-    fn new(cfg: &PortConfig) -> Self {
+    fn new(id: PortId, cfg: &PortConfig) -> Self {
         let (untagged, trunk) = match cfg.vlan {
             VlanMode::Access(v) => (Some(v), false),
             VlanMode::Trunk { native, .. } => (native, true),
@@ -248,7 +248,7 @@ impl PortFast {
             mtu32: u32::try_from(cfg.mtu).unwrap_or(u32::MAX).min(u32::MAX - 1),
             untagged_base: NO_BASE,
             untagged_class: Class {
-                horizon: cfg.horizon,
+                split: split_of(id, cfg.horizon),
                 vlan: untagged.unwrap_or(0),
                 payload: 14,
                 drop: None,
@@ -265,7 +265,7 @@ impl PortFast {
     /// The port's split-horizon group.
     #[inline]
     fn horizon(&self) -> Option<HorizonGroup> {
-        self.untagged_class.horizon
+        horizon_of(self.untagged_class.split)
     }
 
     /// [`PortConfig::egress_tag`] (a frame's VLAN is never 0).
@@ -396,7 +396,7 @@ impl Switch {
                 d.members.insert(at, id);
             }
         }
-        let mut fast = PortFast::new(&cfg);
+        let mut fast = PortFast::new(id, &cfg);
         if let Some(d) = fast.untagged().and_then(|v| self.domain_index(v)) {
             fast.untagged_base = base_of(d);
         }
@@ -741,7 +741,7 @@ impl Switch {
             Ok(p) => p,
             Err(r) => return self.drop_on(ingress, r),
         };
-        let ingress_horizon = p.class.horizon;
+        let ingress_horizon = horizon_of(p.class.split);
         let (vlan, d, payload) = (p.class.vlan, p.domain(), usize::from(p.class.payload));
         let (src_key, dst_key) = (!p.src_want, !p.dst_want);
         out.vlan = vlan;
@@ -1034,8 +1034,8 @@ impl Fast<'_> {
             return false;
         };
         let c = &p.class;
-        let split = to == ingress || (c.horizon.is_some() && port.fast.horizon() == c.horizon);
-        if split || p.len32 > port.fast.mtu32 {
+        // The ingress port itself, or a port of its split-horizon group: see `Class::split`.
+        if port.fast.untagged_class.split == c.split || p.len32 > port.fast.mtu32 {
             return false;
         }
         port.stats.tx_unicast += 1;
@@ -1118,8 +1118,11 @@ struct Pre {
 #[derive(Debug, Clone, Copy)]
 #[repr(C, align(8))]
 struct Class {
-    /// The ingress port's split-horizon group.
-    horizon: Option<HorizonGroup>,
+    /// The ingress port's split word: its split-horizon group's number when it has one,
+    /// `0x1_0000` plus its own number when it has none. Two ports' words are equal exactly
+    /// when a frame from one may not leave on the other (the same port, or ports of one
+    /// group), so the fast path tells both cases with one comparison.
+    split: u32,
     vlan: u16,
     /// Offset of the payload (14 or 18).
     payload: u8,
@@ -1138,7 +1141,7 @@ impl Pre {
         ethertype: 0,
         ingress: PortId(0),
         class: Class {
-            horizon: None,
+            split: 0,
             vlan: 0,
             payload: 0,
             drop: None,
@@ -1282,6 +1285,20 @@ fn classify_tagged(port: &PortState, vlan_domain: &VlanMap, t: u16) -> (Class, u
         },
         base,
     )
+}
+
+/// The split word (see [`Class::split`]) of port `id` in split-horizon group `horizon`.
+fn split_of(id: PortId, horizon: Option<HorizonGroup>) -> u32 {
+    match horizon {
+        Some(g) => u32::from(g.0),
+        None => 0x1_0000 + u32::from(id.0),
+    }
+}
+
+/// The split-horizon group of a port of split word `split` (see [`Class::split`]).
+#[inline]
+fn horizon_of(split: u32) -> Option<HorizonGroup> {
+    u16::try_from(split).ok().map(HorizonGroup)
 }
 
 /// The top 16 bits of the table keys of domain `d` ([`NO_BASE`] for [`NO_DOMAIN`]).

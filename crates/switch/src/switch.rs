@@ -10,8 +10,9 @@ use gatekit_packet::{DropCounters, DropReason, Instant, PortId};
 use std::collections::VecDeque;
 
 const NO_DOMAIN: u16 = u16::MAX;
-/// [`PortFast::untagged_base`] of a port whose untagged frames have no domain.
-const NO_BASE: u64 = u64::MAX;
+/// [`PortFast::untagged_base`] of a port whose untagged frames have no domain (no domain's
+/// base is 0: its top 16 bits would be the complement of [`NO_DOMAIN`]).
+const NO_BASE: u64 = 0;
 /// The group (I/G) bit of a MAC address in a table key.
 const MULTICAST: u64 = 1 << 40;
 const EVENT_QUEUE: usize = 256;
@@ -104,19 +105,11 @@ pub struct EgressPort {
 /// list: deciding a unicast frame writes one port, not a list.
 #[derive(Clone)]
 pub struct Egress {
-    /// The port when `single`.
-    one: EgressPort,
+    /// The decision's port when it has exactly one; otherwise its ports are `many`.
+    one: Option<EgressPort>,
     vlan: u16,
-    /// Whether the decision has exactly one port, `one`; otherwise its ports are `many`.
-    single: bool,
     many: Vec<EgressPort>,
 }
-
-/// What an [`Egress`] holds before its first decision.
-const NO_PORT: EgressPort = EgressPort {
-    port: PortId(0),
-    tag: None,
-};
 
 impl Default for Egress {
     fn default() -> Self {
@@ -137,19 +130,17 @@ impl Egress {
     /// An empty list with room for `n` ports (flooding fills up to one per port).
     pub fn with_capacity(n: usize) -> Self {
         Egress {
-            one: NO_PORT,
+            one: None,
             vlan: 0,
-            single: false,
             many: Vec::with_capacity(n),
         }
     }
     /// The ports, in port order for floods.
     #[inline]
     pub fn ports(&self) -> &[EgressPort] {
-        if self.single {
-            core::slice::from_ref(&self.one)
-        } else {
-            &self.many
+        match &self.one {
+            Some(p) => core::slice::from_ref(p),
+            None => &self.many,
         }
     }
     /// The VLAN the frame was classified into.
@@ -158,25 +149,28 @@ impl Egress {
     }
     /// Whether no port was selected.
     pub fn is_empty(&self) -> bool {
-        !self.single && self.many.is_empty()
+        self.one.is_none() && self.many.is_empty()
     }
     /// Number of ports selected.
     pub fn len(&self) -> usize {
-        if self.single { 1 } else { self.many.len() }
+        if self.one.is_some() {
+            1
+        } else {
+            self.many.len()
+        }
     }
     /// Empties the list for a decision in `vlan`.
     #[inline]
     fn reset(&mut self, vlan: u16) {
-        self.single = false;
+        self.one = None;
         self.many.clear();
         self.vlan = vlan;
     }
     /// Makes `port` the decision's only port (after [`reset`](Self::reset) or not).
     #[inline]
     fn set_one(&mut self, vlan: u16, port: EgressPort) {
-        self.one = port;
+        self.one = Some(port);
         self.vlan = vlan;
-        self.single = true;
     }
     /// Adds a port of a flood (after [`reset`](Self::reset)).
     #[inline]
@@ -224,9 +218,9 @@ impl PortState {
 #[derive(Debug, Clone, Copy)]
 #[repr(C)]
 struct PortFast {
-    /// The index of the bridge domain of untagged and priority-tagged frames in the top 16
-    /// bits, as table keys have it ([`NO_BASE`] when the port has no such VLAN, or the VLAN
-    /// no domain): an untagged frame is classified without the VLAN map.
+    /// The key base (see [`base_of`]) of the bridge domain of untagged and priority-tagged
+    /// frames ([`NO_BASE`] when the port has no such VLAN, or the VLAN no domain): an untagged
+    /// frame is classified without the VLAN map.
     untagged_base: u64,
     /// The classification of an untagged frame, but for its domain, ready to be copied: its
     /// VLAN (an access port's, a trunk's native; 0 when none) and the port's split word (see
@@ -1243,7 +1237,7 @@ fn classify(
     if base == NO_BASE {
         return Err(unlikely(DropReason::VlanMismatch));
     }
-    let (src_want, dst_want) = (!(base | src), !(base | dst));
+    let (src_want, dst_want) = (base ^ src, base ^ dst);
     *pre = Pre {
         src_want,
         dst_want,
@@ -1301,12 +1295,14 @@ fn horizon_of(split: u32) -> Option<HorizonGroup> {
     u16::try_from(split).ok().map(HorizonGroup)
 }
 
-/// The top 16 bits of the table keys of domain `d` ([`NO_BASE`] for [`NO_DOMAIN`]).
+/// The key base of domain `d` ([`NO_BASE`] for [`NO_DOMAIN`]): the complement of the top
+/// 16 bits of its table keys, with the low 48 bits set, so that XORed with a MAC it gives the
+/// complement of the MAC's key, what a bucket holds (see [`Pre::src_want`]).
 fn base_of(d: u16) -> u64 {
     if d == NO_DOMAIN {
         NO_BASE
     } else {
-        u64::from(d) << 48
+        !(u64::from(d) << 48)
     }
 }
 

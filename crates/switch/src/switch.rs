@@ -2,7 +2,9 @@
 
 use crate::arp::{self, Arp, ETHERTYPE_ARP};
 use crate::port::{HorizonGroup, MAX_VLAN, PortConfig, PortStats, VlanMode};
-use crate::table::{EntryKind, FastMap, LEARNED, Lines, MacEntry, MacTable, hash, key};
+use crate::table::{
+    EntryKind, FastMap, LEARNED, Lines, MacEntry, MacTable, hash, key, key_domain, key_mac,
+};
 use crate::{ConfigError, MacAddr, TPID_8021Q};
 use core::net::Ipv4Addr;
 use core::time::Duration;
@@ -11,10 +13,14 @@ use std::collections::VecDeque;
 
 const NO_DOMAIN: u16 = u16::MAX;
 /// [`PortFast::untagged_base`] of a port whose untagged frames have no domain (no domain's
-/// base is 0: its top 16 bits would be the complement of [`NO_DOMAIN`]).
+/// base is 0: its low 16 bits would be the complement of [`NO_DOMAIN`]).
 const NO_BASE: u64 = 0;
-/// The group (I/G) bit of a MAC address in a table key.
-const MULTICAST: u64 = 1 << 40;
+/// The group (I/G) bit of a MAC address in a table key (the low bit of its first byte).
+const MULTICAST: u64 = 1 << 16;
+/// An EtherType as [`Pre::ethertype`] holds it: its two bytes read as a little-endian number.
+const fn wire(ethertype: u16) -> u16 {
+    ethertype.swap_bytes()
+}
 const EVENT_QUEUE: usize = 256;
 
 /// A bridge domain: one broadcast domain, one VLAN on trunk ports.
@@ -416,7 +422,7 @@ impl Switch {
         let domains = &mut self.domains;
         self.table.retain(|k, e| {
             let gone = e.port == id && e.kind == EntryKind::Learned;
-            if gone && let Some(d) = domains.get_mut((k >> 48) as usize) {
+            if gone && let Some(d) = domains.get_mut(usize::from(key_domain(k))) {
                 d.stats.learned = d.stats.learned.saturating_sub(1);
             }
             !gone
@@ -519,9 +525,9 @@ impl Switch {
     /// order: for status displays (`gatekitctl macs`), not for the data path.
     pub fn entries(&self) -> impl Iterator<Item = (u16, MacAddr, MacEntry)> + '_ {
         self.table.iter().filter_map(|(k, e)| {
-            let d = usize::from((k >> 48) as u16);
+            let d = usize::from(key_domain(k));
             let vlan = self.domains.get(d)?.cfg.vlan;
-            Some((vlan, MacAddr::from_u64(k), e))
+            Some((vlan, key_mac(k), e))
         })
     }
 
@@ -748,7 +754,7 @@ impl Switch {
             return self.drop_on(ingress, DropReason::VlanMismatch);
         };
         if dom.cfg.arp_suppression
-            && p.ethertype == ETHERTYPE_ARP
+            && p.ethertype == wire(ETHERTYPE_ARP)
             && let Some(v) = self.arp(d, ingress, frame, p, secs, out)
         {
             return v;
@@ -847,7 +853,7 @@ impl Switch {
             }
             self.event(SwitchEvent::MacMove {
                 vlan,
-                mac: MacAddr::from_u64(k),
+                mac: key_mac(k),
                 from,
                 to: ingress,
             });
@@ -867,7 +873,7 @@ impl Switch {
             self.event(SwitchEvent::MacLimit {
                 vlan,
                 port: ingress,
-                mac: MacAddr::from_u64(k),
+                mac: key_mac(k),
             });
             return Some(Verdict::Drop(DropReason::MacLimit));
         }
@@ -900,7 +906,7 @@ impl Switch {
     ) -> Option<Verdict> {
         let payload = usize::from(p.class.payload);
         let a = Arp::parse(frame.get(payload..)?)?;
-        if a.sha != MacAddr::from_u64(!p.src_want) {
+        if a.sha != key_mac(!p.src_want) {
             return None;
         }
         if !a.spa.is_unspecified() {
@@ -957,7 +963,7 @@ impl Switch {
             if e.kind == EntryKind::Static {
                 return true;
             }
-            let d = k >> 48;
+            let d = u64::from(key_domain(k));
             if !expired(d, e.last_seen_secs) {
                 dynamic = true;
                 return true;
@@ -1019,7 +1025,7 @@ impl Fast<'_> {
         if src & !1 != self.seen | (u64::from(ingress.0) << 16)
             || dst == 0
             || p.dst_want & MULTICAST == 0
-            || p.ethertype == ETHERTYPE_ARP
+            || p.ethertype == wire(ETHERTYPE_ARP)
         {
             return false;
         }
@@ -1102,6 +1108,8 @@ struct Pre {
     /// The payload's length (the frame's after the header and tag) as the fast path
     /// compares it with [`PortFast::mtu32`]: `u32::MAX` when it is longer.
     len32: u32,
+    /// The EtherType (after the tag) as the frame has it, its two bytes read as a
+    /// little-endian number (see [`wire`]).
     ethertype: u16,
     ingress: PortId,
     class: Class,
@@ -1159,7 +1167,7 @@ impl Pre {
 
     #[inline]
     fn domain(&self) -> u16 {
-        (!self.src_want >> 48) as u16
+        key_domain(!self.src_want)
     }
 }
 
@@ -1199,24 +1207,24 @@ fn classify(
     port.stats.rx_frames += 1;
     port.stats.rx_bytes += frame.len() as u64;
     let port = &*port;
-    // The addresses and EtherType as two big-endian words: a MAC is the top 48 bits of the
-    // word at its offset (what `MacAddr::to_u64` gives, without the byte shuffling).
+    // The addresses and EtherType as two little-endian words: a MAC is the low 48 bits of the
+    // word at its offset, shifted up by 16 the MAC bits of its table key (see `key`).
     let Some((h, rest)) = frame.split_first_chunk::<14>() else {
         return Err(unlikely(DropReason::Truncated));
     };
     let (Some(a), Some(b)) = (h.first_chunk::<8>(), h.last_chunk::<8>()) else {
         return Err(unlikely(DropReason::Truncated));
     };
-    let dst = u64::from_be_bytes(*a) >> 16;
-    let src = u64::from_be_bytes(*b);
-    let (src, et) = (src >> 16, src as u16);
+    let dst = u64::from_le_bytes(*a) << 16;
+    let src = u64::from_le_bytes(*b);
+    let (src, et) = (src << 16, (src >> 48) as u16);
     let tag = match rest.split_first_chunk::<4>() {
-        _ if et != TPID_8021Q => None,
+        _ if et != wire(TPID_8021Q) => None,
         Some(t) => Some(t),
         None => return Err(unlikely(DropReason::Truncated)),
     };
-    // A group address (the I/G bit, bit 40, turned to the sign bit) or zero.
-    if src.rotate_left(23) as i64 <= 0 {
+    // A group address (the I/G bit, bit 16, turned to the sign bit) or zero.
+    if src.rotate_right(17) as i64 <= 0 {
         return Err(unlikely(DropReason::Malformed));
     }
     // IEEE 802.1Q ingress classification. Untagged and priority-tagged frames take the
@@ -1230,7 +1238,7 @@ fn classify(
         ),
         Some((&[t0, t1, t2, t3], rest)) => (
             classify_tagged(port, vlan_domain, u16::from_be_bytes([t0, t1]) & 0x0fff),
-            u16::from_be_bytes([t2, t3]),
+            u16::from_le_bytes([t2, t3]),
             rest.len(),
         ),
     };
@@ -1295,14 +1303,14 @@ fn horizon_of(split: u32) -> Option<HorizonGroup> {
     u16::try_from(split).ok().map(HorizonGroup)
 }
 
-/// The key base of domain `d` ([`NO_BASE`] for [`NO_DOMAIN`]): the complement of the top
-/// 16 bits of its table keys, with the low 48 bits set, so that XORed with a MAC it gives the
-/// complement of the MAC's key, what a bucket holds (see [`Pre::src_want`]).
+/// The key base of domain `d` ([`NO_BASE`] for [`NO_DOMAIN`]): the complement of the low
+/// 16 bits of its table keys, with the high 48 bits set, so that XORed with the MAC bits of a
+/// key it gives the complement of the key, what a bucket holds (see [`Pre::src_want`]).
 fn base_of(d: u16) -> u64 {
     if d == NO_DOMAIN {
         NO_BASE
     } else {
-        !(u64::from(d) << 48)
+        !u64::from(d)
     }
 }
 

@@ -210,3 +210,46 @@ fn fast_path_decides_as_the_full_path() {
         assert!(limited.drops.get(DropReason::TooBig) > 0, "{limited:?}");
     }
 }
+
+/// A classification's key words are the complements of the table's keys of its addresses,
+/// for untagged and tagged frames, and a key gives back its domain and MAC.
+#[test]
+fn classified_keys_are_table_keys() {
+    let mut sw = fabric();
+    let (src, dst) = (
+        MacAddr([0x02, 0x11, 0x22, 0x33, 0x44, 0x55]),
+        MacAddr([0x0a, 0x99, 0x88, 0x77, 0x66, 0xfe]),
+    );
+    for (ingress, tag, vlan) in [(0, None, 10), (2, Some(20), 20), (3, None, 20)] {
+        let f = frame(dst, src, tag, 0x0800, 46);
+        let mut p = Pre::NONE;
+        sw.classify(PortId(ingress), &f, &mut p).unwrap();
+        let d = sw.domain_index(vlan).unwrap();
+        assert_eq!(p.domain(), d);
+        assert_eq!((!p.src_want, !p.dst_want), (key(d, src), key(d, dst)));
+        assert_eq!(p.ethertype, wire(0x0800));
+        assert_eq!((key_domain(key(d, src)), key_mac(key(d, src))), (d, src));
+        assert_eq!(!p.dst_want & MULTICAST, 0);
+    }
+    // The group bit of the destination, as the fast path and the full path test it.
+    let f = frame(MacAddr([1, 0, 0x5e, 0, 0, 1]), src, None, ETHERTYPE_ARP, 46);
+    let mut p = Pre::NONE;
+    sw.classify(PortId(0), &f, &mut p).unwrap();
+    assert_ne!(!p.dst_want & MULTICAST, 0);
+    assert_eq!(p.ethertype, wire(ETHERTYPE_ARP));
+    // Learned, the source is listed with its domain's VLAN and found by address.
+    let mut f = frame(dst, src, Some(20), 0x0800, 46);
+    let mut out = Egress::default();
+    sw.forward(PortId(2), &mut f, Instant::ZERO, &mut out);
+    assert!(
+        sw.entries()
+            .any(|(v, m, e)| (v, m, e.port) == (20, src, PortId(2)))
+    );
+    assert_eq!(sw.lookup(20, src).map(|e| e.port), Some(PortId(2)));
+    // A group source is dropped.
+    let f = frame(dst, MacAddr([1, 0, 0, 0, 0, 1]), None, 0x0800, 46);
+    assert_eq!(
+        sw.classify(PortId(0), &f, &mut p),
+        Err(DropReason::Malformed)
+    );
+}

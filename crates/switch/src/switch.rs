@@ -248,6 +248,7 @@ impl PortFast {
             mtu32: u32::try_from(cfg.mtu).unwrap_or(u32::MAX).min(u32::MAX - 1),
             untagged_base: NO_BASE,
             untagged_class: Class {
+                expect: u32::from(id.0) << 16,
                 split: split_of(id, cfg.horizon),
                 vlan: untagged.unwrap_or(0),
                 payload: 14,
@@ -666,7 +667,7 @@ impl Switch {
                 vs.fill(Verdict::Forward);
             }
             j += run;
-            let (Some(p), Some(o), Some(v), Some((_, f))) = (
+            let (Some(p), Some(o), Some(v), Some((ingress, f))) = (
                 ring.get_mut(j),
                 out.get_mut(j),
                 verdicts.get_mut(j),
@@ -675,7 +676,7 @@ impl Switch {
                 return;
             };
             let pre = p.class.drop.map_or(Ok(*p), Err);
-            *v = self.decide_full(p.ingress, f.as_mut(), pre, secs, o);
+            *v = self.decide_full(*ingress, f.as_mut(), pre, secs, o);
             if let Some((ingress, f)) = next.get_mut(j) {
                 let lines = self.table.lines();
                 classify_into(
@@ -721,7 +722,7 @@ impl Switch {
         secs: u32,
         out: &mut Egress,
     ) -> Option<Verdict> {
-        debug_assert_eq!(p.ingress, ingress);
+        debug_assert_eq!(p.class.expect, u32::from(ingress.0) << 16);
         self.fast(secs).forward(p, out).then_some(Verdict::Forward)
     }
 
@@ -1016,13 +1017,12 @@ impl Fast<'_> {
     /// nothing.
     #[inline(always)]
     fn forward(&mut self, p: &Pre, out: &mut Egress) -> bool {
-        let ingress = p.ingress;
         // Both lines are read before either is needed, so that their misses overlap. The
         // source's entry must be live (learned or static: the state's low bit ignored) with
         // the port and time learning would give it.
         let src = self.lines.meta_of(p.src_want, p.src_hash);
         let dst = self.lines.meta_of(p.dst_want, p.dst_hash);
-        if src & !1 != self.seen | (u64::from(ingress.0) << 16)
+        if src & !1 != self.seen | u64::from(p.class.expect)
             || dst == 0
             || p.dst_want & MULTICAST == 0
             || p.ethertype == wire(ETHERTYPE_ARP)
@@ -1094,7 +1094,7 @@ impl Fast<'_> {
 }
 
 /// What a frame's classification found: everything the decision needs from the frame and
-/// the configuration, in 48 bytes (a batch keeps one per frame).
+/// the configuration, in 56 bytes (a batch keeps one per frame).
 #[derive(Debug, Clone, Copy)]
 struct Pre {
     /// The complement of the source's table key (domain index and MAC): what a bucket
@@ -1111,15 +1111,20 @@ struct Pre {
     /// The EtherType (after the tag) as the frame has it, its two bytes read as a
     /// little-endian number (see [`wire`]).
     ethertype: u16,
-    ingress: PortId,
     class: Class,
 }
 
+const _: () = assert!(core::mem::size_of::<Pre>() == 56);
+
 /// What a classification takes from the ingress port and the frame's tag, but for the
-/// domain: an untagged frame's is the port's [`PortFast::untagged_class`], one word to copy.
+/// domain: an untagged frame's is the port's [`PortFast::untagged_class`], copied whole.
 #[derive(Debug, Clone, Copy)]
 #[repr(C, align(8))]
 struct Class {
+    /// The ingress port's number in bits 16..32, where a table entry's meta word has its
+    /// port: the meta word of a source learning would not change is this with the state and
+    /// the second (see [`Fast::seen`]).
+    expect: u32,
     /// The ingress port's split word: its split-horizon group's number when it has one,
     /// `0x1_0000` plus its own number when it has none. Two ports' words are equal exactly
     /// when a frame from one may not leave on the other (the same port, or ports of one
@@ -1141,8 +1146,8 @@ impl Pre {
         dst_hash: 0,
         len32: 0,
         ethertype: 0,
-        ingress: PortId(0),
         class: Class {
+            expect: 0,
             split: 0,
             vlan: 0,
             payload: 0,
@@ -1150,13 +1155,12 @@ impl Pre {
         },
     };
 
-    /// The classification of a frame from `ingress` to be dropped for `reason`, in a batch.
+    /// The classification of a frame to be dropped for `reason`, in a batch.
     /// Its source key word is 0, which no key's complement is: the fast path, which does not
     /// look at `drop`, finds no source seen on the port (a slot without a key holds 0, but
     /// its meta word has no live state) and leaves the frame to the full path.
-    fn dropped(ingress: PortId, reason: DropReason) -> Self {
+    fn dropped(reason: DropReason) -> Self {
         Pre {
-            ingress,
             class: Class {
                 drop: Some(reason),
                 ..Self::NONE.class
@@ -1254,7 +1258,6 @@ fn classify(
         dst_hash: hash(dst_want),
         len32: u32::try_from(len).unwrap_or(u32::MAX),
         ethertype,
-        ingress,
         class,
     };
     Ok(())
@@ -1329,7 +1332,7 @@ fn classify_into(
             lines.prefetch(p.src_hash);
             lines.prefetch(p.dst_hash);
         }
-        Err(r) => *p = Pre::dropped(ingress, r),
+        Err(r) => *p = Pre::dropped(r),
     }
 }
 

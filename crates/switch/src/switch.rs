@@ -1234,18 +1234,28 @@ fn classify(
     // IEEE 802.1Q ingress classification. Untagged and priority-tagged frames take the
     // port's own VLAN, whose domain the port keeps at hand (a port has a domain there only
     // if it has such a VLAN).
-    let ((class, base), ethertype, len) = match tag {
-        None => (
-            (port.fast.untagged_class, port.fast.untagged_base),
-            et,
+    match tag {
+        None => classified(
+            pre,
+            port.fast.untagged_class,
+            port.fast.untagged_base,
+            (src, dst, et),
             rest.len(),
         ),
-        Some((&[t0, t1, t2, t3], rest)) => (
-            classify_tagged(port, vlan_domain, u16::from_be_bytes([t0, t1]) & 0x0fff),
-            u16::from_le_bytes([t2, t3]),
-            rest.len(),
-        ),
-    };
+        Some((t, rest)) => classify_tagged(port, vlan_domain, t, (src, dst), rest.len(), pre),
+    }
+}
+
+/// Writes a frame's classification into `pre`, given the class and key base from its port
+/// and tag, its addresses as key bits, its EtherType and its payload's length.
+#[inline(always)]
+fn classified(
+    pre: &mut Pre,
+    class: Class,
+    base: u64,
+    (src, dst, ethertype): (u64, u64, u16),
+    len: usize,
+) -> Result<(), DropReason> {
     if base == NO_BASE {
         return Err(unlikely(DropReason::VlanMismatch));
     }
@@ -1263,11 +1273,20 @@ fn classify(
     Ok(())
 }
 
-/// The classification and key base (see [`PortFast::untagged_base`]) of a frame tagged
-/// with VLAN id `t` on `port` ([`NO_BASE`] when the port does not take the VLAN or it has no
-/// domain). Out of line, so that an untagged frame's classification keeps its registers.
+/// [`classify`] from the tag `tag` on: the class and key base (see
+/// [`PortFast::untagged_base`]) of a frame tagged on `port` ([`NO_BASE`] when the port does
+/// not take the VLAN or it has no domain). Out of line and finishing the classification
+/// itself, so that an untagged frame's classification keeps its registers.
 #[inline(never)]
-fn classify_tagged(port: &PortState, vlan_domain: &VlanMap, t: u16) -> (Class, u64) {
+fn classify_tagged(
+    port: &PortState,
+    vlan_domain: &VlanMap,
+    &[t0, t1, t2, t3]: &[u8; 4],
+    (src, dst): (u64, u64),
+    len: usize,
+    pre: &mut Pre,
+) -> Result<(), DropReason> {
+    let t = u16::from_be_bytes([t0, t1]) & 0x0fff;
     let untagged = port.fast.untagged_class;
     let (class, base) = match t {
         0 => (untagged, port.fast.untagged_base),
@@ -1283,12 +1302,16 @@ fn classify_tagged(port: &PortState, vlan_domain: &VlanMap, t: u16) -> (Class, u
         },
         _ => (untagged, NO_BASE),
     };
-    (
-        Class {
-            payload: 18,
-            ..class
-        },
+    let class = Class {
+        payload: 18,
+        ..class
+    };
+    classified(
+        pre,
+        class,
         base,
+        (src, dst, u16::from_le_bytes([t2, t3])),
+        len,
     )
 }
 

@@ -17,10 +17,13 @@ const NO_DOMAIN: u16 = u16::MAX;
 const NO_BASE: u64 = 0;
 /// The group (I/G) bit of a MAC address in a table key (the low bit of its first byte).
 const MULTICAST: u64 = 1 << 16;
-/// An EtherType as [`Pre::ethertype`] holds it: its two bytes read as a little-endian number.
+/// An EtherType as a classification reads it: its two bytes as a little-endian number.
 const fn wire(ethertype: u16) -> u16 {
     ethertype.swap_bytes()
 }
+/// Set in [`Class::expect`] for an ARP frame: no meta word has bit 8 set, so the fast path
+/// finds no source it may decide for and leaves the frame to the full path (and suppression).
+const ARP_MARK: u32 = 1 << 8;
 const EVENT_QUEUE: usize = 256;
 
 /// A bridge domain: one broadcast domain, one VLAN on trunk ports.
@@ -722,7 +725,7 @@ impl Switch {
         secs: u32,
         out: &mut Egress,
     ) -> Option<Verdict> {
-        debug_assert_eq!(p.class.expect, u32::from(ingress.0) << 16);
+        debug_assert_eq!(p.class.expect >> 16, u32::from(ingress.0));
         self.fast(secs).forward(p, out).then_some(Verdict::Forward)
     }
 
@@ -755,7 +758,9 @@ impl Switch {
             return self.drop_on(ingress, DropReason::VlanMismatch);
         };
         if dom.cfg.arp_suppression
-            && p.ethertype == wire(ETHERTYPE_ARP)
+            && frame
+                .get(payload.wrapping_sub(2)..payload)
+                .is_some_and(|et| et == ETHERTYPE_ARP.to_be_bytes())
             && let Some(v) = self.arp(d, ingress, frame, p, secs, out)
         {
             return v;
@@ -1025,7 +1030,6 @@ impl Fast<'_> {
         if src & !1 != self.seen | u64::from(p.class.expect)
             || dst == 0
             || p.dst_want & MULTICAST == 0
-            || p.ethertype == wire(ETHERTYPE_ARP)
         {
             return false;
         }
@@ -1108,9 +1112,6 @@ struct Pre {
     /// The payload's length (the frame's after the header and tag) as the fast path
     /// compares it with [`PortFast::mtu32`]: `u32::MAX` when it is longer.
     len32: u32,
-    /// The EtherType (after the tag) as the frame has it, its two bytes read as a
-    /// little-endian number (see [`wire`]).
-    ethertype: u16,
     class: Class,
 }
 
@@ -1123,7 +1124,8 @@ const _: () = assert!(core::mem::size_of::<Pre>() == 56);
 struct Class {
     /// The ingress port's number in bits 16..32, where a table entry's meta word has its
     /// port: the meta word of a source learning would not change is this with the state and
-    /// the second (see [`Fast::seen`]).
+    /// the second (see [`Fast::seen`]). In a classification, [`ARP_MARK`] too for an ARP
+    /// frame.
     expect: u32,
     /// The ingress port's split word: its split-horizon group's number when it has one,
     /// `0x1_0000` plus its own number when it has none. Two ports' words are equal exactly
@@ -1145,7 +1147,6 @@ impl Pre {
         src_hash: 0,
         dst_hash: 0,
         len32: 0,
-        ethertype: 0,
         class: Class {
             expect: 0,
             split: 0,
@@ -1267,9 +1268,11 @@ fn classified(
         src_hash: hash(src_want),
         dst_hash: hash(dst_want),
         len32: u32::try_from(len).unwrap_or(u32::MAX),
-        ethertype,
         class,
     };
+    if ethertype == wire(ETHERTYPE_ARP) {
+        pre.class.expect |= ARP_MARK;
+    }
     Ok(())
 }
 

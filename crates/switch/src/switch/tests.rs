@@ -227,7 +227,7 @@ fn classified_keys_are_table_keys() {
         let d = sw.domain_index(vlan).unwrap();
         assert_eq!(p.domain(), d);
         assert_eq!((!p.src_want, !p.dst_want), (key(d, src), key(d, dst)));
-        assert_eq!(p.ethertype, wire(0x0800));
+        assert_eq!(p.class.expect, u32::from(ingress) << 16);
         assert_eq!((key_domain(key(d, src)), key_mac(key(d, src))), (d, src));
         assert_eq!(!p.dst_want & MULTICAST, 0);
     }
@@ -236,7 +236,10 @@ fn classified_keys_are_table_keys() {
     let mut p = Pre::NONE;
     sw.classify(PortId(0), &f, &mut p).unwrap();
     assert_ne!(!p.dst_want & MULTICAST, 0);
-    assert_eq!(p.ethertype, wire(ETHERTYPE_ARP));
+    assert_eq!(p.class.expect, ARP_MARK);
+    let f = frame(dst, src, Some(20), ETHERTYPE_ARP, 46);
+    sw.classify(PortId(2), &f, &mut p).unwrap();
+    assert_eq!(p.class.expect, 2 << 16 | ARP_MARK);
     // Learned, the source is listed with its domain's VLAN and found by address.
     let mut f = frame(dst, src, Some(20), 0x0800, 46);
     let mut out = Egress::default();

@@ -179,15 +179,15 @@ fn words(b: &Bucket) -> [u64; 2 * SLOTS] {
     core::array::from_fn(|i| u64::from_ne_bytes(w[i]))
 }
 
-/// The meta word of the slot whose key word is `want`, or 0 when there is none (at most one
-/// slot holds a key), selected without a branch (where in its bucket a key sits is random: a
-/// branch on it would be mispredicted): compares and masks the compiler does two slots at a
-/// time in vector registers.
+/// The meta word of the slot whose key word is the word `want` holds twice, or 0 when there
+/// is none (at most one slot holds a key), selected without a branch (where in its bucket a
+/// key sits is random: a branch on it would be mispredicted): compares and masks the compiler
+/// does two slots at a time in vector registers, `want` read as one of them.
 #[inline(always)]
-fn select(w: &[u64; 2 * SLOTS], want: u64) -> u64 {
+fn select(w: &[u64; 2 * SLOTS], want: &[u64; 2]) -> u64 {
     let mut hit = 0;
     for i in 0..SLOTS {
-        hit |= w[SLOTS + i] & 0u64.wrapping_sub(u64::from(w[i] == want));
+        hit |= w[SLOTS + i] & 0u64.wrapping_sub(u64::from(w[i] == want[i % 2]));
     }
     hit
 }
@@ -195,7 +195,7 @@ fn select(w: &[u64; 2 * SLOTS], want: u64) -> u64 {
 /// The meta word of the key whose complement is `want` in one bucket (0 when absent), if a
 /// lookup ends at this bucket: the key is in it, or it has an empty slot.
 #[inline(always)]
-fn scan(bucket: &Bucket, want: u64) -> Option<u64> {
+fn scan(bucket: &Bucket, want: &[u64; 2]) -> Option<u64> {
     let w = words(bucket);
     let hit = select(&w, want);
     (hit != 0 || has_empty(&w)).then_some(hit)
@@ -330,16 +330,16 @@ impl Lines<'_> {
         prefetch_index::prefetch_index(self.0, self.home(h));
     }
 
-    /// The meta word of the key whose complement is `want` (what a bucket holds for it),
-    /// hashed to `h`: 0 when the key is absent (a live slot's word is never 0). The
+    /// The meta word of the key whose complement `want` holds twice (what a bucket holds for
+    /// it, as a pair of slots is compared), hashed to `h`: 0 when the key is absent (a live slot's word is never 0). The
     /// forwarding fast path reads only this: the home bucket inline, the rare rest of the
     /// probe sequence out of line.
     #[inline(always)]
-    pub(crate) fn meta_of(self, want: u64, h: u64) -> u64 {
+    pub(crate) fn meta_of(self, want: &[u64; 2], h: u64) -> u64 {
         let b = self.home(h);
         match self.0.get(b).map(|bucket| scan(bucket, want)) {
             Some(Some(hit)) => hit,
-            Some(None) => self.probe(want, b),
+            Some(None) => self.probe(want[0], b),
             None => 0,
         }
     }
@@ -355,7 +355,7 @@ impl Lines<'_> {
             let Some(bucket) = self.0.get(b) else {
                 return 0;
             };
-            if let Some(hit) = scan(bucket, want) {
+            if let Some(hit) = scan(bucket, &[want; 2]) {
                 return hit;
             }
         }
@@ -509,7 +509,7 @@ impl MacTable {
     /// The meta word of `k`, hashed to `h`: 0 when the key is absent.
     #[inline]
     pub(crate) fn meta_h(&self, k: u64, h: u64) -> u64 {
-        self.lines().meta_of(!k, h)
+        self.lines().meta_of(&[!k; 2], h)
     }
 
     /// The entry for `k`, hashed to `h`.

@@ -226,16 +226,16 @@ fn classified_keys_are_table_keys() {
         sw.classify(PortId(ingress), &f, &mut p).unwrap();
         let d = sw.domain_index(vlan).unwrap();
         assert_eq!(p.domain(), d);
-        assert_eq!((!p.src_want, !p.dst_want), (key(d, src), key(d, dst)));
+        assert_eq!((!p.src_want[0], !p.dst_want[0]), (key(d, src), key(d, dst)));
         assert_eq!(p.class.expect, u32::from(ingress) << 16);
         assert_eq!((key_domain(key(d, src)), key_mac(key(d, src))), (d, src));
-        assert_eq!(!p.dst_want & MULTICAST, 0);
+        assert_eq!(!p.dst_want[0] & MULTICAST, 0);
     }
     // The group bit of the destination, as the fast path and the full path test it.
     let f = frame(MacAddr([1, 0, 0x5e, 0, 0, 1]), src, None, ETHERTYPE_ARP, 46);
     let mut p = Pre::NONE;
     sw.classify(PortId(0), &f, &mut p).unwrap();
-    assert_ne!(!p.dst_want & MULTICAST, 0);
+    assert_ne!(!p.dst_want[0] & MULTICAST, 0);
     assert_eq!(p.class.expect, ARP_MARK);
     let f = frame(dst, src, Some(20), ETHERTYPE_ARP, 46);
     sw.classify(PortId(2), &f, &mut p).unwrap();

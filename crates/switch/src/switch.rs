@@ -1208,7 +1208,7 @@ fn classify(
     pre: &mut Pre,
 ) -> Result<(), DropReason> {
     let Some(Some(port)) = ports.get_mut(usize::from(ingress.0)) else {
-        return Err(unlikely(DropReason::PortDown));
+        return Err(unlikely(|| DropReason::PortDown));
     };
     port.stats.rx_frames += 1;
     port.stats.rx_bytes += frame.len() as u64;
@@ -1216,10 +1216,10 @@ fn classify(
     // The addresses and EtherType as two little-endian words: a MAC is the low 48 bits of the
     // word at its offset, shifted up by 16 the MAC bits of its table key (see `key`).
     let Some((h, rest)) = frame.split_first_chunk::<14>() else {
-        return Err(unlikely(DropReason::Truncated));
+        return Err(unlikely(|| DropReason::Truncated));
     };
     let (Some(a), Some(b)) = (h.first_chunk::<8>(), h.last_chunk::<8>()) else {
-        return Err(unlikely(DropReason::Truncated));
+        return Err(unlikely(|| DropReason::Truncated));
     };
     let dst = u64::from_le_bytes(*a) << 16;
     let src = u64::from_le_bytes(*b);
@@ -1227,11 +1227,11 @@ fn classify(
     let tag = match rest.split_first_chunk::<4>() {
         _ if et != wire(TPID_8021Q) => None,
         Some(t) => Some(t),
-        None => return Err(unlikely(DropReason::Truncated)),
+        None => return Err(unlikely(|| DropReason::Truncated)),
     };
     // A group address (the I/G bit, bit 16, turned to the sign bit) or zero.
     if src.rotate_right(17) as i64 <= 0 {
-        return Err(unlikely(DropReason::Malformed));
+        return Err(unlikely(|| DropReason::Malformed));
     }
     // IEEE 802.1Q ingress classification. Untagged and priority-tagged frames take the
     // port's own VLAN, whose domain the port keeps at hand (a port has a domain there only
@@ -1259,7 +1259,7 @@ fn classified(
     len: usize,
 ) -> Result<(), DropReason> {
     if base == NO_BASE {
-        return Err(unlikely(DropReason::VlanMismatch));
+        return Err(unlikely(|| DropReason::VlanMismatch));
     }
     let (src_want, dst_want) = (base ^ src, base ^ dst);
     *pre = Pre {
@@ -1378,12 +1378,14 @@ fn classify_run<F: AsMut<[u8]>>(
     }
 }
 
-/// `r`, on a path the compiler is told is unlikely: a classification's drops stay out of
-/// the way of the frames it passes on.
+/// The reason `r` gives, on a path the compiler is told is unlikely: a classification's
+/// drops stay out of the way of the frames it passes on. A function of its own for each
+/// place it is called from, which takes no argument: the frames passed on set up no register
+/// for it.
 #[cold]
 #[inline(never)]
-fn unlikely(r: DropReason) -> DropReason {
-    r
+fn unlikely(r: impl FnOnce() -> DropReason) -> DropReason {
+    r()
 }
 
 /// The bridge domain index of each VLAN id, [`NO_DOMAIN`] for none.

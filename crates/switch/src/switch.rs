@@ -626,61 +626,35 @@ impl Switch {
         // so classifying ahead gives what classifying in turn would.
         let mut pres = self.batch.take().unwrap_or_default();
         let ring = &mut *pres.0;
-        let (mut cur, mut rest) = frames.split_at_mut(n.min(Self::AHEAD));
-        classify_run(
-            &mut self.ports,
-            &self.vlan_domain,
-            self.table.lines(),
-            cur,
-            ring,
-        );
-        for (out, verdicts) in out
-            .chunks_mut(Self::AHEAD)
-            .zip(verdicts.chunks_mut(Self::AHEAD))
-        {
-            let (next, after) = rest.split_at_mut(rest.len().min(Self::AHEAD));
-            self.decide_chunk(cur, ring, next, secs, out, verdicts);
-            (cur, rest) = (next, after);
+        if let Some(first) = frames.get_mut(..n.min(Self::AHEAD)) {
+            classify_run(
+                &mut self.ports,
+                &self.vlan_domain,
+                self.table.lines(),
+                first,
+                ring,
+            );
         }
-        self.batch = Some(pres);
-        n
-    }
-
-    /// Decides a chunk of a batch from its classifications in `ring`, classifying the next
-    /// chunk's frames into the slots as they free up: runs of frames on the fast path, which
-    /// keeps what it reads at hand, and between them a frame on the full path.
-    #[inline(always)]
-    fn decide_chunk<F: AsMut<[u8]>>(
-        &mut self,
-        frames: &mut [(PortId, F)],
-        ring: &mut [Pre; Self::AHEAD],
-        next: &mut [(PortId, F)],
-        secs: u32,
-        out: &mut [Egress],
-        verdicts: &mut [Verdict],
-    ) {
+        // Runs of frames on the fast path, which keeps what it reads at hand, and between
+        // them a frame on the full path.
         let mut j = 0;
-        loop {
-            let (Some(ps), Some(os)) = (ring.get_mut(j..), out.get_mut(j..)) else {
-                return;
-            };
-            let ns = next.get_mut(j..).unwrap_or_default();
-            let run = self.fast(secs).forward_run(ps, os, ns);
+        while j < n {
+            let run = self.fast(secs).forward_run(ring, j, frames, out);
             if let Some(vs) = verdicts.get_mut(j..j + run) {
                 vs.fill(Verdict::Forward);
             }
             j += run;
             let (Some(p), Some(o), Some(v), Some((ingress, f))) = (
-                ring.get_mut(j),
+                ring.get_mut(j % Self::AHEAD),
                 out.get_mut(j),
                 verdicts.get_mut(j),
                 frames.get_mut(j),
             ) else {
-                return;
+                break;
             };
             let pre = p.class.drop.map_or(Ok(*p), Err);
             *v = self.decide_full(*ingress, f.as_mut(), pre, secs, o);
-            if let Some((ingress, f)) = next.get_mut(j) {
+            if let Some((ingress, f)) = frames.get_mut(j + Self::AHEAD) {
                 let lines = self.table.lines();
                 classify_into(
                     &mut self.ports,
@@ -693,6 +667,8 @@ impl Switch {
             }
             j += 1;
         }
+        self.batch = Some(pres);
+        n
     }
 
     /// How many frames ahead of its decision [`forward_batch`](Self::forward_batch) reads a
@@ -1053,22 +1029,53 @@ impl Fast<'_> {
         true
     }
 
-    /// Decides the frames of `ring` into `out` from the first on while
+    /// Decides the frames of a batch into `out` from frame `start` on while
     /// [`forward`](Self::forward) can (each a [`Verdict::Forward`]) and returns how many it
-    /// decided. After deciding frame `i`, classifies `next[i]`, if there is one, into its
-    /// slot and asks for its lines: the frames decided a chunk later, whose lines are then on
-    /// their way while these are decided. Out of line, so that the loop has the registers to
-    /// itself.
+    /// decided. Frame `i`'s classification is in slot `i % AHEAD` of `ring`; after deciding
+    /// it, classifies frame `i + AHEAD` of `frames`, if there is one, into the slot and asks
+    /// for its lines: the frames decided a chunk later, whose lines are then on their way
+    /// while these are decided. Out of line, so that the loop has the registers to itself,
+    /// and called once for a run of frames however many chunks it spans.
     #[inline(never)]
     fn forward_run<F: AsMut<[u8]>>(
+        &mut self,
+        ring: &mut [Pre; Switch::AHEAD],
+        start: usize,
+        frames: &mut [(PortId, F)],
+        out: &mut [Egress],
+    ) -> usize {
+        if self.lines.is_empty() {
+            return 0;
+        }
+        let n = frames.len().min(out.len());
+        let mut i = start;
+        while i < n {
+            // The rest of the chunk of frame `i`, and the frames of the next chunk.
+            let slot = i % Switch::AHEAD;
+            let end = n.min(i - slot + Switch::AHEAD);
+            let (Some(ps), Some(os)) = (ring.get_mut(slot..), out.get_mut(i..end)) else {
+                break;
+            };
+            let ns = frames.get_mut(i + Switch::AHEAD..).unwrap_or_default();
+            let run = self.chunk_run(ps, os, ns);
+            i += run;
+            if i < end {
+                break;
+            }
+        }
+        i - start
+    }
+
+    /// [`forward_run`](Self::forward_run) within a chunk: decides the frames of `ring` into
+    /// `out` from the first on, classifying `next[i]` into slot `i` after deciding frame
+    /// `i`, and returns how many it decided.
+    #[inline(always)]
+    fn chunk_run<F: AsMut<[u8]>>(
         &mut self,
         ring: &mut [Pre],
         out: &mut [Egress],
         next: &mut [(PortId, F)],
     ) -> usize {
-        if self.lines.is_empty() {
-            return 0;
-        }
         let both = next.len().min(ring.len()).min(out.len());
         let (ring, ring_rest) = ring.split_at_mut(both);
         let (out, out_rest) = out.split_at_mut(both);

@@ -256,3 +256,57 @@ fn classified_keys_are_table_keys() {
         Err(DropReason::Malformed)
     );
 }
+
+/// A batch of mostly known unicast, whose runs on the fast path span chunks, with frames for
+/// the full path at chunk edges and within chunks, decides as `forward` frame by frame.
+#[test]
+fn long_fast_runs_decide_as_frame_by_frame() {
+    let (mut one, mut many) = (fabric(), fabric());
+    let mut out = Egress::default();
+    let now = Instant::from_secs(3);
+    // Hosts 0..4 behind ports 0, 1, 2 (the trunk, untagged) and 4 (a mesh tunnel), all in
+    // domain 10, learned this second.
+    let homes = [0u16, 1, 2, 4];
+    for sw in [&mut one, &mut many] {
+        for (h, &p) in homes.iter().enumerate() {
+            let mut f = frame(MacAddr::BROADCAST, host(h as u64), None, 0x0800, 46);
+            sw.forward(PortId(p), &mut f, now, &mut out);
+        }
+    }
+    for full_at in [vec![], vec![0], vec![15, 16], vec![3, 31, 32, 47], vec![49]] {
+        let batch: Vec<(PortId, Vec<u8>)> = (0..50u64)
+            .map(|i| {
+                let (s, d) = (i % 4, (i / 4 + 1 + i) % 4);
+                let d = if d == s { (d + 1) % 4 } else { d };
+                let dst = if full_at.contains(&(i as usize)) {
+                    MacAddr::BROADCAST
+                } else {
+                    host(d)
+                };
+                (
+                    PortId(homes[s as usize]),
+                    frame(dst, host(s), None, 0x0800, 46),
+                )
+            })
+            .collect();
+        let mut frames = batch.clone();
+        let mut outs = vec![Egress::default(); 50];
+        let mut verdicts = [Verdict::Flood; 50];
+        assert_eq!(
+            many.forward_batch(&mut frames, now, &mut outs, &mut verdicts),
+            50
+        );
+        for (i, (p, f)) in batch.into_iter().enumerate() {
+            let mut f = f;
+            let v = one.forward(p, &mut f, now, &mut out);
+            assert_eq!(v, verdicts[i], "frame {i} of {full_at:?}");
+            assert_eq!(out.ports(), outs[i].ports(), "frame {i} of {full_at:?}");
+            assert_eq!(out.vlan(), outs[i].vlan(), "frame {i} of {full_at:?}");
+        }
+        assert_eq!(
+            verdicts.iter().filter(|v| **v == Verdict::Forward).count(),
+            50 - full_at.len()
+        );
+        assert_eq!(snapshot(&mut one), snapshot(&mut many));
+    }
+}

@@ -702,7 +702,12 @@ impl Switch {
         out: &mut Egress,
     ) -> Option<Verdict> {
         debug_assert_eq!(p.class.expect >> 16, u32::from(ingress.0));
-        self.fast(secs).forward(p, out).then_some(Verdict::Forward)
+        // The classification was written just now, a word at a time: the key words are read
+        // alone (a pair read as one would wait for both writes to reach the cache).
+        let want = ([p.src_want[0]; 2], [p.dst_want[0]; 2]);
+        self.fast(secs)
+            .forward(p, (&want.0, &want.1), out)
+            .then_some(Verdict::Forward)
     }
 
     /// Learns the frame's source and decides where it goes, whatever the case. Out of line:
@@ -995,14 +1000,15 @@ impl Fast<'_> {
     /// a port it may be sent to. Then the decision is [`decide_full`](Switch::decide_full)'s,
     /// a [`Verdict::Forward`] with the same counters, and this returns true; anything else (a
     /// frame to be dropped included: see [`Pre::dropped`]) returns false having changed
-    /// nothing.
+    /// nothing. `want` is the classification's pair of source and destination key words,
+    /// as read.
     #[inline(always)]
-    fn forward(&mut self, p: &Pre, out: &mut Egress) -> bool {
+    fn forward(&mut self, p: &Pre, want: (&[u64; 2], &[u64; 2]), out: &mut Egress) -> bool {
         // Both lines are read before either is needed, so that their misses overlap. The
         // source's entry must be live (learned or static: the state's low bit ignored) with
         // the port and time learning would give it.
-        let src = self.lines.meta_of(&p.src_want, p.src_hash);
-        let dst = self.lines.meta_of(&p.dst_want, p.dst_hash);
+        let src = self.lines.meta_of(want.0, p.src_hash);
+        let dst = self.lines.meta_of(want.1, p.dst_hash);
         if src & !1 != self.seen | u64::from(p.class.expect)
             || dst == 0
             || p.dst_want[0] & MULTICAST == 0
@@ -1081,7 +1087,7 @@ impl Fast<'_> {
         let (out, out_rest) = out.split_at_mut(both);
         let mut n = 0;
         for ((p, o), (ingress, f)) in ring.iter_mut().zip(out).zip(next) {
-            if !self.forward(p, o) {
+            if !self.forward(p, (&p.src_want, &p.dst_want), o) {
                 return n;
             }
             classify_into(
@@ -1095,7 +1101,7 @@ impl Fast<'_> {
             n += 1;
         }
         for (p, o) in ring_rest.iter().zip(out_rest) {
-            if !self.forward(p, o) {
+            if !self.forward(p, (&p.src_want, &p.dst_want), o) {
                 return n;
             }
             n += 1;

@@ -2,7 +2,9 @@
 
 use crate::arp::{self, Arp, ETHERTYPE_ARP};
 use crate::port::{HorizonGroup, MAX_VLAN, PortConfig, PortStats, VlanMode};
-use crate::table::{EntryKind, FastMap, LEARNED, Lines, MacEntry, MacTable, hash, key};
+use crate::table::{
+    EntryKind, FastMap, LEARNED, Lines, MacEntry, MacTable, hash, key, key_domain, key_mac,
+};
 use crate::{ConfigError, MacAddr, TPID_8021Q};
 use core::net::Ipv4Addr;
 use core::time::Duration;
@@ -10,10 +12,18 @@ use gatekit_packet::{DropCounters, DropReason, Instant, PortId};
 use std::collections::VecDeque;
 
 const NO_DOMAIN: u16 = u16::MAX;
-/// [`PortFast::untagged_base`] of a port whose untagged frames have no domain.
-const NO_BASE: u64 = u64::MAX;
-/// The group (I/G) bit of a MAC address in a table key.
-const MULTICAST: u64 = 1 << 40;
+/// [`PortFast::untagged_base`] of a port whose untagged frames have no domain (no domain's
+/// base is 0: its low 16 bits would be the complement of [`NO_DOMAIN`]).
+const NO_BASE: u64 = 0;
+/// The group (I/G) bit of a MAC address in a table key (the low bit of its first byte).
+const MULTICAST: u64 = 1 << 16;
+/// An EtherType as a classification reads it: its two bytes as a little-endian number.
+const fn wire(ethertype: u16) -> u16 {
+    ethertype.swap_bytes()
+}
+/// Set in [`Class::expect`] for an ARP frame: no meta word has bit 8 set, so the fast path
+/// finds no source it may decide for and leaves the frame to the full path (and suppression).
+const ARP_MARK: u32 = 1 << 8;
 const EVENT_QUEUE: usize = 256;
 
 /// A bridge domain: one broadcast domain, one VLAN on trunk ports.
@@ -104,19 +114,11 @@ pub struct EgressPort {
 /// list: deciding a unicast frame writes one port, not a list.
 #[derive(Clone)]
 pub struct Egress {
-    /// The port when `single`.
-    one: EgressPort,
+    /// The decision's port when it has exactly one; otherwise its ports are `many`.
+    one: Option<EgressPort>,
     vlan: u16,
-    /// Whether the decision has exactly one port, `one`; otherwise its ports are `many`.
-    single: bool,
     many: Vec<EgressPort>,
 }
-
-/// What an [`Egress`] holds before its first decision.
-const NO_PORT: EgressPort = EgressPort {
-    port: PortId(0),
-    tag: None,
-};
 
 impl Default for Egress {
     fn default() -> Self {
@@ -137,19 +139,17 @@ impl Egress {
     /// An empty list with room for `n` ports (flooding fills up to one per port).
     pub fn with_capacity(n: usize) -> Self {
         Egress {
-            one: NO_PORT,
+            one: None,
             vlan: 0,
-            single: false,
             many: Vec::with_capacity(n),
         }
     }
     /// The ports, in port order for floods.
     #[inline]
     pub fn ports(&self) -> &[EgressPort] {
-        if self.single {
-            core::slice::from_ref(&self.one)
-        } else {
-            &self.many
+        match &self.one {
+            Some(p) => core::slice::from_ref(p),
+            None => &self.many,
         }
     }
     /// The VLAN the frame was classified into.
@@ -158,25 +158,28 @@ impl Egress {
     }
     /// Whether no port was selected.
     pub fn is_empty(&self) -> bool {
-        !self.single && self.many.is_empty()
+        self.one.is_none() && self.many.is_empty()
     }
     /// Number of ports selected.
     pub fn len(&self) -> usize {
-        if self.single { 1 } else { self.many.len() }
+        if self.one.is_some() {
+            1
+        } else {
+            self.many.len()
+        }
     }
     /// Empties the list for a decision in `vlan`.
     #[inline]
     fn reset(&mut self, vlan: u16) {
-        self.single = false;
+        self.one = None;
         self.many.clear();
         self.vlan = vlan;
     }
     /// Makes `port` the decision's only port (after [`reset`](Self::reset) or not).
     #[inline]
     fn set_one(&mut self, vlan: u16, port: EgressPort) {
-        self.one = port;
+        self.one = Some(port);
         self.vlan = vlan;
-        self.single = true;
     }
     /// Adds a port of a flood (after [`reset`](Self::reset)).
     #[inline]
@@ -224,13 +227,13 @@ impl PortState {
 #[derive(Debug, Clone, Copy)]
 #[repr(C)]
 struct PortFast {
-    /// The index of the bridge domain of untagged and priority-tagged frames in the top 16
-    /// bits, as table keys have it ([`NO_BASE`] when the port has no such VLAN, or the VLAN
-    /// no domain): an untagged frame is classified without the VLAN map.
+    /// The key base (see [`base_of`]) of the bridge domain of untagged and priority-tagged
+    /// frames ([`NO_BASE`] when the port has no such VLAN, or the VLAN no domain): an untagged
+    /// frame is classified without the VLAN map.
     untagged_base: u64,
     /// The classification of an untagged frame, but for its domain, ready to be copied: its
-    /// VLAN (an access port's, a trunk's native; 0 when none) and the port's split-horizon
-    /// group.
+    /// VLAN (an access port's, a trunk's native; 0 when none) and the port's split word (see
+    /// [`Class::split`]).
     untagged_class: Class,
     /// The MTU as the fast path compares it with [`Pre::len32`]: at most `u32::MAX - 1`, so
     /// that a payload within it is within `mtu` too.
@@ -239,7 +242,7 @@ struct PortFast {
 }
 
 impl PortFast {
-    fn new(cfg: &PortConfig) -> Self {
+    fn new(id: PortId, cfg: &PortConfig) -> Self {
         let (untagged, trunk) = match cfg.vlan {
             VlanMode::Access(v) => (Some(v), false),
             VlanMode::Trunk { native, .. } => (native, true),
@@ -248,7 +251,8 @@ impl PortFast {
             mtu32: u32::try_from(cfg.mtu).unwrap_or(u32::MAX).min(u32::MAX - 1),
             untagged_base: NO_BASE,
             untagged_class: Class {
-                horizon: cfg.horizon,
+                expect: u32::from(id.0) << 16,
+                split: split_of(id, cfg.horizon),
                 vlan: untagged.unwrap_or(0),
                 payload: 14,
                 drop: None,
@@ -265,7 +269,7 @@ impl PortFast {
     /// The port's split-horizon group.
     #[inline]
     fn horizon(&self) -> Option<HorizonGroup> {
-        self.untagged_class.horizon
+        horizon_of(self.untagged_class.split)
     }
 
     /// [`PortConfig::egress_tag`] (a frame's VLAN is never 0).
@@ -396,7 +400,7 @@ impl Switch {
                 d.members.insert(at, id);
             }
         }
-        let mut fast = PortFast::new(&cfg);
+        let mut fast = PortFast::new(id, &cfg);
         if let Some(d) = fast.untagged().and_then(|v| self.domain_index(v)) {
             fast.untagged_base = base_of(d);
         }
@@ -422,7 +426,7 @@ impl Switch {
         let domains = &mut self.domains;
         self.table.retain(|k, e| {
             let gone = e.port == id && e.kind == EntryKind::Learned;
-            if gone && let Some(d) = domains.get_mut((k >> 48) as usize) {
+            if gone && let Some(d) = domains.get_mut(usize::from(key_domain(k))) {
                 d.stats.learned = d.stats.learned.saturating_sub(1);
             }
             !gone
@@ -525,9 +529,9 @@ impl Switch {
     /// order: for status displays (`gatekitctl macs`), not for the data path.
     pub fn entries(&self) -> impl Iterator<Item = (u16, MacAddr, MacEntry)> + '_ {
         self.table.iter().filter_map(|(k, e)| {
-            let d = usize::from((k >> 48) as u16);
+            let d = usize::from(key_domain(k));
             let vlan = self.domains.get(d)?.cfg.vlan;
-            Some((vlan, MacAddr::from_u64(k), e))
+            Some((vlan, key_mac(k), e))
         })
     }
 
@@ -622,61 +626,35 @@ impl Switch {
         // so classifying ahead gives what classifying in turn would.
         let mut pres = self.batch.take().unwrap_or_default();
         let ring = &mut *pres.0;
-        let (mut cur, mut rest) = frames.split_at_mut(n.min(Self::AHEAD));
-        classify_run(
-            &mut self.ports,
-            &self.vlan_domain,
-            self.table.lines(),
-            cur,
-            ring,
-        );
-        for (out, verdicts) in out
-            .chunks_mut(Self::AHEAD)
-            .zip(verdicts.chunks_mut(Self::AHEAD))
-        {
-            let (next, after) = rest.split_at_mut(rest.len().min(Self::AHEAD));
-            self.decide_chunk(cur, ring, next, secs, out, verdicts);
-            (cur, rest) = (next, after);
+        if let Some(first) = frames.get_mut(..n.min(Self::AHEAD)) {
+            classify_run(
+                &mut self.ports,
+                &self.vlan_domain,
+                self.table.lines(),
+                first,
+                ring,
+            );
         }
-        self.batch = Some(pres);
-        n
-    }
-
-    /// Decides a chunk of a batch from its classifications in `ring`, classifying the next
-    /// chunk's frames into the slots as they free up: runs of frames on the fast path, which
-    /// keeps what it reads at hand, and between them a frame on the full path.
-    #[inline(always)]
-    fn decide_chunk<F: AsMut<[u8]>>(
-        &mut self,
-        frames: &mut [(PortId, F)],
-        ring: &mut [Pre; Self::AHEAD],
-        next: &mut [(PortId, F)],
-        secs: u32,
-        out: &mut [Egress],
-        verdicts: &mut [Verdict],
-    ) {
+        // Runs of frames on the fast path, which keeps what it reads at hand, and between
+        // them a frame on the full path.
         let mut j = 0;
-        loop {
-            let (Some(ps), Some(os)) = (ring.get_mut(j..), out.get_mut(j..)) else {
-                return;
-            };
-            let ns = next.get_mut(j..).unwrap_or_default();
-            let run = self.fast(secs).forward_run(ps, os, ns);
+        while j < n {
+            let run = self.fast(secs).forward_run(ring, j, frames, out);
             if let Some(vs) = verdicts.get_mut(j..j + run) {
                 vs.fill(Verdict::Forward);
             }
             j += run;
-            let (Some(p), Some(o), Some(v), Some((_, f))) = (
-                ring.get_mut(j),
+            let (Some(p), Some(o), Some(v), Some((ingress, f))) = (
+                ring.get_mut(j % Self::AHEAD),
                 out.get_mut(j),
                 verdicts.get_mut(j),
                 frames.get_mut(j),
             ) else {
-                return;
+                break;
             };
             let pre = p.class.drop.map_or(Ok(*p), Err);
-            *v = self.decide_full(p.ingress, f.as_mut(), pre, secs, o);
-            if let Some((ingress, f)) = next.get_mut(j) {
+            *v = self.decide_full(*ingress, f.as_mut(), pre, secs, o);
+            if let Some((ingress, f)) = frames.get_mut(j + Self::AHEAD) {
                 let lines = self.table.lines();
                 classify_into(
                     &mut self.ports,
@@ -689,6 +667,8 @@ impl Switch {
             }
             j += 1;
         }
+        self.batch = Some(pres);
+        n
     }
 
     /// How many frames ahead of its decision [`forward_batch`](Self::forward_batch) reads a
@@ -721,8 +701,13 @@ impl Switch {
         secs: u32,
         out: &mut Egress,
     ) -> Option<Verdict> {
-        debug_assert_eq!(p.ingress, ingress);
-        self.fast(secs).forward(p, out).then_some(Verdict::Forward)
+        debug_assert_eq!(p.class.expect >> 16, u32::from(ingress.0));
+        // The classification was written just now, a word at a time: the key words are read
+        // alone (a pair read as one would wait for both writes to reach the cache).
+        let want = ([p.src_want[0]; 2], [p.dst_want[0]; 2]);
+        self.fast(secs)
+            .forward(p, (&want.0, &want.1), out)
+            .then_some(Verdict::Forward)
     }
 
     /// Learns the frame's source and decides where it goes, whatever the case. Out of line:
@@ -741,9 +726,9 @@ impl Switch {
             Ok(p) => p,
             Err(r) => return self.drop_on(ingress, r),
         };
-        let ingress_horizon = p.class.horizon;
+        let ingress_horizon = horizon_of(p.class.split);
         let (vlan, d, payload) = (p.class.vlan, p.domain(), usize::from(p.class.payload));
-        let (src_key, dst_key) = (!p.src_want, !p.dst_want);
+        let (src_key, dst_key) = (!p.src_want[0], !p.dst_want[0]);
         out.vlan = vlan;
 
         if let Some(v) = self.learn(d, vlan, ingress, src_key, p.src_hash, secs) {
@@ -754,7 +739,9 @@ impl Switch {
             return self.drop_on(ingress, DropReason::VlanMismatch);
         };
         if dom.cfg.arp_suppression
-            && p.ethertype == ETHERTYPE_ARP
+            && frame
+                .get(payload.wrapping_sub(2)..payload)
+                .is_some_and(|et| et == ETHERTYPE_ARP.to_be_bytes())
             && let Some(v) = self.arp(d, ingress, frame, p, secs, out)
         {
             return v;
@@ -853,7 +840,7 @@ impl Switch {
             }
             self.event(SwitchEvent::MacMove {
                 vlan,
-                mac: MacAddr::from_u64(k),
+                mac: key_mac(k),
                 from,
                 to: ingress,
             });
@@ -873,7 +860,7 @@ impl Switch {
             self.event(SwitchEvent::MacLimit {
                 vlan,
                 port: ingress,
-                mac: MacAddr::from_u64(k),
+                mac: key_mac(k),
             });
             return Some(Verdict::Drop(DropReason::MacLimit));
         }
@@ -906,7 +893,7 @@ impl Switch {
     ) -> Option<Verdict> {
         let payload = usize::from(p.class.payload);
         let a = Arp::parse(frame.get(payload..)?)?;
-        if a.sha != MacAddr::from_u64(!p.src_want) {
+        if a.sha != key_mac(!p.src_want[0]) {
             return None;
         }
         if !a.spa.is_unspecified() {
@@ -963,7 +950,7 @@ impl Switch {
             if e.kind == EntryKind::Static {
                 return true;
             }
-            let d = k >> 48;
+            let d = u64::from(key_domain(k));
             if !expired(d, e.last_seen_secs) {
                 dynamic = true;
                 return true;
@@ -1013,19 +1000,18 @@ impl Fast<'_> {
     /// a port it may be sent to. Then the decision is [`decide_full`](Switch::decide_full)'s,
     /// a [`Verdict::Forward`] with the same counters, and this returns true; anything else (a
     /// frame to be dropped included: see [`Pre::dropped`]) returns false having changed
-    /// nothing.
+    /// nothing. `want` is the classification's pair of source and destination key words,
+    /// as read.
     #[inline(always)]
-    fn forward(&mut self, p: &Pre, out: &mut Egress) -> bool {
-        let ingress = p.ingress;
+    fn forward(&mut self, p: &Pre, want: (&[u64; 2], &[u64; 2]), out: &mut Egress) -> bool {
         // Both lines are read before either is needed, so that their misses overlap. The
         // source's entry must be live (learned or static: the state's low bit ignored) with
         // the port and time learning would give it.
-        let src = self.lines.meta_of(p.src_want, p.src_hash);
-        let dst = self.lines.meta_of(p.dst_want, p.dst_hash);
-        if src & !1 != self.seen | (u64::from(ingress.0) << 16)
+        let src = self.lines.meta_of(want.0, p.src_hash);
+        let dst = self.lines.meta_of(want.1, p.dst_hash);
+        if src & !1 != self.seen | u64::from(p.class.expect)
             || dst == 0
-            || p.dst_want & MULTICAST == 0
-            || p.ethertype == ETHERTYPE_ARP
+            || p.dst_want[0] & MULTICAST == 0
         {
             return false;
         }
@@ -1034,8 +1020,8 @@ impl Fast<'_> {
             return false;
         };
         let c = &p.class;
-        let split = to == ingress || (c.horizon.is_some() && port.fast.horizon() == c.horizon);
-        if split || p.len32 > port.fast.mtu32 {
+        // The ingress port itself, or a port of its split-horizon group: see `Class::split`.
+        if port.fast.untagged_class.split == c.split || p.len32 > port.fast.mtu32 {
             return false;
         }
         port.stats.tx_unicast += 1;
@@ -1049,28 +1035,59 @@ impl Fast<'_> {
         true
     }
 
-    /// Decides the frames of `ring` into `out` from the first on while
+    /// Decides the frames of a batch into `out` from frame `start` on while
     /// [`forward`](Self::forward) can (each a [`Verdict::Forward`]) and returns how many it
-    /// decided. After deciding frame `i`, classifies `next[i]`, if there is one, into its
-    /// slot and asks for its lines: the frames decided a chunk later, whose lines are then on
-    /// their way while these are decided. Out of line, so that the loop has the registers to
-    /// itself.
+    /// decided. Frame `i`'s classification is in slot `i % AHEAD` of `ring`; after deciding
+    /// it, classifies frame `i + AHEAD` of `frames`, if there is one, into the slot and asks
+    /// for its lines: the frames decided a chunk later, whose lines are then on their way
+    /// while these are decided. Out of line, so that the loop has the registers to itself,
+    /// and called once for a run of frames however many chunks it spans.
     #[inline(never)]
     fn forward_run<F: AsMut<[u8]>>(
+        &mut self,
+        ring: &mut [Pre; Switch::AHEAD],
+        start: usize,
+        frames: &mut [(PortId, F)],
+        out: &mut [Egress],
+    ) -> usize {
+        if self.lines.is_empty() {
+            return 0;
+        }
+        let n = frames.len().min(out.len());
+        let mut i = start;
+        while i < n {
+            // The rest of the chunk of frame `i`, and the frames of the next chunk.
+            let slot = i % Switch::AHEAD;
+            let end = n.min(i - slot + Switch::AHEAD);
+            let (Some(ps), Some(os)) = (ring.get_mut(slot..), out.get_mut(i..end)) else {
+                break;
+            };
+            let ns = frames.get_mut(i + Switch::AHEAD..).unwrap_or_default();
+            let run = self.chunk_run(ps, os, ns);
+            i += run;
+            if i < end {
+                break;
+            }
+        }
+        i - start
+    }
+
+    /// [`forward_run`](Self::forward_run) within a chunk: decides the frames of `ring` into
+    /// `out` from the first on, classifying `next[i]` into slot `i` after deciding frame
+    /// `i`, and returns how many it decided.
+    #[inline(always)]
+    fn chunk_run<F: AsMut<[u8]>>(
         &mut self,
         ring: &mut [Pre],
         out: &mut [Egress],
         next: &mut [(PortId, F)],
     ) -> usize {
-        if self.lines.is_empty() {
-            return 0;
-        }
         let both = next.len().min(ring.len()).min(out.len());
         let (ring, ring_rest) = ring.split_at_mut(both);
         let (out, out_rest) = out.split_at_mut(both);
         let mut n = 0;
         for ((p, o), (ingress, f)) in ring.iter_mut().zip(out).zip(next) {
-            if !self.forward(p, o) {
+            if !self.forward(p, (&p.src_want, &p.dst_want), o) {
                 return n;
             }
             classify_into(
@@ -1084,7 +1101,7 @@ impl Fast<'_> {
             n += 1;
         }
         for (p, o) in ring_rest.iter().zip(out_rest) {
-            if !self.forward(p, o) {
+            if !self.forward(p, (&p.src_want, &p.dst_want), o) {
                 return n;
             }
             n += 1;
@@ -1094,32 +1111,41 @@ impl Fast<'_> {
 }
 
 /// What a frame's classification found: everything the decision needs from the frame and
-/// the configuration, in 48 bytes (a batch keeps one per frame).
+/// the configuration, in 80 bytes (a batch keeps one per frame).
 #[derive(Debug, Clone, Copy)]
+#[repr(align(16))]
 struct Pre {
-    /// The complement of the source's table key (domain index and MAC): what a bucket
-    /// holds for it, compared as is.
-    src_want: u64,
-    /// The complement of the destination's table key.
-    dst_want: u64,
+    /// The complement of the source's table key (domain index and MAC), twice: what a
+    /// bucket holds for it, compared as is with two slots at a time.
+    src_want: [u64; 2],
+    /// The complement of the destination's table key, twice.
+    dst_want: [u64; 2],
     /// The keys' hashes, for the table.
     src_hash: u64,
     dst_hash: u64,
     /// The payload's length (the frame's after the header and tag) as the fast path
     /// compares it with [`PortFast::mtu32`]: `u32::MAX` when it is longer.
     len32: u32,
-    ethertype: u16,
-    ingress: PortId,
     class: Class,
 }
 
+const _: () = assert!(core::mem::size_of::<Pre>() == 80);
+
 /// What a classification takes from the ingress port and the frame's tag, but for the
-/// domain: an untagged frame's is the port's [`PortFast::untagged_class`], one word to copy.
+/// domain: an untagged frame's is the port's [`PortFast::untagged_class`], copied whole.
 #[derive(Debug, Clone, Copy)]
 #[repr(C, align(8))]
 struct Class {
-    /// The ingress port's split-horizon group.
-    horizon: Option<HorizonGroup>,
+    /// The ingress port's number in bits 16..32, where a table entry's meta word has its
+    /// port: the meta word of a source learning would not change is this with the state and
+    /// the second (see [`Fast::seen`]). In a classification, [`ARP_MARK`] too for an ARP
+    /// frame.
+    expect: u32,
+    /// The ingress port's split word: its split-horizon group's number when it has one,
+    /// `0x1_0000` plus its own number when it has none. Two ports' words are equal exactly
+    /// when a frame from one may not leave on the other (the same port, or ports of one
+    /// group), so the fast path tells both cases with one comparison.
+    split: u32,
     vlan: u16,
     /// Offset of the payload (14 or 18).
     payload: u8,
@@ -1130,28 +1156,26 @@ struct Class {
 impl Pre {
     /// A classification yet to be made.
     const NONE: Pre = Pre {
-        src_want: 0,
-        dst_want: 0,
+        src_want: [0; 2],
+        dst_want: [0; 2],
         src_hash: 0,
         dst_hash: 0,
         len32: 0,
-        ethertype: 0,
-        ingress: PortId(0),
         class: Class {
-            horizon: None,
+            expect: 0,
+            split: 0,
             vlan: 0,
             payload: 0,
             drop: None,
         },
     };
 
-    /// The classification of a frame from `ingress` to be dropped for `reason`, in a batch.
+    /// The classification of a frame to be dropped for `reason`, in a batch.
     /// Its source key word is 0, which no key's complement is: the fast path, which does not
     /// look at `drop`, finds no source seen on the port (a slot without a key holds 0, but
     /// its meta word has no live state) and leaves the frame to the full path.
-    fn dropped(ingress: PortId, reason: DropReason) -> Self {
+    fn dropped(reason: DropReason) -> Self {
         Pre {
-            ingress,
             class: Class {
                 drop: Some(reason),
                 ..Self::NONE.class
@@ -1162,7 +1186,7 @@ impl Pre {
 
     #[inline]
     fn domain(&self) -> u16 {
-        (!self.src_want >> 48) as u16
+        key_domain(!self.src_want[0])
     }
 }
 
@@ -1197,69 +1221,89 @@ fn classify(
     pre: &mut Pre,
 ) -> Result<(), DropReason> {
     let Some(Some(port)) = ports.get_mut(usize::from(ingress.0)) else {
-        return Err(unlikely(DropReason::PortDown));
+        return Err(unlikely(|| DropReason::PortDown));
     };
     port.stats.rx_frames += 1;
     port.stats.rx_bytes += frame.len() as u64;
     let port = &*port;
-    // The addresses and EtherType as two big-endian words: a MAC is the top 48 bits of the
-    // word at its offset (what `MacAddr::to_u64` gives, without the byte shuffling).
+    // The addresses and EtherType as two little-endian words: a MAC is the low 48 bits of the
+    // word at its offset, shifted up by 16 the MAC bits of its table key (see `key`).
     let Some((h, rest)) = frame.split_first_chunk::<14>() else {
-        return Err(unlikely(DropReason::Truncated));
+        return Err(unlikely(|| DropReason::Truncated));
     };
     let (Some(a), Some(b)) = (h.first_chunk::<8>(), h.last_chunk::<8>()) else {
-        return Err(unlikely(DropReason::Truncated));
+        return Err(unlikely(|| DropReason::Truncated));
     };
-    let dst = u64::from_be_bytes(*a) >> 16;
-    let src = u64::from_be_bytes(*b);
-    let (src, et) = (src >> 16, src as u16);
+    let dst = u64::from_le_bytes(*a) << 16;
+    let src = u64::from_le_bytes(*b);
+    let (src, et) = (src << 16, (src >> 48) as u16);
     let tag = match rest.split_first_chunk::<4>() {
-        _ if et != TPID_8021Q => None,
+        _ if et != wire(TPID_8021Q) => None,
         Some(t) => Some(t),
-        None => return Err(unlikely(DropReason::Truncated)),
+        None => return Err(unlikely(|| DropReason::Truncated)),
     };
-    // A group address (the I/G bit, bit 40, turned to the sign bit) or zero.
-    if src.rotate_left(23) as i64 <= 0 {
-        return Err(unlikely(DropReason::Malformed));
+    // A group address (the I/G bit, bit 16, turned to the sign bit) or zero.
+    if src.rotate_right(17) as i64 <= 0 {
+        return Err(unlikely(|| DropReason::Malformed));
     }
     // IEEE 802.1Q ingress classification. Untagged and priority-tagged frames take the
     // port's own VLAN, whose domain the port keeps at hand (a port has a domain there only
     // if it has such a VLAN).
-    let ((class, base), ethertype, len) = match tag {
-        None => (
-            (port.fast.untagged_class, port.fast.untagged_base),
-            et,
+    match tag {
+        None => classified(
+            pre,
+            port.fast.untagged_class,
+            port.fast.untagged_base,
+            (src, dst, et),
             rest.len(),
         ),
-        Some((&[t0, t1, t2, t3], rest)) => (
-            classify_tagged(port, vlan_domain, u16::from_be_bytes([t0, t1]) & 0x0fff),
-            u16::from_be_bytes([t2, t3]),
-            rest.len(),
-        ),
-    };
-    if base == NO_BASE {
-        return Err(unlikely(DropReason::VlanMismatch));
+        Some((t, rest)) => classify_tagged(port, vlan_domain, t, (src, dst), rest.len(), pre),
     }
-    let (src_want, dst_want) = (!(base | src), !(base | dst));
+}
+
+/// Writes a frame's classification into `pre`, given the class and key base from its port
+/// and tag, its addresses as key bits, its EtherType and its payload's length.
+#[inline(always)]
+fn classified(
+    pre: &mut Pre,
+    class: Class,
+    base: u64,
+    (src, dst, ethertype): (u64, u64, u16),
+    len: usize,
+) -> Result<(), DropReason> {
+    if base == NO_BASE {
+        return Err(unlikely(|| DropReason::VlanMismatch));
+    }
+    let (src_want, dst_want) = (base ^ src, base ^ dst);
     *pre = Pre {
-        src_want,
-        dst_want,
+        src_want: [src_want; 2],
+        dst_want: [dst_want; 2],
         // The keys' `key_hash`: the hash of the complement.
         src_hash: hash(src_want),
         dst_hash: hash(dst_want),
         len32: u32::try_from(len).unwrap_or(u32::MAX),
-        ethertype,
-        ingress,
         class,
     };
+    if ethertype == wire(ETHERTYPE_ARP) {
+        pre.class.expect |= ARP_MARK;
+    }
     Ok(())
 }
 
-/// The classification and key base (see [`PortFast::untagged_base`]) of a frame tagged
-/// with VLAN id `t` on `port` ([`NO_BASE`] when the port does not take the VLAN or it has no
-/// domain). Out of line, so that an untagged frame's classification keeps its registers.
+/// [`classify`] from the tag `tag` on: the class and key base (see
+/// [`PortFast::untagged_base`]) of a frame tagged on `port` ([`NO_BASE`] when the port does
+/// not take the VLAN or it has no domain). Out of line and finishing the classification
+/// itself, so that an untagged frame's classification keeps its registers.
 #[inline(never)]
-fn classify_tagged(port: &PortState, vlan_domain: &VlanMap, t: u16) -> (Class, u64) {
+fn classify_tagged(
+    port: &PortState,
+    vlan_domain: &VlanMap,
+    &[t0, t1, t2, t3]: &[u8; 4],
+    (src, dst): (u64, u64),
+    len: usize,
+    pre: &mut Pre,
+) -> Result<(), DropReason> {
+    let t = u16::from_be_bytes([t0, t1]) & 0x0fff;
     let untagged = port.fast.untagged_class;
     let (class, base) = match t {
         0 => (untagged, port.fast.untagged_base),
@@ -1275,21 +1319,41 @@ fn classify_tagged(port: &PortState, vlan_domain: &VlanMap, t: u16) -> (Class, u
         },
         _ => (untagged, NO_BASE),
     };
-    (
-        Class {
-            payload: 18,
-            ..class
-        },
+    let class = Class {
+        payload: 18,
+        ..class
+    };
+    classified(
+        pre,
+        class,
         base,
+        (src, dst, u16::from_le_bytes([t2, t3])),
+        len,
     )
 }
 
-/// The top 16 bits of the table keys of domain `d` ([`NO_BASE`] for [`NO_DOMAIN`]).
+/// The split word (see [`Class::split`]) of port `id` in split-horizon group `horizon`.
+fn split_of(id: PortId, horizon: Option<HorizonGroup>) -> u32 {
+    match horizon {
+        Some(g) => u32::from(g.0),
+        None => 0x1_0000 + u32::from(id.0),
+    }
+}
+
+/// The split-horizon group of a port of split word `split` (see [`Class::split`]).
+#[inline]
+fn horizon_of(split: u32) -> Option<HorizonGroup> {
+    u16::try_from(split).ok().map(HorizonGroup)
+}
+
+/// The key base of domain `d` ([`NO_BASE`] for [`NO_DOMAIN`]): the complement of the low
+/// 16 bits of its table keys, with the high 48 bits set, so that XORed with the MAC bits of a
+/// key it gives the complement of the key, what a bucket holds (see [`Pre::src_want`]).
 fn base_of(d: u16) -> u64 {
     if d == NO_DOMAIN {
         NO_BASE
     } else {
-        u64::from(d) << 48
+        !u64::from(d)
     }
 }
 
@@ -1308,7 +1372,7 @@ fn classify_into(
             lines.prefetch(p.src_hash);
             lines.prefetch(p.dst_hash);
         }
-        Err(r) => *p = Pre::dropped(ingress, r),
+        Err(r) => *p = Pre::dropped(r),
     }
 }
 
@@ -1327,12 +1391,14 @@ fn classify_run<F: AsMut<[u8]>>(
     }
 }
 
-/// `r`, on a path the compiler is told is unlikely: a classification's drops stay out of
-/// the way of the frames it passes on.
+/// The reason `r` gives, on a path the compiler is told is unlikely: a classification's
+/// drops stay out of the way of the frames it passes on. A function of its own for each
+/// place it is called from, which takes no argument: the frames passed on set up no register
+/// for it.
 #[cold]
 #[inline(never)]
-fn unlikely(r: DropReason) -> DropReason {
-    r
+fn unlikely(r: impl FnOnce() -> DropReason) -> DropReason {
+    r()
 }
 
 /// The bridge domain index of each VLAN id, [`NO_DOMAIN`] for none.

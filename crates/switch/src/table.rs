@@ -58,10 +58,26 @@ pub struct MacEntry {
     pub last_seen_secs: u32,
 }
 
-/// The key of (domain index, MAC).
+/// The key of (domain index, MAC): the domain index in the low 16 bits, above it the MAC's
+/// six bytes in the order of a little-endian word, as a frame's header has them (a frame's
+/// address is one load and a shift away from its key).
 #[inline]
 pub(crate) fn key(domain: u16, mac: crate::MacAddr) -> u64 {
-    (u64::from(domain) << 48) | mac.to_u64()
+    let ([d0, d1], [m0, m1, m2, m3, m4, m5]) = (domain.to_le_bytes(), mac.0);
+    u64::from_le_bytes([d0, d1, m0, m1, m2, m3, m4, m5])
+}
+
+/// The domain index of key `k`.
+#[inline]
+pub(crate) fn key_domain(k: u64) -> u16 {
+    k as u16
+}
+
+/// The MAC of key `k`.
+#[inline]
+pub(crate) fn key_mac(k: u64) -> crate::MacAddr {
+    let [_, _, m0, m1, m2, m3, m4, m5] = k.to_le_bytes();
+    crate::MacAddr([m0, m1, m2, m3, m4, m5])
 }
 
 /// The hash of a table key: [`hash`] of its complement, the word a bucket holds for it (what
@@ -71,10 +87,14 @@ pub(crate) fn key_hash(k: u64) -> u64 {
     hash(!k)
 }
 
-/// A 64x64→128 multiply folded to 64 bits: every key bit reaches the low bits.
+/// A 64x64→128 multiply folded to 64 bits: every key bit reaches the low bits. The
+/// multiplier is not the golden ratio's `0x9e37_79b9_7f4a_7c15`, from which generated MAC
+/// sequences are often made (the bench's are): such keys, hashed by the same multiplier,
+/// fill the buckets unevenly (6.8% of 1M such keys past their home bucket, against 3.2%
+/// with this one; sequential, random or per-domain MACs put 0.8% to 4.1% there with either).
 #[inline]
 pub(crate) fn hash(k: u64) -> u64 {
-    let m = u128::from(k) * 0x9e37_79b9_7f4a_7c15u128;
+    let m = u128::from(k) * 0xd6e8_feb8_6659_fd93u128;
     (m as u64) ^ ((m >> 64) as u64)
 }
 
@@ -159,15 +179,15 @@ fn words(b: &Bucket) -> [u64; 2 * SLOTS] {
     core::array::from_fn(|i| u64::from_ne_bytes(w[i]))
 }
 
-/// The meta word of the slot whose key word is `want`, or 0 when there is none (at most one
-/// slot holds a key), selected without a branch (where in its bucket a key sits is random: a
-/// branch on it would be mispredicted): compares and masks the compiler does two slots at a
-/// time in vector registers.
+/// The meta word of the slot whose key word is the word `want` holds twice, or 0 when there
+/// is none (at most one slot holds a key), selected without a branch (where in its bucket a
+/// key sits is random: a branch on it would be mispredicted): compares and masks the compiler
+/// does two slots at a time in vector registers, `want` read as one of them.
 #[inline(always)]
-fn select(w: &[u64; 2 * SLOTS], want: u64) -> u64 {
+fn select(w: &[u64; 2 * SLOTS], want: &[u64; 2]) -> u64 {
     let mut hit = 0;
     for i in 0..SLOTS {
-        hit |= w[SLOTS + i] & 0u64.wrapping_sub(u64::from(w[i] == want));
+        hit |= w[SLOTS + i] & 0u64.wrapping_sub(u64::from(w[i] == want[i % 2]));
     }
     hit
 }
@@ -175,7 +195,7 @@ fn select(w: &[u64; 2 * SLOTS], want: u64) -> u64 {
 /// The meta word of the key whose complement is `want` in one bucket (0 when absent), if a
 /// lookup ends at this bucket: the key is in it, or it has an empty slot.
 #[inline(always)]
-fn scan(bucket: &Bucket, want: u64) -> Option<u64> {
+fn scan(bucket: &Bucket, want: &[u64; 2]) -> Option<u64> {
     let w = words(bucket);
     let hit = select(&w, want);
     (hit != 0 || has_empty(&w)).then_some(hit)
@@ -310,16 +330,16 @@ impl Lines<'_> {
         prefetch_index::prefetch_index(self.0, self.home(h));
     }
 
-    /// The meta word of the key whose complement is `want` (what a bucket holds for it),
-    /// hashed to `h`: 0 when the key is absent (a live slot's word is never 0). The
+    /// The meta word of the key whose complement `want` holds twice (what a bucket holds for
+    /// it, as a pair of slots is compared), hashed to `h`: 0 when the key is absent (a live slot's word is never 0). The
     /// forwarding fast path reads only this: the home bucket inline, the rare rest of the
     /// probe sequence out of line.
     #[inline(always)]
-    pub(crate) fn meta_of(self, want: u64, h: u64) -> u64 {
+    pub(crate) fn meta_of(self, want: &[u64; 2], h: u64) -> u64 {
         let b = self.home(h);
         match self.0.get(b).map(|bucket| scan(bucket, want)) {
             Some(Some(hit)) => hit,
-            Some(None) => self.probe(want, b),
+            Some(None) => self.probe(want[0], b),
             None => 0,
         }
     }
@@ -335,7 +355,7 @@ impl Lines<'_> {
             let Some(bucket) = self.0.get(b) else {
                 return 0;
             };
-            if let Some(hit) = scan(bucket, want) {
+            if let Some(hit) = scan(bucket, &[want; 2]) {
                 return hit;
             }
         }
@@ -489,7 +509,7 @@ impl MacTable {
     /// The meta word of `k`, hashed to `h`: 0 when the key is absent.
     #[inline]
     pub(crate) fn meta_h(&self, k: u64, h: u64) -> u64 {
-        self.lines().meta_of(!k, h)
+        self.lines().meta_of(&[!k; 2], h)
     }
 
     /// The entry for `k`, hashed to `h`.

@@ -210,3 +210,103 @@ fn fast_path_decides_as_the_full_path() {
         assert!(limited.drops.get(DropReason::TooBig) > 0, "{limited:?}");
     }
 }
+
+/// A classification's key words are the complements of the table's keys of its addresses,
+/// for untagged and tagged frames, and a key gives back its domain and MAC.
+#[test]
+fn classified_keys_are_table_keys() {
+    let mut sw = fabric();
+    let (src, dst) = (
+        MacAddr([0x02, 0x11, 0x22, 0x33, 0x44, 0x55]),
+        MacAddr([0x0a, 0x99, 0x88, 0x77, 0x66, 0xfe]),
+    );
+    for (ingress, tag, vlan) in [(0, None, 10), (2, Some(20), 20), (3, None, 20)] {
+        let f = frame(dst, src, tag, 0x0800, 46);
+        let mut p = Pre::NONE;
+        sw.classify(PortId(ingress), &f, &mut p).unwrap();
+        let d = sw.domain_index(vlan).unwrap();
+        assert_eq!(p.domain(), d);
+        assert_eq!((!p.src_want[0], !p.dst_want[0]), (key(d, src), key(d, dst)));
+        assert_eq!(p.class.expect, u32::from(ingress) << 16);
+        assert_eq!((key_domain(key(d, src)), key_mac(key(d, src))), (d, src));
+        assert_eq!(!p.dst_want[0] & MULTICAST, 0);
+    }
+    // The group bit of the destination, as the fast path and the full path test it.
+    let f = frame(MacAddr([1, 0, 0x5e, 0, 0, 1]), src, None, ETHERTYPE_ARP, 46);
+    let mut p = Pre::NONE;
+    sw.classify(PortId(0), &f, &mut p).unwrap();
+    assert_ne!(!p.dst_want[0] & MULTICAST, 0);
+    assert_eq!(p.class.expect, ARP_MARK);
+    let f = frame(dst, src, Some(20), ETHERTYPE_ARP, 46);
+    sw.classify(PortId(2), &f, &mut p).unwrap();
+    assert_eq!(p.class.expect, 2 << 16 | ARP_MARK);
+    // Learned, the source is listed with its domain's VLAN and found by address.
+    let mut f = frame(dst, src, Some(20), 0x0800, 46);
+    let mut out = Egress::default();
+    sw.forward(PortId(2), &mut f, Instant::ZERO, &mut out);
+    assert!(
+        sw.entries()
+            .any(|(v, m, e)| (v, m, e.port) == (20, src, PortId(2)))
+    );
+    assert_eq!(sw.lookup(20, src).map(|e| e.port), Some(PortId(2)));
+    // A group source is dropped.
+    let f = frame(dst, MacAddr([1, 0, 0, 0, 0, 1]), None, 0x0800, 46);
+    assert_eq!(
+        sw.classify(PortId(0), &f, &mut p),
+        Err(DropReason::Malformed)
+    );
+}
+
+/// A batch of mostly known unicast, whose runs on the fast path span chunks, with frames for
+/// the full path at chunk edges and within chunks, decides as `forward` frame by frame.
+#[test]
+fn long_fast_runs_decide_as_frame_by_frame() {
+    let (mut one, mut many) = (fabric(), fabric());
+    let mut out = Egress::default();
+    let now = Instant::from_secs(3);
+    // Hosts 0..4 behind ports 0, 1, 2 (the trunk, untagged) and 4 (a mesh tunnel), all in
+    // domain 10, learned this second.
+    let homes = [0u16, 1, 2, 4];
+    for sw in [&mut one, &mut many] {
+        for (h, &p) in homes.iter().enumerate() {
+            let mut f = frame(MacAddr::BROADCAST, host(h as u64), None, 0x0800, 46);
+            sw.forward(PortId(p), &mut f, now, &mut out);
+        }
+    }
+    for full_at in [vec![], vec![0], vec![15, 16], vec![3, 31, 32, 47], vec![49]] {
+        let batch: Vec<(PortId, Vec<u8>)> = (0..50u64)
+            .map(|i| {
+                let (s, d) = (i % 4, (i / 4 + 1 + i) % 4);
+                let d = if d == s { (d + 1) % 4 } else { d };
+                let dst = if full_at.contains(&(i as usize)) {
+                    MacAddr::BROADCAST
+                } else {
+                    host(d)
+                };
+                (
+                    PortId(homes[s as usize]),
+                    frame(dst, host(s), None, 0x0800, 46),
+                )
+            })
+            .collect();
+        let mut frames = batch.clone();
+        let mut outs = vec![Egress::default(); 50];
+        let mut verdicts = [Verdict::Flood; 50];
+        assert_eq!(
+            many.forward_batch(&mut frames, now, &mut outs, &mut verdicts),
+            50
+        );
+        for (i, (p, f)) in batch.into_iter().enumerate() {
+            let mut f = f;
+            let v = one.forward(p, &mut f, now, &mut out);
+            assert_eq!(v, verdicts[i], "frame {i} of {full_at:?}");
+            assert_eq!(out.ports(), outs[i].ports(), "frame {i} of {full_at:?}");
+            assert_eq!(out.vlan(), outs[i].vlan(), "frame {i} of {full_at:?}");
+        }
+        assert_eq!(
+            verdicts.iter().filter(|v| **v == Verdict::Forward).count(),
+            50 - full_at.len()
+        );
+        assert_eq!(snapshot(&mut one), snapshot(&mut many));
+    }
+}

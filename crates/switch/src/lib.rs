@@ -13,9 +13,10 @@
 //! **Bursts.** A receive loop that has many frames at once hands them to
 //! [`Switch::forward_batch`]: the same decisions, counters and learning as `forward` frame by
 //! frame, but each frame's MAC-table lines are asked for [`Switch::AHEAD`] frames before it is
-//! decided, so that their cache misses overlap with each other and with the decisions. The MAC table is open addressing over 64-byte buckets (a
-//! lookup reads one cache line), in an anonymous mapping that asks Linux for transparent huge
-//! pages, so that a table of a million MACs does not miss the TLB on every lookup.
+//! decided, so that their cache misses overlap with each other and with the decisions. The
+//! MAC table is open addressing over 64-byte buckets (a lookup reads one cache line), in an
+//! anonymous mapping that asks Linux for transparent huge pages, so that a table of a million
+//! MACs does not miss the TLB on every lookup.
 //!
 //! **Loop freedom across sites.** Put every tunnel of a full mesh of sites in one split-horizon
 //! group: a frame that came from a mesh tunnel is never flooded to another mesh tunnel (nor

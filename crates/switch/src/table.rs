@@ -331,9 +331,9 @@ impl Lines<'_> {
     }
 
     /// The meta word of the key whose complement `want` holds twice (what a bucket holds for
-    /// it, as a pair of slots is compared), hashed to `h`: 0 when the key is absent (a live slot's word is never 0). The
-    /// forwarding fast path reads only this: the home bucket inline, the rare rest of the
-    /// probe sequence out of line.
+    /// it, as a pair of slots is compared), hashed to `h`: 0 when the key is absent (a live
+    /// slot's word is never 0). The forwarding fast path reads only this: the home bucket
+    /// inline, the rare rest of the probe sequence out of line.
     #[inline(always)]
     pub(crate) fn meta_of(self, want: &[u64; 2], h: u64) -> u64 {
         let b = self.home(h);

@@ -227,6 +227,16 @@ struct View<'a> {
     oif: Option<&'a str>,
 }
 
+/// What the filter walk of one packet goes by, besides its bytes (see [`Firewall::filter`]).
+struct Filtered<'a> {
+    from: Source,
+    route: Route,
+    info: &'a PktInfo,
+    ct: CtStates,
+    iif: Option<&'a str>,
+    oif: Option<&'a str>,
+}
+
 /// A stateful dual-stack firewall: connection tracking, a nat and a filter table, NAT with
 /// incremental checksum updates (IPv4), `reject` answers, rate limits and rate-limited
 /// logging.
@@ -717,38 +727,17 @@ impl Firewall {
             .map(|i| Arc::clone(&i.name));
 
         // Filter.
-        let filter_hook = match (from, route) {
-            (Source::Local, _) => Hook::Output,
-            (_, Route::Local) => Hook::Input,
-            (_, Route::Out(_)) => Hook::Forward,
-            (_, Route::Unreachable) => return self.drop(DropReason::NoRoute),
-        };
-        let view = View {
+        let mark_in = meta.mark;
+        let p = Filtered {
+            from,
+            route,
             info: &info,
-            data: buf.data(),
             ct,
             iif: iif.as_deref(),
             oif: oif.as_deref(),
         };
-        let mark_in = meta.mark;
-        self.trail = Trail {
-            on: self.filter_invariant,
-            ..Trail::default()
-        };
-        let outcome = self.run_hook(
-            &rules,
-            TableKind::Filter,
-            filter_hook,
-            &view,
-            &mut meta.mark,
-            now,
-        );
-        self.trail.on = false;
-        match outcome {
-            Outcome::Accept | Outcome::Policy(Policy::Accept) | Outcome::Nat(_) => {}
-            Outcome::Drop => return self.drop(DropReason::Filtered),
-            Outcome::Policy(Policy::Drop) => return self.drop(DropReason::Policy),
-            Outcome::Reject(with) => return self.reject(buf, &info, with),
+        if let Err(v) = self.filter(&rules, p, buf, &mut meta.mark, now) {
+            return v;
         }
         if self.filter_invariant
             && ct == CtStates::ESTABLISHED
@@ -921,12 +910,6 @@ impl Firewall {
         }
         let new_conn = (!known && ct == CtStates::NEW).then(|| Conn::new(tuple, now));
         let route = router(IpAddr::V6(Ipv6Addr::from(info.dst6)));
-        let filter_hook = match (from, route) {
-            (Source::Local, _) => Hook::Output,
-            (_, Route::Local) => Hook::Input,
-            (_, Route::Out(_)) => Hook::Forward,
-            (_, Route::Unreachable) => return self.drop(DropReason::NoRoute),
-        };
         let iif = match from {
             Source::Port(p) => self.iface(p).map(|i| Arc::clone(&i.name)),
             Source::Local => None,
@@ -936,32 +919,17 @@ impl Firewall {
             _ => None,
         };
         let rules = self.rules.clone();
-        let view = View {
+        let mark_in = meta.mark;
+        let p = Filtered {
+            from,
+            route,
             info,
-            data: buf.data(),
             ct,
             iif: iif.as_deref(),
             oif: oif.as_deref(),
         };
-        let mark_in = meta.mark;
-        self.trail = Trail {
-            on: self.filter_invariant,
-            ..Trail::default()
-        };
-        let outcome = self.run_hook(
-            &rules,
-            TableKind::Filter,
-            filter_hook,
-            &view,
-            &mut meta.mark,
-            now,
-        );
-        self.trail.on = false;
-        match outcome {
-            Outcome::Accept | Outcome::Policy(Policy::Accept) | Outcome::Nat(_) => {}
-            Outcome::Drop => return self.drop(DropReason::Filtered),
-            Outcome::Policy(Policy::Drop) => return self.drop(DropReason::Policy),
-            Outcome::Reject(with) => return self.reject(buf, info, with),
+        if let Err(v) = self.filter(&rules, p, buf, &mut meta.mark, now) {
+            return v;
         }
         if self.filter_invariant
             && ct == CtStates::ESTABLISHED
@@ -1164,6 +1132,45 @@ impl Firewall {
             }
         }
         None
+    }
+
+    /// The filter table's walk for packet `p` (the output hook for a local packet, else
+    /// input or forward by its route), recording the path it takes when the filter is
+    /// invariant (see [`Trail`]): `Ok` when the packet goes on, else its verdict (no route,
+    /// a drop, or a reject sent).
+    fn filter<B: PacketBuf>(
+        &mut self,
+        rules: &Compiled,
+        p: Filtered<'_>,
+        buf: &mut B,
+        mark: &mut u32,
+        now: Instant,
+    ) -> Result<(), Verdict> {
+        let hook = match (p.from, p.route) {
+            (Source::Local, _) => Hook::Output,
+            (_, Route::Local) => Hook::Input,
+            (_, Route::Out(_)) => Hook::Forward,
+            (_, Route::Unreachable) => return Err(self.drop(DropReason::NoRoute)),
+        };
+        let view = View {
+            info: p.info,
+            data: buf.data(),
+            ct: p.ct,
+            iif: p.iif,
+            oif: p.oif,
+        };
+        self.trail = Trail {
+            on: self.filter_invariant,
+            ..Trail::default()
+        };
+        let outcome = self.run_hook(rules, TableKind::Filter, hook, &view, mark, now);
+        self.trail.on = false;
+        match outcome {
+            Outcome::Accept | Outcome::Policy(Policy::Accept) | Outcome::Nat(_) => Ok(()),
+            Outcome::Drop => Err(self.drop(DropReason::Filtered)),
+            Outcome::Policy(Policy::Drop) => Err(self.drop(DropReason::Policy)),
+            Outcome::Reject(with) => Err(self.reject(buf, p.info, with)),
+        }
     }
 
     fn run_hook(

@@ -739,9 +739,7 @@ impl Switch {
             return self.drop_on(ingress, DropReason::VlanMismatch);
         };
         if dom.cfg.arp_suppression
-            && frame
-                .get(payload.wrapping_sub(2)..payload)
-                .is_some_and(|et| et == ETHERTYPE_ARP.to_be_bytes())
+            && p.class.expect & ARP_MARK != 0
             && let Some(v) = self.arp(d, ingress, frame, p, secs, out)
         {
             return v;

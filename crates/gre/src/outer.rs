@@ -130,8 +130,27 @@ pub(crate) struct Outer {
 /// data path reassembles before decapsulating).
 #[inline]
 pub(crate) fn parse(data: &[u8]) -> Result<Outer, DropReason> {
-    // IPv4, by far the common underlay, goes through etherparse's header slice alone (no
-    // payload slicing); IPv6 needs the extension header walk of the full slicer.
+    // IPv4, by far the common underlay, is read from its fixed fields when the header is
+    // well formed (what etherparse accepts, see `plain_ipv4_lengths`); anything else goes
+    // through etherparse's header slice, which says what is wrong. IPv6 needs the extension
+    // header walk of the full slicer.
+    if let Some((header_len, total)) = gatekit_packet::plain_ipv4_lengths(data) {
+        let h = &data[..header_len];
+        if checksum::internet(h) != 0 {
+            return Err(DropReason::BadChecksum);
+        }
+        // More fragments, or a fragment offset.
+        if u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 {
+            return Err(DropReason::Unsupported);
+        }
+        return Ok(Outer {
+            src: IpAddr::from([h[12], h[13], h[14], h[15]]),
+            dst: IpAddr::from([h[16], h[17], h[18], h[19]]),
+            proto: h[9],
+            header_len,
+            payload_len: total - header_len,
+        });
+    }
     if data.first().is_some_and(|b| b >> 4 == 4) {
         let h = Ipv4HeaderSlice::from_slice(data).map_err(|e| match e {
             etherparse::err::ipv4::HeaderSliceError::Len(_) => DropReason::Truncated,

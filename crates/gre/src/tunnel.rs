@@ -157,6 +157,9 @@ struct Tunnel {
     stats: TunnelStats,
 }
 
+/// What identifies a tunnel: (local, remote, key).
+type TunnelKey = (IpAddr, IpAddr, Option<u32>);
+
 /// A set of GRE tunnels sharing the data path: the sans-IO GRE stage.
 ///
 /// [`encap`](Self::encap) takes a packet for a tunnel and pushes the GRE and outer IP headers
@@ -166,7 +169,11 @@ struct Tunnel {
 #[derive(Debug, Default)]
 pub struct GreEndpoint {
     tunnels: Vec<Tunnel>,
-    index: FastMap<(IpAddr, IpAddr, Option<u32>), u32>,
+    index: FastMap<TunnelKey, u32>,
+    /// The tunnel the last decapsulated packet belonged to, by its (local, remote, key): the
+    /// next packet most often belongs to it too, and comparing the triple costs a fraction
+    /// of hashing it. Tunnels are never removed, so an entry stays right.
+    last: Option<(TunnelKey, u32)>,
     drops: DropCounters,
 }
 
@@ -353,8 +360,16 @@ impl GreEndpoint {
             Ok(r) => r,
             Err(e) => return Decap::Drop(count(&mut self.drops, e.drop_reason())),
         };
-        let Some(&n) = self.index.get(&(dst, src, repr.key)) else {
-            return Decap::Drop(count(&mut self.drops, DropReason::UnknownTunnel));
+        let id = (dst, src, repr.key);
+        let n = match self.last {
+            Some((last, n)) if last == id => n,
+            _ => {
+                let Some(&n) = self.index.get(&id) else {
+                    return Decap::Drop(count(&mut self.drops, DropReason::UnknownTunnel));
+                };
+                self.last = Some((id, n));
+                n
+            }
         };
         let tunnel = TunnelId(n);
         let Some(t) = self.tunnels.get_mut(n as usize) else {

@@ -121,6 +121,60 @@ fn wrong_key_protocol_or_address_is_counted() {
     assert_eq!(l3.encap(T0, &mut buf), Encap::Drop(DropReason::Malformed));
 }
 
+/// Packets of several tunnels (same addresses, other keys; other remotes) in any order each
+/// reach their own tunnel, and a key none has is refused even right after a packet of a
+/// tunnel that shares the addresses.
+#[test]
+fn interleaved_tunnels_each_get_their_own_packets() {
+    let local = ip("192.0.2.2");
+    let peers = [
+        ("192.0.2.1", Some(1)),
+        ("192.0.2.1", Some(2)),
+        ("192.0.2.9", Some(1)),
+        ("192.0.2.1", None),
+    ];
+    let mut b = GreEndpoint::new();
+    let mut senders = Vec::new();
+    for (i, (remote, key)) in peers.iter().enumerate() {
+        let cfg = |l: IpAddr, r: IpAddr| GreTunnelConfig {
+            key: *key,
+            ..GreTunnelConfig::new(l, r)
+        };
+        assert_eq!(b.add_tunnel(cfg(local, ip(remote))).unwrap().0 as usize, i);
+        let mut a = GreEndpoint::new();
+        a.add_tunnel(cfg(ip(remote), local)).unwrap();
+        senders.push(a);
+    }
+    let order = [0usize, 0, 1, 0, 2, 2, 3, 1, 3, 0];
+    for &i in &order {
+        let mut buf = PktBuf::from_slice(&udp_v4(20), 64, 0);
+        assert_eq!(senders[i].encap(T0, &mut buf), Encap::Ready);
+        assert_eq!(
+            b.decap(&mut buf),
+            Decap::Packet {
+                tunnel: gatekit_gre::TunnelId(i as u32),
+                protocol: protocol::IPV4
+            },
+            "packet of tunnel {i}"
+        );
+    }
+    for (i, _) in peers.iter().enumerate() {
+        let want = order.iter().filter(|&&j| j == i).count() as u64;
+        assert_eq!(
+            b.stats(gatekit_gre::TunnelId(i as u32)).unwrap().rx_packets,
+            want
+        );
+    }
+    // Right after a packet of (192.0.2.1, key 1): the same addresses with key 3.
+    let mut buf = PktBuf::from_slice(&udp_v4(20), 64, 0);
+    assert_eq!(senders[0].encap(T0, &mut buf), Encap::Ready);
+    assert!(matches!(b.decap(&mut buf), Decap::Packet { .. }));
+    let (mut stranger, _) = pair("192.0.2.1", "192.0.2.2", |c| c.key = Some(3));
+    let mut buf = PktBuf::from_slice(&udp_v4(20), 64, 0);
+    assert_eq!(stranger.encap(T0, &mut buf), Encap::Ready);
+    assert_eq!(b.decap(&mut buf), Decap::Drop(DropReason::UnknownTunnel));
+}
+
 #[test]
 fn config_errors() {
     let mut e = GreEndpoint::new();

@@ -69,6 +69,10 @@ pub struct Vtep {
     cfg: VtepConfig,
     tunnels: Vec<VxTunnel>,
     index: FastMap<(IpAddr, u32), u32>,
+    /// The tunnel the last decapsulated packet belonged to, by its (remote, VNI): tried
+    /// before the hash map (see [`GreEndpoint`](crate::GreEndpoint)'s). Tunnels are never
+    /// removed, so an entry stays right.
+    last: Option<((IpAddr, u32), u32)>,
     drops: DropCounters,
 }
 
@@ -87,6 +91,7 @@ impl Vtep {
             cfg,
             tunnels: Vec::new(),
             index: FastMap::default(),
+            last: None,
             drops: DropCounters::default(),
         })
     }
@@ -273,8 +278,16 @@ impl Vtep {
             Ok(r) => r,
             Err(e) => return Decap::Drop(count(&mut self.drops, e.drop_reason())),
         };
-        let Some(&n) = self.index.get(&(remote, repr.vni)) else {
-            return Decap::Drop(count(&mut self.drops, DropReason::UnknownTunnel));
+        let id = (remote, repr.vni);
+        let n = match self.last {
+            Some((last, n)) if last == id => n,
+            _ => {
+                let Some(&n) = self.index.get(&id) else {
+                    return Decap::Drop(count(&mut self.drops, DropReason::UnknownTunnel));
+                };
+                self.last = Some((id, n));
+                n
+            }
         };
         if buf.pull_front(8).is_err() || buf.len() < 14 {
             return Decap::Drop(count(&mut self.drops, DropReason::Truncated));

@@ -175,6 +175,61 @@ fn interleaved_tunnels_each_get_their_own_packets() {
     assert_eq!(b.decap(&mut buf), Decap::Drop(DropReason::UnknownTunnel));
 }
 
+/// VXLAN: packets of tunnels sharing a remote or a VNI, in any order, each reach their own
+/// tunnel, and a VNI none has is refused right after a packet of the same remote.
+#[test]
+fn interleaved_vxlan_tunnels_each_get_their_own_packets() {
+    let local = ip("192.0.2.2");
+    let peers = [("192.0.2.1", 10), ("192.0.2.1", 11), ("192.0.2.9", 10)];
+    let mut b = Vtep::new(VtepConfig::new(local)).unwrap();
+    let mut senders = Vec::new();
+    for (i, (remote, vni)) in peers.iter().enumerate() {
+        assert_eq!(b.add_tunnel(ip(remote), *vni).unwrap().0 as usize, i);
+        let mut a = Vtep::new(VtepConfig::new(ip(remote))).unwrap();
+        let t = a.add_tunnel(local, *vni).unwrap();
+        senders.push((a, t));
+    }
+    let frame = {
+        let mut f = vec![0u8; 14];
+        f[..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        f.extend(udp_v4(20));
+        f
+    };
+    let order = [0usize, 0, 1, 2, 1, 0, 2, 2, 1];
+    for &i in &order {
+        let (a, t) = &mut senders[i];
+        let mut buf = PktBuf::from_slice(&frame, 64, 0);
+        assert_eq!(a.encap(*t, &mut buf), Encap::Ready);
+        assert_eq!(
+            b.decap(&mut buf),
+            Decap::Packet {
+                tunnel: gatekit_gre::TunnelId(i as u32),
+                protocol: protocol::TEB
+            },
+            "packet of tunnel {i}"
+        );
+        assert_eq!(buf.data(), &frame[..]);
+    }
+    for i in 0..peers.len() {
+        let want = order.iter().filter(|&&j| j == i).count() as u64;
+        assert_eq!(
+            b.stats(gatekit_gre::TunnelId(i as u32)).unwrap().rx_packets,
+            want
+        );
+    }
+    let mut stranger = Vtep::new(VtepConfig::new(ip("192.0.2.1"))).unwrap();
+    let t = stranger.add_tunnel(local, 12).unwrap();
+    let (a, t0) = &mut senders[0];
+    let mut buf = PktBuf::from_slice(&frame, 64, 0);
+    assert_eq!(a.encap(*t0, &mut buf), Encap::Ready);
+    assert!(matches!(b.decap(&mut buf), Decap::Packet { .. }));
+    let mut buf = PktBuf::from_slice(&frame, 64, 0);
+    assert_eq!(stranger.encap(t, &mut buf), Encap::Ready);
+    assert_eq!(b.decap(&mut buf), Decap::Drop(DropReason::UnknownTunnel));
+}
+
 #[test]
 fn config_errors() {
     let mut e = GreEndpoint::new();

@@ -163,6 +163,49 @@ impl core::hash::Hasher for FxHasher {
 pub(crate) type FastMap<K, V> =
     std::collections::HashMap<K, V, core::hash::BuildHasherDefault<FxHasher>>;
 
+/// Tunnel numbers by key, for decapsulation: a hash map, and the key of the packet before
+/// tried first (consecutive packets mostly share a tunnel, and comparing a key costs a
+/// fraction of hashing it). Keys are only ever added, so the remembered one stays right.
+#[derive(Debug)]
+pub(crate) struct TunnelIndex<K> {
+    map: FastMap<K, u32>,
+    last: Option<(K, u32)>,
+}
+
+impl<K> Default for TunnelIndex<K> {
+    fn default() -> Self {
+        TunnelIndex {
+            map: FastMap::default(),
+            last: None,
+        }
+    }
+}
+
+impl<K: Copy + Eq + core::hash::Hash> TunnelIndex<K> {
+    pub(crate) fn contains(&self, k: &K) -> bool {
+        self.map.contains_key(k)
+    }
+    pub(crate) fn insert(&mut self, k: K, n: u32) {
+        self.map.insert(k, n);
+    }
+    /// The tunnel of `k`, leaving the remembered key alone (configuration lookups).
+    pub(crate) fn get(&self, k: &K) -> Option<u32> {
+        self.map.get(k).copied()
+    }
+    /// The tunnel of a received packet's key, remembered for the next packet.
+    #[inline]
+    pub(crate) fn find(&mut self, k: K) -> Option<u32> {
+        match self.last {
+            Some((last, n)) if last == k => Some(n),
+            _ => {
+                let n = *self.map.get(&k)?;
+                self.last = Some((k, n));
+                Some(n)
+            }
+        }
+    }
+}
+
 /// Counts a drop and returns its reason.
 #[inline]
 pub(crate) fn count(drops: &mut DropCounters, r: DropReason) -> DropReason {

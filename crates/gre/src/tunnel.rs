@@ -4,7 +4,7 @@
 use crate::gre::{GrePacket, GreRepr, protocol};
 use crate::mtu::{self, IcmpSource};
 use crate::outer::{self, Template};
-use crate::{ConfigError, Decap, Encap, FastMap, TunnelId, count};
+use crate::{ConfigError, Decap, Encap, TunnelId, TunnelIndex, count};
 use core::net::IpAddr;
 use core::time::Duration;
 use etherparse::{IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header};
@@ -169,11 +169,7 @@ type TunnelKey = (IpAddr, IpAddr, Option<u32>);
 #[derive(Debug, Default)]
 pub struct GreEndpoint {
     tunnels: Vec<Tunnel>,
-    index: FastMap<TunnelKey, u32>,
-    /// The tunnel the last decapsulated packet belonged to, by its (local, remote, key): the
-    /// next packet most often belongs to it too, and comparing the triple costs a fraction
-    /// of hashing it. Tunnels are never removed, so an entry stays right.
-    last: Option<(TunnelKey, u32)>,
+    index: TunnelIndex<TunnelKey>,
     drops: DropCounters,
 }
 
@@ -193,7 +189,7 @@ impl GreEndpoint {
             });
         }
         let id = (cfg.local, cfg.remote, cfg.key);
-        if self.index.contains_key(&id) {
+        if self.index.contains(&id) {
             return Err(ConfigError::Duplicate {
                 local: cfg.local,
                 remote: cfg.remote,
@@ -254,7 +250,7 @@ impl GreEndpoint {
 
     /// The tunnel with this identity, as a received packet names it.
     pub fn lookup(&self, local: IpAddr, remote: IpAddr, key: Option<u32>) -> Option<TunnelId> {
-        self.index.get(&(local, remote, key)).map(|&i| TunnelId(i))
+        self.index.get(&(local, remote, key)).map(TunnelId)
     }
 
     /// The tunnel's counters.
@@ -360,16 +356,8 @@ impl GreEndpoint {
             Ok(r) => r,
             Err(e) => return Decap::Drop(count(&mut self.drops, e.drop_reason())),
         };
-        let id = (dst, src, repr.key);
-        let n = match self.last {
-            Some((last, n)) if last == id => n,
-            _ => {
-                let Some(&n) = self.index.get(&id) else {
-                    return Decap::Drop(count(&mut self.drops, DropReason::UnknownTunnel));
-                };
-                self.last = Some((id, n));
-                n
-            }
+        let Some(n) = self.index.find((dst, src, repr.key)) else {
+            return Decap::Drop(count(&mut self.drops, DropReason::UnknownTunnel));
         };
         let tunnel = TunnelId(n);
         let Some(t) = self.tunnels.get_mut(n as usize) else {

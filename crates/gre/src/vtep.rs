@@ -3,7 +3,7 @@
 
 use crate::outer::{self, Template};
 use crate::vxlan::{VXLAN_PORT, VxlanPacket, VxlanRepr};
-use crate::{ConfigError, Decap, Encap, FastMap, TunnelId, count, gre::protocol};
+use crate::{ConfigError, Decap, Encap, TunnelId, TunnelIndex, count, gre::protocol};
 use core::net::IpAddr;
 use etherparse::IpNumber;
 use gatekit_packet::{DropCounters, DropReason, PacketBuf, checksum};
@@ -68,11 +68,7 @@ struct VxTunnel {
 pub struct Vtep {
     cfg: VtepConfig,
     tunnels: Vec<VxTunnel>,
-    index: FastMap<(IpAddr, u32), u32>,
-    /// The tunnel the last decapsulated packet belonged to, by its (remote, VNI): tried
-    /// before the hash map (see [`GreEndpoint`](crate::GreEndpoint)'s). Tunnels are never
-    /// removed, so an entry stays right.
-    last: Option<((IpAddr, u32), u32)>,
+    index: TunnelIndex<(IpAddr, u32)>,
     drops: DropCounters,
 }
 
@@ -90,8 +86,7 @@ impl Vtep {
         Ok(Vtep {
             cfg,
             tunnels: Vec::new(),
-            index: FastMap::default(),
-            last: None,
+            index: TunnelIndex::default(),
             drops: DropCounters::default(),
         })
     }
@@ -112,7 +107,7 @@ impl Vtep {
                 remote,
             });
         }
-        if self.index.contains_key(&(remote, vni)) {
+        if self.index.contains(&(remote, vni)) {
             return Err(ConfigError::Duplicate {
                 local: self.cfg.local,
                 remote,
@@ -138,7 +133,7 @@ impl Vtep {
 
     /// The tunnel to `remote` for `vni`.
     pub fn lookup(&self, remote: IpAddr, vni: u32) -> Option<TunnelId> {
-        self.index.get(&(remote, vni)).map(|&n| TunnelId(n))
+        self.index.get(&(remote, vni)).map(TunnelId)
     }
 
     /// The remote address and VNI of a tunnel.
@@ -278,16 +273,8 @@ impl Vtep {
             Ok(r) => r,
             Err(e) => return Decap::Drop(count(&mut self.drops, e.drop_reason())),
         };
-        let id = (remote, repr.vni);
-        let n = match self.last {
-            Some((last, n)) if last == id => n,
-            _ => {
-                let Some(&n) = self.index.get(&id) else {
-                    return Decap::Drop(count(&mut self.drops, DropReason::UnknownTunnel));
-                };
-                self.last = Some((id, n));
-                n
-            }
+        let Some(n) = self.index.find((remote, repr.vni)) else {
+            return Decap::Drop(count(&mut self.drops, DropReason::UnknownTunnel));
         };
         if buf.pull_front(8).is_err() || buf.len() < 14 {
             return Decap::Drop(count(&mut self.drops, DropReason::Truncated));

@@ -114,17 +114,16 @@ pub(crate) struct Outer {
 /// not reassembled here).
 pub(crate) fn parse_outer(data: &[u8]) -> Result<Outer, gatekit_packet::DropReason> {
     use gatekit_packet::DropReason;
-    if let Some((ihl, total)) = gatekit_packet::plain_ipv4_lengths(data) {
-        // More fragments, or a fragment offset.
-        if u16::from_be_bytes([data[6], data[7]]) & 0x3fff != 0 {
+    if let Some(ip) = gatekit_packet::PlainIpv4::parse(data) {
+        if ip.is_fragment() {
             return Err(DropReason::Unsupported);
         }
         return Ok(Outer {
-            src: IpAddr::from([data[12], data[13], data[14], data[15]]),
-            dst: IpAddr::from([data[16], data[17], data[18], data[19]]),
-            ip_len: ihl,
-            proto: data[9],
-            total_len: total,
+            src: ip.src().into(),
+            dst: ip.dst().into(),
+            ip_len: ip.header_len(),
+            proto: ip.proto(),
+            total_len: ip.total_len(),
         });
     }
     let ip = etherparse::IpSlice::from_slice(data).map_err(|e| match e {

@@ -1222,9 +1222,9 @@ fn copy_into<B: PacketBuf, S: Sink<B>>(data: &[u8], sink: &mut S) -> Option<B> {
 /// Protocol and destination port (UDP) of an outer IP packet.
 fn outer_info(p: &[u8]) -> Option<Outer> {
     // Plain IPv4 (every NAT-T and native ESP packet over IPv4) from the fixed header.
-    if let Some((ihl, total)) = gatekit_packet::plain_ipv4_lengths(p) {
-        let proto = p[9];
-        let (sport, dport) = match p.get(ihl..total) {
+    if let Some(ip) = gatekit_packet::PlainIpv4::parse(p) {
+        let proto = ip.proto();
+        let (sport, dport) = match p.get(ip.header_len()..ip.total_len()) {
             Some([s0, s1, d0, d1, ..]) if proto == 17 => (
                 u16::from_be_bytes([*s0, *s1]),
                 u16::from_be_bytes([*d0, *d1]),
@@ -1233,7 +1233,7 @@ fn outer_info(p: &[u8]) -> Option<Outer> {
         };
         return Some(Outer {
             proto,
-            src: IpAddr::from([p[12], p[13], p[14], p[15]]),
+            src: ip.src().into(),
             sport,
             dport,
         });

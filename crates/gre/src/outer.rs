@@ -131,24 +131,23 @@ pub(crate) struct Outer {
 #[inline]
 pub(crate) fn parse(data: &[u8]) -> Result<Outer, DropReason> {
     // IPv4, by far the common underlay, is read from its fixed fields when the header is
-    // well formed (what etherparse accepts, see `plain_ipv4_lengths`); anything else goes
+    // well formed (what etherparse accepts, see `PlainIpv4`); anything else goes
     // through etherparse's header slice, which says what is wrong. IPv6 needs the extension
     // header walk of the full slicer.
-    if let Some((header_len, total)) = gatekit_packet::plain_ipv4_lengths(data) {
-        let h = &data[..header_len];
-        if checksum::internet(h) != 0 {
+    if let Some(ip) = gatekit_packet::PlainIpv4::parse(data) {
+        let header_len = ip.header_len();
+        if checksum::internet(&data[..header_len]) != 0 {
             return Err(DropReason::BadChecksum);
         }
-        // More fragments, or a fragment offset.
-        if u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 {
+        if ip.is_fragment() {
             return Err(DropReason::Unsupported);
         }
         return Ok(Outer {
-            src: IpAddr::from([h[12], h[13], h[14], h[15]]),
-            dst: IpAddr::from([h[16], h[17], h[18], h[19]]),
-            proto: h[9],
+            src: ip.src().into(),
+            dst: ip.dst().into(),
+            proto: ip.proto(),
             header_len,
-            payload_len: total - header_len,
+            payload_len: ip.total_len() - header_len,
         });
     }
     if data.first().is_some_and(|b| b >> 4 == 4) {

@@ -68,25 +68,26 @@ pub(crate) fn has_transport_header(ip: &IpSlice<'_>) -> bool {
     }
 }
 
-/// The shape of an IPv4 packet without an authentication header, from its fixed header:
-/// `(header length, total length, whether it carries the transport header)`, `Err` if
-/// the header is not valid, `None` if it is not such a packet (not IPv4, AH, shorter than
-/// 20 bytes). Valid and invalid are what etherparse says, checked by proptest.
+/// An IPv4 packet without an authentication header, from its fixed header: `Err` if the
+/// header is not valid, `None` if it is not such a packet (not IPv4, AH, shorter than 20
+/// bytes). Valid and invalid are what etherparse says, checked by proptest.
 #[inline]
-pub(crate) fn plain_ipv4(p: &[u8]) -> Option<Result<(usize, usize, bool), ()>> {
+pub(crate) fn plain_ipv4(p: &[u8]) -> Option<Result<PlainIpv4<'_>, ()>> {
     const AH: u8 = 51;
-    let h = p.get(..20)?;
-    if h[0] >> 4 != 4 || h[9] == AH {
+    let fixed = p.first_chunk::<20>()?;
+    if fixed[0] >> 4 != 4 || fixed[9] == AH {
         return None;
     }
-    let ihl = usize::from(h[0] & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
-    if ihl < 20 || total < ihl || total > p.len() {
+    let header_len = usize::from(fixed[0] & 0x0f) * 4;
+    let total_len = usize::from(u16::from_be_bytes([fixed[2], fixed[3]]));
+    if header_len < 20 || total_len < header_len || total_len > p.len() {
         return Some(Err(()));
     }
-    // Only the first fragment (offset 0) carries the transport header.
-    let first = u16::from_be_bytes([h[6], h[7]]) & 0x1fff == 0;
-    Some(Ok((ihl, total, first)))
+    Some(Ok(PlainIpv4 {
+        fixed,
+        header_len,
+        total_len,
+    }))
 }
 
 /// The header and total lengths of a well-formed IPv4 packet without an authentication
@@ -98,8 +99,66 @@ pub(crate) fn plain_ipv4(p: &[u8]) -> Option<Result<(usize, usize, bool), ()>> {
 #[inline]
 pub fn plain_ipv4_lengths(p: &[u8]) -> Option<(usize, usize)> {
     match plain_ipv4(p)? {
-        Ok((ihl, total, _)) => Some((ihl, total)),
+        Ok(ip) => Some((ip.header_len, ip.total_len)),
         Err(()) => None,
+    }
+}
+
+/// A view of a well-formed IPv4 packet without an authentication header (what
+/// [`plain_ipv4_lengths`] accepts), whose fields are read at their RFC 791 offsets when
+/// asked for: the per-packet case of every outer header a tunnel endpoint reads. Anything
+/// else goes to a general parser, which says what is wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlainIpv4<'a> {
+    fixed: &'a [u8; 20],
+    header_len: usize,
+    total_len: usize,
+}
+
+impl<'a> PlainIpv4<'a> {
+    /// The packet at the start of `p`; `None` where [`plain_ipv4_lengths`] gives none.
+    #[inline]
+    pub fn parse(p: &'a [u8]) -> Option<PlainIpv4<'a>> {
+        plain_ipv4(p)?.ok()
+    }
+    /// Bytes of the header, options included.
+    #[inline]
+    pub fn header_len(&self) -> usize {
+        self.header_len
+    }
+    /// The total length field: header and payload (the buffer may hold link padding
+    /// behind it).
+    #[inline]
+    pub fn total_len(&self) -> usize {
+        self.total_len
+    }
+    /// The protocol field.
+    #[inline]
+    pub fn proto(&self) -> u8 {
+        self.fixed[9]
+    }
+    /// The source address.
+    #[inline]
+    pub fn src(&self) -> core::net::Ipv4Addr {
+        let h = self.fixed;
+        core::net::Ipv4Addr::new(h[12], h[13], h[14], h[15])
+    }
+    /// The destination address.
+    #[inline]
+    pub fn dst(&self) -> core::net::Ipv4Addr {
+        let h = self.fixed;
+        core::net::Ipv4Addr::new(h[16], h[17], h[18], h[19])
+    }
+    /// More fragments follow, or the fragment offset is not 0: a piece of a larger packet.
+    #[inline]
+    pub fn is_fragment(&self) -> bool {
+        u16::from_be_bytes([self.fixed[6], self.fixed[7]]) & 0x3fff != 0
+    }
+    /// Whether the payload starts with the transport header: only the first fragment
+    /// (offset 0) carries it.
+    #[inline]
+    pub(crate) fn carries_transport(&self) -> bool {
+        u16::from_be_bytes([self.fixed[6], self.fixed[7]]) & 0x1fff == 0
     }
 }
 
@@ -119,11 +178,16 @@ impl FlowKey {
     /// the general parser does.
     #[inline]
     fn from_plain_ipv4(p: &[u8]) -> Option<Result<FlowKey, FlowError>> {
-        let (ihl, total, first) = match plain_ipv4(p)? {
-            Ok(v) => v,
+        let ip = match plain_ipv4(p)? {
+            Ok(ip) => ip,
             Err(()) => return Some(Err(FlowError::NotIp)),
         };
-        let h = p.get(..20)?;
+        let (h, ihl, total, first) = (
+            ip.fixed,
+            ip.header_len,
+            ip.total_len,
+            ip.carries_transport(),
+        );
         let word = |i: usize| [h[i], h[i + 1], h[i + 2], h[i + 3]];
         let transport = if first {
             match transport_of(IpNumber(h[9]), p.get(ihl..total)?) {

@@ -70,7 +70,7 @@ mod stage;
 mod time;
 
 pub use buf::{BufError, PacketBuf, PktBuf};
-pub use flow::{FlowError, FlowKey, Transport, plain_ipv4_lengths};
+pub use flow::{FlowError, FlowKey, PlainIpv4, Transport, plain_ipv4_lengths};
 pub use meta::{Meta, PortId};
 pub use pool::{Batch, BatchFull, Pool, PoolBuf};
 pub use stage::{Action, DropCounters, DropReason, Offloads, Port, PortCaps, PortError, Stage};

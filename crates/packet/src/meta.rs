@@ -58,9 +58,9 @@ impl Meta {
         self.clear_offsets();
         // Plain IPv4 from its fixed header; the rest (IPv6, AH) through etherparse.
         match crate::flow::plain_ipv4(data) {
-            Some(Ok((ihl, _, first))) => {
+            Some(Ok(ip)) => {
                 self.l3 = Some(0);
-                self.l4 = first.then_some(ihl as u16);
+                self.l4 = ip.carries_transport().then_some(ip.header_len() as u16);
                 return true;
             }
             Some(Err(())) => return false,

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use etherparse::{IpSlice, PacketBuilder};
-use gatekit_packet::{FlowError, FlowKey, plain_ipv4_lengths};
+use gatekit_packet::{FlowError, FlowKey, PlainIpv4, plain_ipv4_lengths};
 use proptest::prelude::*;
 
 /// The key as etherparse reads it, independently of the fast path.
@@ -78,6 +78,29 @@ proptest! {
         prop_assert_eq!(
             plain_ipv4_lengths(&p),
             sliced.map(|s| (s.header().slice().len(), usize::from(s.header().total_len())))
+        );
+        // And so are the fixed fields.
+        let sliced = etherparse::Ipv4Slice::from_slice(&p).ok().filter(|s| s.header().protocol().0 != 51);
+        prop_assert_eq!(
+            PlainIpv4::parse(&p).map(|ip| (
+                ip.header_len(),
+                ip.total_len(),
+                ip.proto(),
+                ip.src(),
+                ip.dst(),
+                ip.is_fragment()
+            )),
+            sliced.map(|s| {
+                let h = s.header();
+                (
+                    h.slice().len(),
+                    usize::from(h.total_len()),
+                    h.protocol().0,
+                    h.source_addr(),
+                    h.destination_addr(),
+                    h.more_fragments() || h.fragments_offset().value() != 0,
+                )
+            })
         );
     }
 

@@ -204,18 +204,84 @@ pub enum ClassifyError {
 
 /// The reference classifier: every rule in order, scanned until the first match. Used as the
 /// test oracle and the benchmark baseline.
+///
+/// The scan tests eight rules at a time: their boxes are also kept field by field, as low
+/// corners and widths in rows of eight, so that one rule test is a subtraction and a compare
+/// per field that the compiler does four lanes at a time in vector registers, with no
+/// branch but the one that asks whether any of the eight matched; the first block where
+/// one did is then tested rule by rule. A rule at a time, from the rule structs, took 1.55
+/// ns a rule on the ClassBench sets at 10K rules.
 #[derive(Debug, Clone, Default)]
 pub struct LinearClassifier {
+    /// Every rule, in order (priority, then id).
     rules: Vec<ClassRule>,
+    /// The same boxes, eight to a block.
+    blocks: Vec<ScanBlock>,
+}
+
+/// Rules a [`ScanBlock`] holds.
+const SCAN_LANES: usize = 8;
+
+/// Eight rule boxes, field by field: `lo[d][j]` and `width[d][j]` are field `d` of rule `j`
+/// (a key's field `x` is in the range when `x - lo` wraps to at most `width`).
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(align(64))]
+struct ScanBlock {
+    lo: [[u32; SCAN_LANES]; DIMS],
+    width: [[u32; SCAN_LANES]; DIMS],
+}
+
+impl ScanBlock {
+    /// The block of `rules` (one to eight). Lanes past the last rule repeat it, so that a
+    /// key meets a lane of the block exactly when it meets one of `rules`.
+    fn of(rules: &[ClassRule]) -> ScanBlock {
+        let mut b = ScanBlock::default();
+        for j in 0..SCAN_LANES {
+            if let Some(r) = rules.get(j).or(rules.last()) {
+                for d in 0..DIMS {
+                    b.lo[d][j] = r.fields.lo[d];
+                    b.width[d][j] = r.fields.hi[d].wrapping_sub(r.fields.lo[d]);
+                }
+            }
+        }
+        b
+    }
+
+    /// Whether any of the block's rules holds `key`: all eight tested at once, with no
+    /// branch (which of them comes first is then found by testing the block's rules in
+    /// turn, once a lookup).
+    #[inline(always)]
+    fn any(&self, key: &Key) -> bool {
+        let mut m = [u32::MAX; SCAN_LANES];
+        for (d, &k) in key.iter().enumerate() {
+            let (lo, width) = (&self.lo[d], &self.width[d]);
+            for j in 0..SCAN_LANES {
+                m[j] &= 0u32.wrapping_sub(u32::from(k.wrapping_sub(lo[j]) <= width[j]));
+            }
+        }
+        m.iter().fold(0, |a, &v| a | v) != 0
+    }
 }
 
 impl LinearClassifier {
     /// A classifier holding `rules`.
     pub fn new(rules: impl IntoIterator<Item = ClassRule>) -> Result<Self, ClassifyError> {
-        let mut c = LinearClassifier::default();
-        for r in rules {
-            c.insert(r)?;
+        let rules: Vec<ClassRule> = rules.into_iter().collect();
+        let mut ids = HashSet::with_capacity(rules.len());
+        for r in &rules {
+            if !r.fields.is_valid() {
+                return Err(ClassifyError::BadBox(r.id));
+            }
+            if !ids.insert(r.id) {
+                return Err(ClassifyError::DuplicateId(r.id));
+            }
         }
+        let mut c = LinearClassifier {
+            rules,
+            blocks: Vec::new(),
+        };
+        c.rules.sort_by_key(ClassRule::order);
+        c.reblock(0);
         Ok(c)
     }
     /// Adds a rule.
@@ -228,18 +294,38 @@ impl LinearClassifier {
         }
         let at = self.rules.partition_point(|r| r.order() < rule.order());
         self.rules.insert(at, rule);
+        self.reblock(at);
         Ok(())
     }
     /// Removes the rule with this id; false if there was none.
     pub fn remove(&mut self, id: u32) -> bool {
-        let before = self.rules.len();
-        self.rules.retain(|r| r.id != id);
-        self.rules.len() != before
+        let Some(at) = self.rules.iter().position(|r| r.id == id) else {
+            return false;
+        };
+        self.rules.remove(at);
+        self.reblock(at);
+        true
+    }
+    /// Rebuilds the blocks from the one holding rule `at` on (the rules from there on
+    /// moved by one).
+    fn reblock(&mut self, at: usize) {
+        let first = at / SCAN_LANES;
+        self.blocks.truncate(first);
+        self.blocks.extend(
+            self.rules
+                .get(first * SCAN_LANES..)
+                .unwrap_or_default()
+                .chunks(SCAN_LANES)
+                .map(ScanBlock::of),
+        );
     }
     /// The id of the first rule matching `key`.
     pub fn lookup(&self, key: &Key) -> Option<u32> {
-        self.rules
+        let b = self.blocks.iter().position(|b| b.any(key))?;
+        let rules = self.rules.get(b * SCAN_LANES..)?;
+        rules
             .iter()
+            .take(SCAN_LANES)
             .find(|r| r.fields.contains(key))
             .map(|r| r.id)
     }
@@ -1966,6 +2052,41 @@ fn padded<const N: usize>(keys: &[Key], n: usize) -> [[u32; 8]; N] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn linear_scan_finds_the_first_match_across_blocks() {
+        let proto = |p: u32| {
+            let mut b = FieldBox::ANY;
+            (b.lo[4], b.hi[4]) = (p, p);
+            b
+        };
+        // 19 rules, three blocks: TCP keys are held by rule 8 (the first lane of the second
+        // block), 17 and 18 (the last block, whose lanes past rule 18 repeat it).
+        let rules = (0..19).map(|i| {
+            let p = if [8, 17, 18].contains(&i) { 6 } else { 17 };
+            ClassRule::new(proto(p), i, i)
+        });
+        let mut lin = LinearClassifier::new(rules).unwrap();
+        let tcp = [1, 2, 3, 4, 6];
+        assert_eq!(lin.lookup(&tcp), Some(8));
+        assert_eq!(lin.lookup(&[1, 2, 3, 4, 1]), None);
+        assert!(lin.remove(8));
+        assert_eq!(lin.lookup(&tcp), Some(17));
+        assert!(lin.remove(17));
+        assert_eq!(lin.lookup(&tcp), Some(18));
+        assert!(lin.remove(18) && !lin.remove(18));
+        assert_eq!(lin.lookup(&tcp), None);
+        // A rule inserted first moves every other one a lane on.
+        lin.insert(ClassRule::new(proto(6), 0, 40)).unwrap();
+        assert_eq!(lin.lookup(&tcp), Some(40));
+        assert_eq!(lin.lookup(&[1, 2, 3, 4, 17]), Some(0));
+        assert_eq!(lin.len(), 17);
+        assert_eq!(
+            lin.insert(ClassRule::new(proto(6), 0, 40)),
+            Err(ClassifyError::DuplicateId(40))
+        );
+        assert!(LinearClassifier::new([]).unwrap().lookup(&tcp).is_none());
+    }
 
     fn host(a: u32) -> AddrRange {
         AddrRange { lo: a, hi: a }

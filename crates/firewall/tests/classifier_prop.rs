@@ -42,6 +42,16 @@ fn key_in(b: &FieldBox, picks: [u32; 5]) -> Key {
     k
 }
 
+/// The first match by definition: of the rules whose box holds `k`, the one first in
+/// (priority, id) order. The linear scan, which tests eight rules at a time, must give it.
+fn first_by_definition(rules: &[ClassRule], k: &Key) -> Option<u32> {
+    rules
+        .iter()
+        .filter(|r| r.fields.contains(k))
+        .min_by_key(|r| (r.priority, r.id))
+        .map(|r| r.id)
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Insert(FieldBox, u32),
@@ -78,6 +88,7 @@ proptest! {
             // Half the keys inside some rule, half anywhere.
             let k = if i % 2 == 0 { key_in(&rules[i % rules.len()].fields, *p) } else { *p };
             let k = [k[0], k[1], k[2] & 0xffff, k[3] & 0xffff, k[4] & 0xff];
+            prop_assert_eq!(lin.lookup(&k), first_by_definition(&rules, &k), "scan, key {:?}", k);
             prop_assert_eq!(tree.lookup(&k), lin.lookup(&k), "key {:?}", k);
         }
         let keys: Vec<Key> = picks
@@ -176,6 +187,7 @@ proptest! {
                         Some(r) if i % 3 != 0 => key_in(&r.fields, p),
                         _ => [p[0], p[1], p[2] & 0xffff, p[3] & 0xffff, p[4] & 0xff],
                     };
+                    prop_assert_eq!(lin.lookup(&k), first_by_definition(&live, &k), "scan, key {:?}", k);
                     prop_assert_eq!(tree.lookup(&k), lin.lookup(&k), "key {:?}", k);
                     let mut out = [None];
                     tree.lookup_batch(&[k], &mut out);

@@ -75,6 +75,10 @@ pub(crate) struct Dgram<B: IoBuf> {
     /// The segment size of the coalesced datagrams received last (0 before the first): the
     /// size of the pool-buffer pieces a coalesced datagram is scattered into.
     gro_seg: usize,
+    /// Segments per coalesced datagram in the last scattering receive (at least 1): how
+    /// many datagrams to ask for so that a receive brings about what the batch has room
+    /// for (see [`Dgram::recv_scatter`]).
+    gro_fill: usize,
     /// Buffers lent to a scattering receive and not filled, kept for the next one.
     spare: Vec<B>,
     backlog: VecDeque<(B, Meta)>,
@@ -127,6 +131,7 @@ impl<B: IoBuf> Dgram<B> {
                 .map(|_| vec![0u8; GRO_BUF].into_boxed_slice())
                 .collect(),
             gro_seg: 0,
+            gro_fill: GSO_MAX_SEGS,
             spare: Vec::new(),
             backlog: VecDeque::new(),
         }
@@ -264,6 +269,12 @@ impl<B: IoBuf> Dgram<B> {
     /// lands in a buffer of its own and nothing is copied. A datagram coalesced with another
     /// segment size (the sender changed it) is gathered and cut by copying, and the new
     /// size is learned. `None` when the pool cannot lend a whole datagram's worth.
+    ///
+    /// It asks for as many datagrams as, at the last receive's segments per datagram, fill
+    /// the batch's room, and no more: the kernel writes every segment it hands over, and
+    /// segments beyond the batch wait in the backlog. Eight datagrams of 45 segments (the
+    /// most the GRO slots take) are about 830 KB of buffers, as much as a core's L2 cache
+    /// here, so the first ones were out of the cache again before the pipeline read them.
     fn recv_scatter(
         &mut self,
         batch: &mut Batch<B>,
@@ -273,7 +284,10 @@ impl<B: IoBuf> Dgram<B> {
         // Room for the largest coalesced datagram whatever its segment size, so that none is
         // ever cut short: at most 64 pieces, as segments are at least SCATTER_MIN_SEG bytes.
         let per_msg = GRO_BUF.div_ceil(seg);
-        let slots = self.gro_bufs.len().min(batch.remaining().max(1));
+        let slots = self
+            .gro_bufs
+            .len()
+            .min(batch.remaining().div_ceil(self.gro_fill).max(1));
         let head_off = self.room_offset();
         while self.pending.len() < slots * per_msg {
             match B::take(&self.pool) {
@@ -315,8 +329,13 @@ impl<B: IoBuf> Dgram<B> {
         let mut n = 0;
         let mut spare = std::mem::take(&mut self.spare);
         let mut bufs = pending.drain(..);
+        let mut segs = 0;
         for i in 0..got {
             let info = self.rx.info(i);
+            segs += info.len.div_ceil(match info.gro_size {
+                Some(g) => usize::from(g).max(1),
+                None => info.len.max(1),
+            });
             let mine = (&mut bufs).take(per_msg);
             let fits = !info.truncated
                 && match info.gro_size {
@@ -363,6 +382,9 @@ impl<B: IoBuf> Dgram<B> {
                 }
                 n += self.deliver(b, &info, batch, now);
             }
+        }
+        if got > 0 {
+            self.gro_fill = segs.div_ceil(got).clamp(1, GSO_MAX_SEGS);
         }
         // The messages that did not arrive keep their buffers.
         spare.extend(bufs);

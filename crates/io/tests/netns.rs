@@ -352,6 +352,97 @@ fn udp_batches_between_namespaces() {
     }
 }
 
+/// A coalescing receive asks for no more datagrams than the batch has room for. With eight
+/// GSO runs of 45 datagrams queued at once, one receive into a batch of 64 takes at most two
+/// runs (the kernel writes every segment it hands over, and what the batch cannot take
+/// waits), not the eight its GRO slots could hold; later receives bring the rest, in order
+/// and whole.
+#[test]
+fn gro_receive_takes_what_the_batch_has_room_for() {
+    if !can_run(&["ip"]) {
+        return;
+    }
+    const RUN: usize = 45;
+    const RUNS: usize = 8;
+    let p = veth_pair(84);
+    let dst = SocketAddr::new(p.b_ip, 5010);
+    let src = SocketAddr::new(p.a_ip, 5011);
+    // The sender sends a run each time it is told to, then says it is done.
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<usize>();
+    let (sent_tx, sent_rx) = std::sync::mpsc::channel::<()>();
+    let sender = in_ns(p.a.name(), move || {
+        let pool = Pool::new(256, 2048, 128);
+        let mut port: UdpPort =
+            UdpPort::bind(src, &UdpConfig::default(), pool.clone(), PortId(1)).unwrap();
+        let mut next = 0;
+        while let Ok(runs) = go_rx.recv() {
+            for _ in 0..runs {
+                let mut batch: Batch<PoolBuf> = Batch::new(64);
+                for i in next..next + RUN {
+                    let mut b = pool.get().unwrap();
+                    udp_packet(src, dst, &payload_for(i, 1200), &mut b);
+                    batch.push(b, Meta::default()).unwrap();
+                }
+                next += RUN;
+                while !batch.is_empty() {
+                    port.send(&mut batch, Instant::ZERO).unwrap();
+                }
+            }
+            sent_tx.send(()).unwrap();
+        }
+        port.stats().clone()
+    });
+    let receiver = in_ns(p.b.name(), move || {
+        let pool = Pool::new(2048, 2048, 128);
+        let mut port: UdpPort = UdpPort::bind(dst, &UdpConfig::default(), pool, PortId(2)).unwrap();
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        let recv_until = |port: &mut UdpPort, n: usize, got: &mut Vec<Vec<u8>>| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while got.len() < n && std::time::Instant::now() < deadline {
+                let mut batch: Batch<PoolBuf> = Batch::new(64);
+                port.recv(&mut batch, Instant::ZERO).unwrap();
+                got.extend(batch.drain().map(|(b, _, _)| b.data()[28..].to_vec()));
+            }
+        };
+        // Two runs one at a time: the port learns the segment size and how many segments a
+        // datagram brings.
+        for k in 1..=2 {
+            go_tx.send(1).unwrap();
+            sent_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+            recv_until(&mut port, k * RUN, &mut got);
+        }
+        // Eight runs queued in the socket, then one receive.
+        go_tx.send(RUNS).unwrap();
+        sent_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        drop(go_tx);
+        // The peer's side of the veth hands them to the socket in a softirq: let it.
+        std::thread::sleep(Duration::from_millis(100));
+        let before = port.stats().clone();
+        let mut batch: Batch<PoolBuf> = Batch::new(64);
+        let n = port.recv(&mut batch, Instant::ZERO).unwrap();
+        let after = port.stats().clone();
+        got.extend(batch.drain().map(|(b, _, _)| b.data()[28..].to_vec()));
+        recv_until(&mut port, (2 + RUNS) * RUN, &mut got);
+        (got, n, before, after, port.stats().clone())
+    });
+    let (got, n, before, after, rx) = receiver.join().unwrap();
+    let tx = sender.join().unwrap();
+    assert_eq!(tx.tx_packets, ((2 + RUNS) * RUN) as u64, "{tx:?}");
+    assert_eq!(got.len(), (2 + RUNS) * RUN, "{rx:?}");
+    for (i, g) in got.iter().enumerate() {
+        assert_eq!(g, &payload_for(i, 1200), "datagram {i}");
+    }
+    // The runs crossed whole and were scattered over pool buffers.
+    assert!(rx.rx_scattered >= RUNS as u64, "{rx:?}");
+    // One system call, and at most two runs' worth taken by it.
+    assert_eq!(after.rx_calls - before.rx_calls, 1, "{after:?}");
+    let taken = after.rx_packets - before.rx_packets;
+    assert!(
+        n > 0 && taken <= (2 * RUN) as u64,
+        "one receive into a batch of 64 took {taken} datagrams: {after:?}"
+    );
+}
+
 /// Raw ESP between namespaces: a Python raw socket sends, a RawPort receives the whole IPv4
 /// packet; a RawPort sends (IP_HDRINCL), another receives; and payload shape with Meta.peer.
 #[test]

@@ -272,9 +272,9 @@ impl<B: IoBuf> Dgram<B> {
     ///
     /// It asks for as many datagrams as, at the last receive's segments per datagram, fill
     /// the batch's room, and no more: the kernel writes every segment it hands over, and
-    /// segments beyond the batch wait in the backlog. Eight datagrams of 45 segments (the
-    /// most the GRO slots take) are about 830 KB of buffers, as much as a core's L2 cache
-    /// here, so the first ones were out of the cache again before the pipeline read them.
+    /// segments beyond the batch wait in the backlog. Eight datagrams (one per GRO slot) of
+    /// 45 segments fill 360 pool buffers, about 830 KB, as much as a core's L2 cache here,
+    /// so the first ones were out of the cache again before the pipeline read them.
     fn recv_scatter(
         &mut self,
         batch: &mut Batch<B>,

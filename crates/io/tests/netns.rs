@@ -127,6 +127,17 @@ fn udp_packet(src: SocketAddr, dst: SocketAddr, payload: &[u8], buf: &mut PoolBu
         .unwrap();
 }
 
+/// Receives into batches of 64 until `got` holds `n` UDP payloads (the IPv4 and UDP headers
+/// the port writes back cut off), or for at most 5 s.
+fn recv_payloads(port: &mut UdpPort, n: usize, got: &mut Vec<Vec<u8>>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while got.len() < n && std::time::Instant::now() < deadline {
+        let mut batch: Batch<PoolBuf> = Batch::new(64);
+        port.recv(&mut batch, Instant::ZERO).unwrap();
+        got.extend(batch.drain().map(|(b, _, _)| b.data()[28..].to_vec()));
+    }
+}
+
 fn payload_for(i: usize, len: usize) -> Vec<u8> {
     let mut p: Vec<u8> = (0..len)
         .map(|k| (k as u8).wrapping_mul(31).wrapping_add(i as u8))
@@ -275,12 +286,7 @@ fn udp_batches_between_namespaces() {
         let mut port: UdpPort = UdpPort::bind(dst, &UdpConfig::default(), pool, PortId(8)).unwrap();
         ready_tx.send(()).unwrap();
         let mut got = Vec::new();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while got.len() < total && std::time::Instant::now() < deadline {
-            let mut batch: Batch<PoolBuf> = Batch::new(64);
-            port.recv(&mut batch, Instant::ZERO).unwrap();
-            got.extend(batch.drain().map(|(b, _, _)| b.data()[28..].to_vec()));
-        }
+        recv_payloads(&mut port, total, &mut got);
         (got, port.stats().clone())
     });
     ready_rx.recv().unwrap();
@@ -396,20 +402,12 @@ fn gro_receive_takes_what_the_batch_has_room_for() {
         let pool = Pool::new(2048, 2048, 128);
         let mut port: UdpPort = UdpPort::bind(dst, &UdpConfig::default(), pool, PortId(2)).unwrap();
         let mut got: Vec<Vec<u8>> = Vec::new();
-        let recv_until = |port: &mut UdpPort, n: usize, got: &mut Vec<Vec<u8>>| {
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            while got.len() < n && std::time::Instant::now() < deadline {
-                let mut batch: Batch<PoolBuf> = Batch::new(64);
-                port.recv(&mut batch, Instant::ZERO).unwrap();
-                got.extend(batch.drain().map(|(b, _, _)| b.data()[28..].to_vec()));
-            }
-        };
         // Two runs one at a time: the port learns the segment size and how many segments a
         // datagram brings.
         for k in 1..=2 {
             go_tx.send(1).unwrap();
             sent_rx.recv_timeout(Duration::from_secs(5)).unwrap();
-            recv_until(&mut port, k * RUN, &mut got);
+            recv_payloads(&mut port, k * RUN, &mut got);
         }
         // Eight runs queued in the socket, then one receive.
         go_tx.send(RUNS).unwrap();
@@ -422,7 +420,7 @@ fn gro_receive_takes_what_the_batch_has_room_for() {
         let n = port.recv(&mut batch, Instant::ZERO).unwrap();
         let after = port.stats().clone();
         got.extend(batch.drain().map(|(b, _, _)| b.data()[28..].to_vec()));
-        recv_until(&mut port, (2 + RUNS) * RUN, &mut got);
+        recv_payloads(&mut port, (2 + RUNS) * RUN, &mut got);
         (got, n, before, after, port.stats().clone())
     });
     let (got, n, before, after, rx) = receiver.join().unwrap();
